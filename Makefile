@@ -1,0 +1,51 @@
+# brainfm: every entry point bootstraps its own virtual environment (.venv) on first use.
+#   make demo    run the whole workflow on the embedded phantom cohort (config/config.yaml)
+#   make test    run the test suite (fast set; includes the tiny end-to-end demo DAG)
+# Other targets: test-slow, paper-dryrun, lint, bench, report, clean.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+CORES    ?= 2
+# The tested set of versions; set CONSTRAINTS= to resolve freely (e.g. on macOS or another CUDA).
+CONSTRAINTS ?= constraints.txt
+PIP_C    := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
+SMK      := $(BIN)/snakemake --workflow-profile profiles/default --cores $(CORES)
+STAMP    := $(VENV)/.installed
+
+.PHONY: venv demo test test-slow paper-dryrun lint bench report clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch and torchvision must come from one install command (see README, "Installation").
+	$(BIN)/pip install -q $(PIP_C) torch torchvision
+	$(BIN)/pip install -q $(PIP_C) -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(SMK) --configfile config/config.yaml
+	$(SMK) --configfile config/config.yaml --report results/report.html
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" -n $(CORES) --dist loadgroup
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+paper-dryrun: $(STAMP)
+	$(SMK) --configfile config/paper.yaml -n
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint --configfile config/config.yaml
+
+bench: $(STAMP)
+	$(BIN)/brainfm bench --out results/bench
+
+report: $(STAMP)
+	$(SMK) --configfile config/config.yaml --report results/report.html
+
+clean:
+	rm -rf results/* .snakemake
