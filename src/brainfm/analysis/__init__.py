@@ -1,0 +1,1 @@
+"""Representation analyses on frozen features: kNN probing, CKA, reference similarity maps."""

@@ -1,0 +1,275 @@
+"""The ``brainfm`` command line: one subcommand per workflow step.
+
+Snakemake rules call these subcommands (so a rule's log shows a command a user can rerun by
+hand), and researchers can run any step on its own. Errors the user can fix print one line and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from brainfm.errors import BrainfmError
+
+log = logging.getLogger("brainfm")
+
+
+def _json_arg(text: str) -> Any:
+    """Accept inline JSON or a path to a JSON/YAML file."""
+    path = Path(text)
+    if not text.lstrip().startswith(("{", "[")) and path.exists():
+        import yaml
+
+        return yaml.safe_load(path.read_text())
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+
+
+def _csv_floats(text: str) -> list[float] | None:
+    return None if text in ("", "none") else [float(t) for t in text.split(",")]
+
+
+def _csv_ints(text: str) -> list[int]:
+    return [] if text in ("", "none") else [int(t) for t in text.split(",")]
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BrainfmError("device 'cuda' requested but no CUDA device is visible")
+    return name
+
+
+# ----------------------------------------------------------------------------- data
+def cmd_phantom(a: argparse.Namespace) -> None:
+    from brainfm.data.phantom import generate_dataset
+
+    t0 = time.perf_counter()
+    df = generate_dataset(a.generator, Path(a.out), n_subjects=a.n_subjects, seed=a.seed, voxel_size=a.voxel_size,
+                          n_sites=a.n_sites, test_fraction=a.test_fraction, n_jobs=a.n_jobs, **(a.options or {}))
+    log.info("generated %s: %d images of %d subjects in %.1f s", a.generator, len(df), df["subject"].nunique(),
+             time.perf_counter() - t0)
+
+
+def cmd_dataset(a: argparse.Namespace) -> None:
+    from brainfm.atomic import write_json
+    from brainfm.data.registry import build_manifest, check_dataset, fetch_dataset, load_dataset_entry
+
+    entry = load_dataset_entry(a.registry)
+    root = Path(a.root)
+    if a.download:
+        fetch_dataset(entry, root)
+    df = build_manifest(entry, root, Path(a.manifest))
+    report = check_dataset(entry, root)
+    write_json(a.check, report)
+    log.info("%s: %d images, %d subjects", entry.name, len(df), df["subject"].nunique())
+
+
+def cmd_preprocess(a: argparse.Namespace) -> None:
+    from brainfm.data.manifest import read_manifest
+    from brainfm.preprocess.pipeline import preprocess_dataset
+
+    manifest = read_manifest(a.manifest)
+    report = preprocess_dataset(manifest, Path(manifest.attrs["root"]), Path(a.out), protocol=a.protocol,
+                                products=tuple(a.products.split(",")), skull_strip=a.skull_strip,
+                                n_jobs=a.n_jobs, seed=a.seed)
+    log.info("preprocessed: %s", json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}))
+
+
+# ----------------------------------------------------------------------------- models
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    from brainfm.ssl.entry import run_pretraining
+
+    run_pretraining(recipe=a.recipe, spec=a.spec, stores=[Path(s) for s in a.stores], out=Path(a.out),
+                    summary=Path(a.summary), work_dir=Path(a.work_dir), nproc=a.nproc,
+                    device=resolve_device(a.device))
+
+
+def build_backbone(spec: dict[str, Any], weights: str | None):
+    """Create a registry encoder from a backbone spec {"encoder", "args"} and optional weights."""
+    from brainfm.models import create_encoder
+
+    return create_encoder(spec["encoder"], weights=None if weights in (None, "none") else weights,
+                          **spec.get("args", {}))
+
+
+def cmd_extract(a: argparse.Namespace) -> None:
+    from brainfm.features import extract_features
+    from brainfm.preprocess.store import ShardedStore
+
+    encoder = build_backbone(a.backbone, a.weights)
+    store = ShardedStore(a.store)
+    central = _csv_floats(a.central_range)
+    fs = extract_features(encoder, store, Path(a.out), batch_size=a.batch_size, device=resolve_device(a.device),
+                          amp_bf16=a.amp_bf16, layers=tuple(_csv_ints(a.layers)),
+                          central_range=tuple(central) if central else None)
+    log.info("features %s: %s", a.out, json.dumps({k: fs.meta.get(k) for k in ("n_volumes", "seconds")}))
+
+
+def cmd_list_encoders(a: argparse.Namespace) -> None:
+    from brainfm.models import list_encoders
+
+    print("\n".join(list_encoders()))
+
+
+# ----------------------------------------------------------------------------- tasks
+def _pretrain_subjects(paths: Sequence[str]) -> set[str] | None:
+    from brainfm.data.manifest import read_manifest
+
+    paths = [p for p in paths if p != "none"]
+    if not paths:
+        return None
+    return {s for p in paths for s in read_manifest(p, check_files=False)["subject"]}
+
+
+def cmd_fit(a: argparse.Namespace) -> None:
+    from brainfm.data.manifest import read_manifest
+    from brainfm.features import FeatureStore
+    from brainfm.tasks.data import build_task_data
+    from brainfm.tasks.runner import run_grid, write_run
+    from brainfm.tasks.spec import TaskSpec
+
+    spec = TaskSpec.from_config(a.task, a.spec)
+    ratios = _csv_floats(a.ratios) or list(spec.ratios)
+    data = build_task_data(spec, FeatureStore(a.features), read_manifest(a.manifest, check_files=False))
+    t0 = time.perf_counter()
+    results = run_grid(data, backbone=a.backbone, ratios=ratios, seeds=spec.seeds, head_defaults=a.head,
+                       pretrain_subjects=_pretrain_subjects(a.pretrain_manifests))
+    from brainfm.atomic import atomic_dir
+
+    with atomic_dir(a.out) as tmp:
+        for key, entry in results.items():
+            write_run(tmp, key, entry)
+            log.info("%s ratio=%g seed=%d: %s", spec.name, key.ratio, key.seed,
+                     json.dumps({k: round(v, 4) for k, v in entry["metrics"].items()}))
+    log.info("trained %d heads in %.2f s", sum(len(e["folds"]) for e in results.values()), time.perf_counter() - t0)
+
+
+def cmd_knn(a: argparse.Namespace) -> None:
+    from brainfm.analysis.knn import run_knn_task
+    from brainfm.atomic import write_parquet
+    from brainfm.data.manifest import read_manifest
+    from brainfm.features import FeatureStore
+    from brainfm.tasks.data import build_task_data
+    from brainfm.tasks.spec import TaskSpec
+
+    spec = TaskSpec.from_config(a.task, a.spec)
+    data = build_task_data(spec, FeatureStore(a.features), read_manifest(a.manifest, check_files=False))
+    frame = run_knn_task(data, backbone=a.backbone, pretrain_subjects=_pretrain_subjects(a.pretrain_manifests))
+    write_parquet(a.out, frame)
+    acc = frame.groupby("k")["correct"].mean()
+    log.info("kNN %s/%s accuracy by k: %s", spec.name, a.backbone, json.dumps({int(k): round(v, 4) for k, v in acc.items()}))
+
+
+# ----------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="brainfm", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("phantom", help="generate a phantom dataset from the ICBM152 template")
+    s.add_argument("--generator", required=True, help="phantom dataset kind, e.g. phantom_brainage")
+    s.add_argument("--out", required=True, help="output dataset directory (NIfTI + manifest.parquet)")
+    s.add_argument("--n-subjects", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--voxel-size", type=float, default=2.5)
+    s.add_argument("--n-sites", type=int, default=3)
+    s.add_argument("--test-fraction", type=float, default=0.2)
+    s.add_argument("--options", type=_json_arg, default={}, help="JSON of extra generator options")
+    s.add_argument("--n-jobs", type=int, default=1)
+    s.set_defaults(func=cmd_phantom)
+
+    s = sub.add_parser("dataset", help="check (and download) a real dataset and build its manifest")
+    s.add_argument("--registry", required=True, help="dataset name in config/datasets or a YAML path")
+    s.add_argument("--root", required=True, help="dataset root directory")
+    s.add_argument("--download", action="store_true", help="fetch open datasets with a download section")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--check", required=True, help="JSON report of what was found")
+    s.set_defaults(func=cmd_dataset)
+
+    s = sub.add_parser("preprocess", help="run the paper's preprocessing into sharded stores")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--protocol", type=_json_arg, required=True, help="JSON protocol (see config 'preprocess')")
+    s.add_argument("--products", default="downstream,pretrain")
+    s.add_argument("--skull-strip", default="none", choices=["none", "deepbet", "hdbet"])
+    s.add_argument("--n-jobs", type=int, default=1)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_preprocess)
+
+    s = sub.add_parser("pretrain", help="self-supervised pretraining (dino | simclr | brainfound)")
+    s.add_argument("--recipe", required=True, choices=["dino", "simclr", "brainfound"])
+    s.add_argument("--spec", type=_json_arg, required=True, help="JSON of the pretrain run (config 'pretrain.<run>')")
+    s.add_argument("--stores", nargs="+", required=True, help="slice (or volume) store directories")
+    s.add_argument("--out", required=True, help="exported weights for the encoder registry")
+    s.add_argument("--summary", required=True)
+    s.add_argument("--work-dir", required=True, help="checkpoints for resuming (kept across failures)")
+    s.add_argument("--nproc", type=int, default=1, help="processes (torchrun-style DDP)")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser("extract", help="frozen feature extraction into a feature store")
+    s.add_argument("--backbone", type=_json_arg, required=True, help='JSON {"encoder": ..., "args": {...}}')
+    s.add_argument("--weights", default="none")
+    s.add_argument("--store", required=True, help="downstream volume store directory")
+    s.add_argument("--out", required=True)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--layers", default="none", help="comma-separated block indices for layer-wise features")
+    s.add_argument("--central-range", default="none", help="lo,hi axial fractions for central patch features")
+    s.add_argument("--amp-bf16", action="store_true")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_extract)
+
+    s = sub.add_parser("list-encoders", help="list registered encoders")
+    s.set_defaults(func=cmd_list_encoders)
+
+    s = sub.add_parser("fit", help="train task heads for one backbone over ratios x seeds x folds")
+    s.add_argument("--task", required=True)
+    s.add_argument("--spec", type=_json_arg, required=True, help="JSON task spec (config 'tasks.<task>')")
+    s.add_argument("--head", type=_json_arg, default={}, help="JSON head defaults (config 'head')")
+    s.add_argument("--features", required=True)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--backbone", required=True)
+    s.add_argument("--ratios", default="", help="comma-separated ratios (default: the spec's)")
+    s.add_argument("--pretrain-manifests", nargs="*", default=[], help="manifests whose subjects must not be tested")
+    s.add_argument("--out", required=True, help="directory receiving ratio~R/seed~S/{predictions.parquet,metrics.json}")
+    s.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser("knn", help="kNN probing on frozen features")
+    s.add_argument("--task", required=True)
+    s.add_argument("--spec", type=_json_arg, required=True)
+    s.add_argument("--features", required=True)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--backbone", required=True)
+    s.add_argument("--pretrain-manifests", nargs="*", default=[])
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_knn)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        args.func(args)
+    except BrainfmError as exc:
+        print(f"brainfm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Many small task heads trained at once.
+
+The paper's head is LayerNorm → Linear → GELU → Linear on a frozen feature vector. A benchmark
+needs thousands of them (task × ratio × backbone × seed × fold), each tiny, so one head per
+Python training loop would be dominated by interpreter overhead. :class:`HeadBank` stores ``H``
+independent heads as stacked tensors and runs them with batched matrix products; each head
+keeps its own data order, optimiser state, step count and early stopping, so a bank of ``H``
+heads gives the same result as ``H`` separate runs (tested against ``torch.optim``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["HeadBank", "BatchedAdam", "init_head_params"]
+
+
+def init_head_params(n_heads: int, in_dim: int, hidden: int, out_dim: int,
+                     generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
+    """PyTorch-default initialisation (kaiming-uniform weights, uniform biases), one generator per head."""
+    params = {
+        "ln_w": torch.ones(n_heads, in_dim),
+        "ln_b": torch.zeros(n_heads, in_dim),
+        "w1": torch.empty(n_heads, in_dim, hidden),
+        "b1": torch.empty(n_heads, hidden),
+        "w2": torch.empty(n_heads, hidden, out_dim),
+        "b2": torch.empty(n_heads, out_dim),
+    }
+    b_in, b_hid = 1.0 / math.sqrt(in_dim), 1.0 / math.sqrt(hidden)
+    for h, g in enumerate(generators):
+        # same draw order as nn.Linear(in, hidden) then nn.Linear(hidden, out): weight, bias, weight, bias
+        params["w1"][h] = (torch.rand(hidden, in_dim, generator=g) * 2 - 1).mul_(b_in).T
+        params["b1"][h] = (torch.rand(hidden, generator=g) * 2 - 1).mul_(b_in)
+        params["w2"][h] = (torch.rand(out_dim, hidden, generator=g) * 2 - 1).mul_(b_hid).T
+        params["b2"][h] = (torch.rand(out_dim, generator=g) * 2 - 1).mul_(b_hid)
+    return params
+
+
+@dataclass
+class BatchedAdam:
+    """Adam / AdamW over stacked per-head parameters with per-head step counts.
+
+    ``torch.optim.Adam`` keeps one step counter per tensor, so heads that sit out a step (their
+    epoch ended, or they stopped early) would still see their bias correction advance. Here
+    each head advances only when it is active, which keeps a bank exactly equivalent to
+    independent runs.
+    """
+
+    params: dict[str, torch.Tensor]
+    lr: float
+    weight_decay: float = 0.0
+    decoupled: bool = False  # False: Adam with L2 added to the gradient (torch.optim.Adam); True: AdamW
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        n_heads = next(iter(self.params.values())).shape[0]
+        self.step_count = torch.zeros(n_heads, dtype=torch.float64)
+        self.m = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        self.v = {k: torch.zeros_like(v) for k, v in self.params.items()}
+
+    @torch.no_grad()
+    def step(self, grads: dict[str, torch.Tensor], active: torch.Tensor) -> None:
+        """Update heads where ``active`` (bool, shape (H,)) is true; others stay bit-identical."""
+        b1, b2 = self.betas
+        self.step_count += active.double()
+        t = self.step_count.clamp(min=1)
+        bc1 = (1 - b1 ** t).float()
+        bc2_sqrt = (1 - b2 ** t).sqrt().float()
+        for k, p in self.params.items():
+            g = grads[k]
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            act = active.view(shape)
+            if self.weight_decay and not self.decoupled:
+                g = g + self.weight_decay * p
+            m_new = self.m[k] * b1 + g * (1 - b1)
+            v_new = self.v[k] * b2 + g * g * (1 - b2)
+            self.m[k] = torch.where(act, m_new, self.m[k])
+            self.v[k] = torch.where(act, v_new, self.v[k])
+            denom = self.v[k].sqrt() / bc2_sqrt.view(shape) + self.eps
+            update = (self.lr / bc1.view(shape)) * self.m[k] / denom
+            p_new = p * (1 - self.lr * self.weight_decay) if (self.weight_decay and self.decoupled) else p
+            p_new = p_new - update
+            p.copy_(torch.where(act, p_new, p))
+
+
+class HeadBank:
+    """``H`` independent LayerNorm–Linear–GELU–Linear heads evaluated together.
+
+    Inputs are ``(H, B, D)`` (each head sees its own batch) or ``(B, D)`` (shared batch, e.g.
+    for prediction). Dropout, when set, is applied after the GELU as in the public heads.
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], dropout: float = 0.0, ln_eps: float = 1e-5):
+        self.params = params
+        self.dropout = dropout
+        self.ln_eps = ln_eps
+
+    @property
+    def n_heads(self) -> int:
+        return self.params["w1"].shape[0]
+
+    def forward(self, x: torch.Tensor, *, train: bool = False,
+                generators: list[torch.Generator] | None = None) -> torch.Tensor:
+        p = self.params
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n_heads, -1, -1)
+        h = F.layer_norm(x, x.shape[-1:], eps=self.ln_eps)
+        h = h * p["ln_w"].unsqueeze(1) + p["ln_b"].unsqueeze(1)
+        h = torch.baddbmm(p["b1"].unsqueeze(1), h, p["w1"])
+        h = F.gelu(h)
+        if train and self.dropout > 0:
+            if generators is None or len(generators) != h.shape[0]:
+                raise ValueError("dropout needs one generator per head")
+            # one generator per head keeps a head's dropout masks independent of its bank-mates
+            keep = torch.stack([torch.rand(h.shape[1:], generator=g) >= self.dropout for g in generators])
+            h = h * keep / (1 - self.dropout)
+        return torch.baddbmm(p["b2"].unsqueeze(1), h, p["w2"])
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.params.items()}
+
+    def n_trainable_per_head(self) -> int:
+        return sum(v[0].numel() for v in self.params.values())

@@ -1,0 +1,175 @@
+"""Training a bank of heads on cached features, with per-head early stopping.
+
+Every head has its own training and validation rows, its own random generator (data order,
+initialisation, dropout) and its own early-stopping state. Heads step together; a head whose
+epoch is over or that has stopped simply sits out (its parameters and optimiser state stay
+bit-identical), so the result for one head never depends on which other heads share the bank.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from brainfm.tasks.heads import BatchedAdam, HeadBank, init_head_params
+from brainfm.tasks.losses import LOSSES
+
+__all__ = ["HeadConfig", "HeadJob", "FitResult", "fit_heads", "head_generator"]
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Optimisation settings shared by the heads of one bank (paper defaults)."""
+
+    loss: str = "ce"
+    n_out: int = 2
+    hidden: int | None = None  # None: same as the input dimension (as in the public heads)
+    dropout: float = 0.0
+    optimizer: str = "adam"  # "adam" (L2 in the gradient) or "adamw" (decoupled)
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    batch_size: int | None = 16  # None: full batch (used for the Cox head)
+    max_epochs: int = 200
+    patience: int = 10
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeadConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class HeadJob:
+    """What one head trains on: row indices into the shared feature matrix and a seed."""
+
+    train: np.ndarray
+    val: np.ndarray
+    seed: int
+
+
+@dataclass
+class FitResult:
+    bank: HeadBank
+    best_epoch: np.ndarray
+    epochs_run: np.ndarray
+    best_val_loss: np.ndarray
+    n_params_per_head: int
+
+    def predict(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Outputs of every head on every row of ``x``: (H, N, K)."""
+        with torch.no_grad():
+            return torch.cat([self.bank.forward(x[i:i + chunk]) for i in range(0, len(x), chunk)], dim=1)
+
+
+def head_generator(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(int(seed) % (2**63 - 1))
+    return g
+
+
+def _pad(rows: list[np.ndarray], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.zeros(len(rows), width, dtype=torch.long)
+    w = torch.zeros(len(rows), width)
+    for h, r in enumerate(rows):
+        idx[h, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+        w[h, : len(r)] = 1.0
+    return idx, w
+
+
+def fit_heads(x: torch.Tensor, y: torch.Tensor, jobs: list[HeadJob], cfg: HeadConfig) -> FitResult:
+    """Train one head per job; return the bank holding each head's best-validation weights.
+
+    ``x`` is (N, D) float32, ``y`` is (N,) or (N, 2) for survival (time, event). A head without
+    validation rows trains for ``max_epochs`` and keeps its last weights.
+    """
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.loss!r}; known: {sorted(LOSSES)}")
+    loss_fn = LOSSES[cfg.loss]
+    n_heads, dim = len(jobs), x.shape[1]
+    hidden = cfg.hidden or dim
+    gens = [head_generator(j.seed) for j in jobs]
+    params = init_head_params(n_heads, dim, hidden, cfg.n_out, gens)
+    bank = HeadBank(params, dropout=cfg.dropout)
+    opt = BatchedAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, decoupled=cfg.optimizer == "adamw")
+
+    n_train = np.array([len(j.train) for j in jobs])
+    if (n_train == 0).any():
+        raise ValueError("a head has no training rows")
+    bsz = np.array([cfg.batch_size or n for n in n_train])
+    steps_per_epoch = np.ceil(n_train / bsz).astype(int)
+    width = int(bsz.max())
+    val_idx, val_w = _pad([j.val for j in jobs], max(1, max(len(j.val) for j in jobs)))
+    has_val = torch.as_tensor([len(j.val) > 0 for j in jobs])
+
+    best = bank.snapshot()
+    best_loss = torch.full((n_heads,), math.inf)
+    best_epoch = np.zeros(n_heads, dtype=int)
+    epoch = np.zeros(n_heads, dtype=int)
+    bad_epochs = np.zeros(n_heads, dtype=int)
+    pointer = np.zeros(n_heads, dtype=int)
+    running = np.ones(n_heads, dtype=bool)
+    schedules: list[np.ndarray] = [np.empty((0, 0), dtype=int)] * n_heads
+
+    def new_epoch(h: int) -> None:
+        perm = torch.randperm(int(n_train[h]), generator=gens[h]).numpy()
+        rows = jobs[h].train[perm]
+        pad = steps_per_epoch[h] * bsz[h] - len(rows)
+        schedules[h] = np.concatenate([rows, -np.ones(pad, dtype=int)]).reshape(steps_per_epoch[h], bsz[h])
+        pointer[h] = 0
+
+    for h in range(n_heads):
+        new_epoch(h)
+
+    while running.any():
+        batch_rows = []
+        for h in range(n_heads):
+            if running[h]:
+                r = schedules[h][pointer[h]]
+                batch_rows.append(r[r >= 0])
+            else:
+                batch_rows.append(np.empty(0, dtype=int))
+        idx, w = _pad(batch_rows, width)
+        active = torch.as_tensor(running)
+        for p in params.values():
+            p.requires_grad_(True)
+        out = bank.forward(x[idx], train=True, generators=gens if cfg.dropout > 0 else None)
+        losses = loss_fn(out, y[idx], w, **cfg.loss_kwargs)
+        total = (losses * active).sum()
+        grads = torch.autograd.grad(total, list(params.values()))
+        for p in params.values():
+            p.requires_grad_(False)
+        opt.step(dict(zip(params.keys(), grads)), active)
+
+        pointer += running
+        ended = running & (pointer >= steps_per_epoch)
+        if not ended.any():
+            continue
+        epoch[ended] += 1
+        with torch.no_grad():
+            val_loss = loss_fn(bank.forward(x[val_idx]), y[val_idx], val_w, **cfg.loss_kwargs)
+        for h in np.flatnonzero(ended):
+            if has_val[h]:
+                if val_loss[h] < best_loss[h]:
+                    best_loss[h] = val_loss[h]
+                    best_epoch[h] = epoch[h]
+                    bad_epochs[h] = 0
+                    for k in params:
+                        best[k][h] = params[k][h]
+                else:
+                    bad_epochs[h] += 1
+            else:
+                best_epoch[h] = epoch[h]
+                for k in params:
+                    best[k][h] = params[k][h]
+            if epoch[h] >= cfg.max_epochs or (has_val[h] and bad_epochs[h] >= cfg.patience):
+                running[h] = False
+            else:
+                new_epoch(h)
+
+    final = HeadBank(best, dropout=cfg.dropout)
+    return FitResult(final, best_epoch, epoch.copy(), best_loss.numpy(), bank.n_trainable_per_head())

@@ -1,0 +1,109 @@
+"""Manifest validation and subject-disjoint split properties."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainfm.data.manifest import join_labels, read_manifest, validate_manifest, write_manifest
+from brainfm.data.splits import cv_folds, holdout_split, nested_ratio_subsets, subject_table
+from brainfm.errors import ConfigError, LeakageError, ManifestError
+
+
+def _manifest(tmp_path, n=6):
+    rows = []
+    for i in range(n):
+        for mod in ("T1", "T2"):
+            p = tmp_path / f"sub-{i}_{mod}.nii.gz"
+            p.write_bytes(b"x")
+            rows.append(dict(dataset="d", subject=f"s{i}", session="0", modality=mod, path=p.name, site="a",
+                             split="train" if i < 4 else "test", age=20.0 + i))
+    return pd.DataFrame(rows)
+
+
+def test_roundtrip_and_root(tmp_path):
+    df = _manifest(tmp_path)
+    write_manifest(tmp_path / "manifest.parquet", df)
+    back = read_manifest(tmp_path / "manifest.parquet")
+    assert len(back) == 12 and back.attrs["root"] == str(tmp_path.resolve())
+
+
+@pytest.mark.parametrize("breaker, message", [
+    (lambda d: d.drop(columns="site"), "missing required column"),
+    (lambda d: pd.concat([d, d.iloc[:1]]), "duplicate rows"),
+    (lambda d: d.assign(path=d["path"].where(d.index != 3, "nope.nii.gz")), "not found"),
+    (lambda d: d.assign(split=d["split"].where(d.index != 0, "valid")), "split must be"),
+    (lambda d: d.assign(age=d["age"].astype(object).where(d.index != 0, "old")), "must be numeric"),
+])
+def test_bad_manifests_are_named(tmp_path, breaker, message):
+    with pytest.raises(ManifestError, match=message):
+        validate_manifest(breaker(_manifest(tmp_path)), tmp_path)
+
+
+def test_subject_on_both_sides_is_leakage(tmp_path):
+    df = _manifest(tmp_path)
+    df.loc[(df.subject == "s0") & (df.modality == "T2"), "split"] = "test"
+    with pytest.raises(LeakageError, match="s0"):
+        validate_manifest(df, tmp_path)
+
+
+def test_join_labels_rejects_unknown_and_duplicate_ids(tmp_path):
+    images = _manifest(tmp_path).drop(columns="age")
+    labels = pd.DataFrame({"subject": ["s0", "s1", "zz9"], "age": [1, 2, 3]})
+    with pytest.raises(ManifestError, match="zz9"):
+        join_labels(images, labels)
+    dup = pd.DataFrame({"subject": ["s0", "s0"], "age": [1, 2]})
+    with pytest.raises(ManifestError, match="duplicate"):
+        join_labels(images, dup)
+    ok = join_labels(images, pd.DataFrame({"subject": ["s0"], "age": [7]}))
+    assert ok.loc[ok.subject == "s0", "age"].eq(7).all() and ok.loc[ok.subject == "s1", "age"].isna().all()
+
+
+def _subjects(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        lab = ["CN", "MCI", "AD"][rng.integers(0, 3)]
+        for ses in ("sc", "m06", "m12")[: rng.integers(1, 4)]:
+            rows.append(dict(subject=f"s{i:03d}", session=ses, split="", diagnosis=lab))
+    return subject_table(pd.DataFrame(rows), "diagnosis")
+
+
+def test_cv_folds_are_subject_disjoint_and_cover_everyone():
+    subj = _subjects()
+    folds = cv_folds(subj, n_splits=5, seed=0, val_fraction=0.15)
+    tests = [set(f.test) for f in folds]
+    assert set().union(*tests) == set(subj.subject)
+    assert sum(len(t) for t in tests) == len(subj)
+    for f in folds:
+        assert not set(f.train) & set(f.test) and not set(f.val) & set(f.test) and not set(f.train) & set(f.val)
+
+
+def test_ratio_subsets_are_nested_stratified_and_deterministic():
+    subj = _subjects(200)
+    labels = subj.set_index("subject")["strat"]
+    ratios = [0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
+    a = nested_ratio_subsets(subj.subject, labels, ratios, seed=3)
+    assert a == nested_ratio_subsets(subj.subject, labels, ratios, seed=3)
+    assert a != nested_ratio_subsets(subj.subject, labels, ratios, seed=4)
+    for lo, hi in zip(ratios, ratios[1:]):
+        assert set(a[lo]) <= set(a[hi])
+    assert sorted(a[1.0]) == sorted(subj.subject)
+    full = labels.value_counts(normalize=True)
+    part = labels[a[0.4]].value_counts(normalize=True)
+    assert (abs(full - part) < 0.05).all()
+
+
+def test_rare_class_kept_at_low_ratio_and_absent_class_is_an_error():
+    labels = pd.Series(["a"] * 50 + ["b"] * 2, index=[f"s{i}" for i in range(52)])
+    sub = nested_ratio_subsets(labels.index, labels, [0.1], seed=0)
+    assert "b" in set(labels[sub[0.1]])
+    with pytest.raises(ConfigError, match="class 'b'"):
+        nested_ratio_subsets(labels.index, labels, [0.1], seed=0, min_per_class=3)
+
+
+def test_holdout_respects_fixed_split_and_stratifies_free_subjects():
+    subj = _subjects(100)
+    subj.loc[:9, "split"] = "test"
+    train, test = holdout_split(subj, 0.2, seed=1)
+    assert set(subj.subject[:10]) <= set(test)
+    assert not set(train) & set(test) and len(train) + len(test) == 100

@@ -1,0 +1,200 @@
+# Config validation and the experiment grid -> target paths. Keep this cheap: it runs on every
+# (remote) job start, so no globbing, no pandas, no imports of torch here.
+import json
+import os
+import re
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+
+DATASETS = config["datasets"]
+BACKBONES = config["backbones"]
+PRETRAIN = config.get("pretrain", {})
+TASKS = config.get("tasks", {})
+PERTURB = config.get("perturbations", {})
+
+PHANTOM_DATASETS = sorted(d for d, v in DATASETS.items() if v["source"] == "phantom")
+REAL_DATASETS = sorted(d for d, v in DATASETS.items() if v["source"] != "phantom")
+PERTURB_KINDS = sorted(PERTURB.get("grid", {}))
+
+
+def _alt(names):
+    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+wildcard_constraints:
+    dataset=_alt(DATASETS),
+    phantom=_alt(PHANTOM_DATASETS),
+    real=_alt(REAL_DATASETS),
+    backbone=_alt(BACKBONES),
+    task=_alt(TASKS),
+    run=_alt(PRETRAIN),
+    kind=_alt(PERTURB_KINDS),
+    severity=r"[0-9.]+",
+
+
+def fail(msg):
+    raise WorkflowError(f"config error: {msg}")
+
+
+def to_json(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def fmt_ratio(r):
+    return f"{float(r):g}"
+
+
+# ---------------------------------------------------------------- consistency checks
+for _name, _run in PRETRAIN.items():
+    for _d in _run["datasets"]:
+        if _d not in DATASETS:
+            fail(f"pretrain.{_name}: dataset '{_d}' is not declared under datasets")
+for _name, _task in TASKS.items():
+    if _task["dataset"] not in DATASETS:
+        fail(f"tasks.{_name}: dataset '{_task['dataset']}' is not declared under datasets")
+    for _b in _task.get("backbones", []):
+        if _b not in BACKBONES:
+            fail(f"tasks.{_name}: backbone '{_b}' is not declared under backbones")
+for _name, _bb in BACKBONES.items():
+    _w = _bb.get("weights")
+    if _w and _w.startswith("pretrain:") and _w.split(":", 1)[1] not in PRETRAIN:
+        fail(f"backbones.{_name}: weights '{_w}' names no run under pretrain")
+    if _w and not _w.startswith("pretrain:") and not os.path.exists(_w):
+        fail(f"backbones.{_name}: weights file '{_w}' not found (baseline weights are user-supplied files)")
+if config["stats"]["reference"] not in BACKBONES:
+    fail(f"stats.reference '{config['stats']['reference']}' is not a backbone")
+
+
+# ---------------------------------------------------------------- datasets
+def dataset_cfg(name):
+    return DATASETS[name]
+
+
+def pretrain_datasets():
+    return sorted({d for run in PRETRAIN.values() for d in run["datasets"]})
+
+
+def task_datasets():
+    return sorted({t["dataset"] for t in TASKS.values()})
+
+
+def products(dataset):
+    out = []
+    if dataset in task_datasets():
+        out.append("downstream")
+    if dataset in pretrain_datasets():
+        out.append("pretrain")
+    return ",".join(out) or "downstream"
+
+
+def manifest(dataset):
+    return f"results/data/{dataset}/manifest.parquet"
+
+
+def preprocessed(dataset):
+    return f"results/preprocessed/{dataset}/report.json"
+
+
+def cohort(dataset):
+    return DATASETS[dataset].get("cohort", dataset)
+
+
+def pretrain_manifests_for(dataset):
+    """Manifests of pretraining datasets from the same cohort: their subjects must not be test subjects."""
+    return sorted({manifest(d) for d in pretrain_datasets() if cohort(d) == cohort(dataset)})
+
+
+def protocol_json():
+    keys = ("cube", "clip_percentiles", "pretrain_slices", "downstream_shape", "blank_threshold",
+            "shard_size_volumes", "shard_size_slices")
+    return to_json({k: config["preprocess"][k] for k in keys})
+
+
+# ---------------------------------------------------------------- pretraining and backbones
+def pretrain_weights(run):
+    return f"results/pretrain/{run}/weights.pth"
+
+
+def backbone_weights(backbone):
+    w = BACKBONES[backbone].get("weights")
+    if not w:
+        return []
+    if w.startswith("pretrain:"):
+        return [pretrain_weights(w.split(":", 1)[1])]
+    return [w]
+
+
+def backbone_json(backbone):
+    bb = BACKBONES[backbone]
+    return to_json({"name": backbone, "encoder": bb["encoder"], "args": bb.get("args", {})})
+
+
+def resources_of(section, key, default):
+    return (section.get("resources") or {}).get(key, default)
+
+
+def features_dir(backbone, dataset):
+    return f"results/features/{backbone}/{dataset}"
+
+
+def needs_central(dataset):
+    return any(t["dataset"] == dataset and t.get("features") == "patch_central" for t in TASKS.values())
+
+
+# ---------------------------------------------------------------- tasks
+def task_backbones(task):
+    return TASKS[task].get("backbones") or list(BACKBONES)
+
+
+def task_ratios(task):
+    return [fmt_ratio(r) for r in TASKS[task].get("ratios", config["ratios"])]
+
+
+def task_seeds(task):
+    return TASKS[task].get("seeds", config["seeds"])
+
+
+def is_knn(task):
+    return TASKS[task]["kind"] == "knn"
+
+
+def head_tasks():
+    return [t for t in TASKS if not is_knn(t)]
+
+
+def knn_tasks():
+    return [t for t in TASKS if is_knn(t)]
+
+
+def task_json(task):
+    spec = dict(TASKS[task])
+    spec.pop("backbones", None)
+    spec.pop("finetune", None)
+    spec.setdefault("ratios", config["ratios"])
+    spec.setdefault("seeds", config["seeds"])
+    return to_json(spec)
+
+
+def run_dirs(task):
+    return expand("results/tasks/{task}/{backbone}/runs", task=task, backbone=task_backbones(task))
+
+
+def knn_outputs(task):
+    return expand("results/tasks/{task}/{backbone}/knn.parquet", task=task, backbone=task_backbones(task))
+
+
+# ---------------------------------------------------------------- final targets
+def all_targets():
+    targets = []
+    for task in head_tasks():
+        targets += [f"results/tables/{task}.md", f"results/figures/ratio_{task}.png"]
+    for task in knn_tasks():
+        targets += [f"results/tables/{task}.md", f"results/figures/knn_{task}.png"]
+    if PERTURB.get("tasks"):
+        targets += ["results/tables/perturbations.md", "results/figures/perturbations.png"]
+    targets.append("results/tables/summary.md")
+    return targets

@@ -1,0 +1,43 @@
+# Datasets -> validated manifest.parquet (one row per image).
+
+
+rule phantom_dataset:
+    """Generate a phantom dataset from the ICBM152 template (the embedded default)."""
+    output:
+        manifest="results/data/{phantom}/manifest.parquet",
+    log:
+        "results/logs/data/{phantom}.log",
+    benchmark:
+        "results/benchmarks/data/{phantom}.tsv"
+    params:
+        generator=lambda wc: DATASETS[wc.phantom].get("registry", wc.phantom),
+        n_subjects=lambda wc: DATASETS[wc.phantom].get("n_subjects", 20),
+        options=lambda wc: to_json(DATASETS[wc.phantom].get("options", {})),
+        voxel_size=config["phantom"]["voxel_size"],
+        n_sites=config["phantom"]["n_sites"],
+        seed=config["phantom"]["seed"],
+        test_fraction=config["phantom"]["test_fraction"],
+        outdir=lambda wc, output: os.path.dirname(output.manifest),
+    threads: config["phantom"]["n_jobs"]
+    shell:
+        "brainfm phantom --generator {params.generator} --out {params.outdir}"
+        " --n-subjects {params.n_subjects} --seed {params.seed} --voxel-size {params.voxel_size}"
+        " --n-sites {params.n_sites} --test-fraction {params.test_fraction}"
+        " --options {params.options:q} --n-jobs {threads} > {log} 2>&1"
+
+
+rule real_dataset:
+    """Check a real dataset on disk (downloading open ones) and build its manifest."""
+    output:
+        manifest="results/data/{real}/manifest.parquet",
+        check="results/data/{real}/check.json",
+    log:
+        "results/logs/data/{real}.log",
+    params:
+        registry=lambda wc: DATASETS[wc.real].get("registry", wc.real),
+        path=lambda wc: DATASETS[wc.real].get("path", f"data/{wc.real}"),
+        download=lambda wc: "--download" if DATASETS[wc.real]["source"] == "download" else "",
+    retries: 2
+    shell:
+        "brainfm dataset --registry {params.registry} --root {params.path} {params.download}"
+        " --manifest {output.manifest} --check {output.check} > {log} 2>&1"

@@ -1,0 +1,51 @@
+# Task heads on cached features: one job per (task, backbone); every ratio, seed and CV fold of
+# that cell trains together as one vectorised head bank (identical to training each head alone),
+# so a backbone or a task can be rerun on its own without paying a process start per head.
+
+
+def task_inputs(wc):
+    dataset = TASKS[wc.task]["dataset"]
+    return {
+        "features": features_dir(wc.backbone, dataset),
+        "manifest": manifest(dataset),
+        "pretrain": pretrain_manifests_for(dataset),
+    }
+
+
+rule fit_heads:
+    input:
+        unpack(task_inputs),
+    output:
+        directory("results/tasks/{task}/{backbone}/runs"),
+    log:
+        "results/logs/tasks/{task}/{backbone}/fit.log",
+    params:
+        spec=lambda wc: task_json(wc.task),
+        head=to_json(config.get("head", {})),
+        pretrain=lambda wc, input: " ".join(input.pretrain) or "none",
+    threads: 1
+    group:
+        "heads"
+    shell:
+        "brainfm fit --task {wildcards.task} --spec {params.spec:q} --head {params.head:q}"
+        " --features {input.features} --manifest {input.manifest} --backbone {wildcards.backbone}"
+        " --pretrain-manifests {params.pretrain} --out {output} > {log} 2>&1"
+
+
+rule knn_probe:
+    input:
+        unpack(task_inputs),
+    output:
+        "results/tasks/{task}/{backbone}/knn.parquet",
+    log:
+        "results/logs/tasks/{task}/{backbone}/knn.log",
+    params:
+        spec=lambda wc: task_json(wc.task),
+        pretrain=lambda wc, input: " ".join(input.pretrain) or "none",
+    threads: 1
+    group:
+        "heads"
+    shell:
+        "brainfm knn --task {wildcards.task} --spec {params.spec:q} --features {input.features}"
+        " --manifest {input.manifest} --backbone {wildcards.backbone}"
+        " --pretrain-manifests {params.pretrain} --out {output} > {log} 2>&1"
