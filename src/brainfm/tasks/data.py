@@ -54,7 +54,14 @@ def build_task_data(spec: TaskSpec, features, manifest: pd.DataFrame) -> TaskDat
                               f"{features.path}; enable central_range for this dataset")
     else:
         matrix = features.cls
-    keys, x = fuse_modalities(features.index, matrix, spec.modalities)
+    if spec.unit == "image":
+        # one sample per image (e.g. MRI sequence classification): no fusion, the modality is the label
+        index = features.index.reset_index(drop=True)
+        chosen = index["modality"].isin(spec.modalities).to_numpy()
+        keys = index.loc[chosen, ["subject", "session", "modality"]].reset_index(drop=True)
+        x = np.asarray(matrix)[chosen]
+    else:
+        keys, x = fuse_modalities(features.index, matrix, spec.modalities)
     return assemble(spec, keys, x, manifest, source=f"features {features.path}")
 
 
@@ -64,7 +71,9 @@ def assemble(spec: TaskSpec, keys: pd.DataFrame, x: np.ndarray, manifest: pd.Dat
     labels = session_labels(manifest)
     if spec.target not in labels.columns:
         raise ConfigError(f"task {spec.name}: target column '{spec.target}' not in the manifest of {spec.dataset}")
-    keys = keys[["subject", "session"]].astype(str).reset_index(drop=True)
+    image_unit = spec.unit == "image"
+    cols = ["subject", "session", "modality"] if image_unit else ["subject", "session"]
+    keys = keys[cols].astype(str).reset_index(drop=True)
     table = keys.merge(labels, on=["subject", "session"], how="left", indicator=True)
     stale = table[table["_merge"] == "left_only"]
     if len(stale):
@@ -72,6 +81,9 @@ def assemble(spec: TaskSpec, keys: pd.DataFrame, x: np.ndarray, manifest: pd.Dat
                             f"manifest of {spec.dataset} (stale features?): "
                             + ", ".join(f"{r.subject}/{r.session}" for r in stale.head(5).itertuples()))
     table = table.drop(columns="_merge")
+    if image_unit:
+        # keep (subject, session) a unique sample key for paired statistics across backbones
+        table["session"] = table["session"] + ":" + table["modality"]
     excluded: dict[str, int] = {}
     keep = np.ones(len(table), dtype=bool)
 

@@ -53,6 +53,7 @@ class TaskSpec:
     binarize: dict[str, Any] | None = None  # {"threshold": 365, "above": 0, "at_or_below": 1}
     query: str | None = None  # pandas query selecting rows, e.g. paper exclusions
     features: str = "cls"  # "cls" | "patch_central"
+    unit: str = "session"  # "session": modalities fused per (subject, session); "image": one sample per image
     target_transform: str = "none"  # "none" | "log1p"
     loss: str = ""
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +94,7 @@ class TaskSpec:
             binarize=d.get("binarize"),
             query=d.get("query"),
             features=d.get("features", "cls"),
+            unit=d.get("unit", "image" if d["target"] == "modality" else "session"),
             target_transform=d.get("target_transform", "none"),
             loss=d.get("loss") or _DEFAULT_LOSS[kind],
             loss_kwargs=dict(d.get("loss_kwargs", {})),
@@ -109,6 +111,8 @@ class TaskSpec:
         )
         if spec.features not in ("cls", "patch_central"):
             raise ConfigError(f"task {name}: features must be 'cls' or 'patch_central'")
+        if spec.unit not in ("session", "image"):
+            raise ConfigError(f"task {name}: unit must be 'session' or 'image'")
         if spec.target_transform not in ("none", "log1p"):
             raise ConfigError(f"task {name}: target_transform must be 'none' or 'log1p'")
         return spec

@@ -1,0 +1,1 @@
+"""Measured benchmarks of the pipeline's costly steps (``python -m brainfm.bench.extraction``)."""

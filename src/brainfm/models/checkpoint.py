@@ -1,0 +1,417 @@
+"""Strict checkpoint loading and exporting for registry encoders.
+
+Why strict: the public BrainDINO code loads every backbone with ``strict=False``, which silently
+leaves mis-named parameters at their random initialisation (anchors: BM-MAE's lowercase modality
+keys). Here every key of the file and of the model is accounted for: a key that is missing from
+the file, or present in the file but not in the model, is an error unless the caller declared it
+expected (shell-style patterns, e.g. ``"head.*"``); a shape mismatch is always an error. Nothing is
+resized or interpolated behind the user's back.
+
+Formats (``fmt="auto"`` detects them):
+
+``dinov3_teacher``
+    ``{"teacher": {"backbone.<name>": ..., "dino_head.*": ..., "ibot_head.*": ...}}``, the
+    evaluation checkpoint the DINOv3 trainer writes (and our pretraining exports). Head keys are
+    ignored by declaration. Backbone names may be native DINOv3 or timm names.
+``dinov3_native``
+    A DINOv3 backbone state dict in Meta's naming (``storage_tokens``, ``blocks.N.ls1.gamma``,
+    ``blocks.N.attn.qkv.bias`` + ``bias_mask``, ``rope_embed.periods``, ``mask_token``), detected
+    by those names when the target is a timm DINOv3 (``Eva``) model and converted by
+    :func:`dinov3_to_timm` (renames only; numerically verified against timm's
+    ``eva.checkpoint_filter_fn`` and by round trips in the tests).
+``timm``
+    A state dict in the target module's own names: ``.safetensors``, ``.pth``/``.pt``, possibly
+    wrapped as ``{"model": ...}``, ``{"state_dict": ...}`` or ``{"model_ema": ...}`` and with a DDP
+    ``module.`` prefix.
+
+Files are read with ``torch.load(weights_only=True)`` or safetensors (never unpickling code), and
+the sha256 of the file is returned so feature metadata can pin the exact weights.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from brainfm.atomic import atomic_path, save_torch
+from brainfm.errors import CheckpointError, ConfigError
+
+__all__ = [
+    "FORMATS",
+    "load_encoder_weights",
+    "read_checkpoint",
+    "extract_state_dict",
+    "dinov3_to_timm",
+    "timm_to_dinov3",
+    "export_dinov3_teacher",
+    "export_timm",
+    "sha256_file",
+]
+
+log = logging.getLogger("brainfm.models")
+
+FORMATS = ("auto", "dinov3_teacher", "dinov3_native", "timm")
+_HEAD_PREFIXES = ("dino_head.", "ibot_head.")
+# training-only entries of native DINO checkpoints that a frozen timm backbone has no use for
+_NATIVE_TRAINING_ONLY = ("mask_token", "local_cls_norm.*")
+_MAX_LISTED = 10
+
+
+# ----------------------------------------------------------------------------- reading
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file (recorded in feature metadata to pin the exact weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """Load a weights file without executing code: safetensors, or ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(path, "weights file not found")
+    if not path.is_file():
+        raise CheckpointError(path, "is not a file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated, pickled code, wrong format ...
+        msg = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise CheckpointError(path, f"cannot be read as a weights file ({type(exc).__name__}: {msg})") from exc
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(torch.is_tensor(v) for v in obj.values())
+
+
+def _listed(keys: Iterable[str]) -> str:
+    keys = sorted(keys)
+    head = ", ".join(keys[:_MAX_LISTED])
+    return head + (f" ... (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
+
+
+def extract_state_dict(obj: Any, path: str | Path, fmt: str = "auto") -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """Unwrap a loaded checkpoint object to a flat tensor dict.
+
+    Returns ``(state, detected_format, ignored_keys)``; ``ignored_keys`` are DINO/iBOT head
+    entries of a teacher checkpoint (ignored by declaration, reported in the load info).
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown checkpoint format {fmt!r}; one of {FORMATS}")
+    ignored: list[str] = []
+    if isinstance(obj, Mapping) and isinstance(obj.get("teacher"), Mapping):
+        teacher = obj["teacher"]
+        if not _is_tensor_dict(teacher):
+            raise CheckpointError(path, "'teacher' entry is empty or holds non-tensor values")
+        state: dict[str, torch.Tensor] = {}
+        for k, v in teacher.items():
+            if k.startswith("backbone."):
+                state[k[len("backbone."):]] = v
+            elif k.startswith(_HEAD_PREFIXES):
+                ignored.append(k)
+            else:
+                state[k] = v  # not a backbone key: surfaces as 'unexpected' unless declared
+        if not any(k.startswith("backbone.") for k in teacher):
+            raise CheckpointError(path, "DINOv3 teacher checkpoint has no 'backbone.*' keys")
+        detected = "dinov3_teacher"
+    else:
+        detected = "timm"
+        for _ in range(2):  # {"model": {...}} / {"state_dict": {...}} / {"model_ema": ...}, possibly nested once
+            if _is_tensor_dict(obj):
+                break
+            if isinstance(obj, Mapping):
+                inner = next((obj[k] for k in ("model_ema", "model", "state_dict") if isinstance(obj.get(k), Mapping)),
+                             None)
+                if inner is not None:
+                    obj = inner
+                    continue
+            break
+        if not _is_tensor_dict(obj):
+            what = f"keys {_listed(map(str, obj))}" if isinstance(obj, Mapping) else type(obj).__name__
+            raise CheckpointError(path, "no tensor state dict found (expected a DINOv3 {'teacher': ...}, a timm state "
+                                        f"dict, or a {{'model'|'state_dict': ...}} wrapper); got {what}")
+        state = dict(obj)
+        if all(k.startswith("module.") for k in state):  # DistributedDataParallel prefix
+            state = {k[len("module."):]: v for k, v in state.items()}
+    if fmt == "dinov3_teacher" and detected != "dinov3_teacher":
+        raise CheckpointError(path, "expected a DINOv3 teacher checkpoint {'teacher': {'backbone.*': ...}}")
+    return state, detected, ignored
+
+
+# ----------------------------------------------------------------------------- DINOv3 <-> timm names
+def _is_eva(module: nn.Module) -> bool:
+    return type(module).__name__ == "Eva"
+
+
+def looks_native_dinov3(state: Mapping[str, torch.Tensor]) -> bool:
+    """Meta DINOv3 naming: storage tokens, ``ls1.gamma`` layer scales, or RoPE periods in the state."""
+    return ("storage_tokens" in state or "rope_embed.periods" in state
+            or any(k.endswith((".ls1.gamma", ".ls2.gamma", ".qkv.bias_mask")) for k in state))
+
+
+def dinov3_to_timm(state: Mapping[str, torch.Tensor], model: nn.Module,
+                   path: str | Path = "<state dict>") -> tuple[dict[str, torch.Tensor], list[str], torch.Tensor | None]:
+    """Native DINOv3 backbone names -> timm ``Eva`` names (pure renames, no resampling).
+
+    * ``storage_tokens`` -> ``reg_token``; ``blocks.N.ls{1,2}.gamma`` -> ``blocks.N.gamma_{1,2}``.
+    * ``blocks.N.attn.qkv.bias`` (times ``bias_mask`` if present) -> ``q_bias``/``v_bias`` for
+      ``*_qkvb`` models. timm has no key bias, so the effective (masked) key bias must be zero:
+      DINOv3's ``mask_k_bias`` guarantees it. Without RoPE a constant key bias would cancel in
+      the softmax, but RoPE rotates it differently at every position, so a non-zero one changes
+      the features and is an error (timm's own filter drops it silently). For models without
+      q/v biases, non-zero q/v biases are an error too (the official distilled ViTs have zeros).
+    * ``rope_embed.periods`` is returned separately (timm recomputes it; the caller checks and
+      applies it); ``mask_token`` and ``local_cls_norm.*`` are training-only and returned as ignored.
+
+    Returns ``(timm_state, ignored_keys, rope_periods_or_None)``.
+    """
+    target_keys = set(model.state_dict())
+    out: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
+    periods = None
+    for k, v in state.items():
+        if k == "rope_embed.periods":
+            periods = v
+            continue
+        if any(fnmatch.fnmatchcase(k, p) for p in _NATIVE_TRAINING_ONLY):
+            ignored.append(k)
+            continue
+        if k.endswith(".qkv.bias_mask"):
+            continue  # consumed with qkv.bias
+        if k.endswith(".qkv.bias"):
+            mask = state.get(k + "_mask")
+            bias = v.float()
+            if mask is not None:
+                if not torch.isfinite(mask).all():
+                    raise CheckpointError(path, f"{k}_mask holds NaN/inf (an uninitialised LinearKMaskedBias)")
+                bias = bias * mask.float()
+            q, kb, vb = bias.chunk(3, dim=-1)
+            if bool((kb != 0).any()):
+                raise CheckpointError(path, f"{k} has a non-zero key bias and no bias_mask zeroing it; timm's DINOv3 "
+                                            "attention has no key bias and under RoPE it is not softmax-invariant")
+            q_key, v_key = k[: -len("qkv.bias")] + "q_bias", k[: -len("qkv.bias")] + "v_bias"
+            if q_key in target_keys:
+                out[q_key], out[v_key] = q.to(v.dtype), vb.to(v.dtype)
+            elif bool((q != 0).any() or (vb != 0).any()):
+                raise CheckpointError(path, f"{k} has non-zero query/value biases but the architecture has no qkv "
+                                            "bias; use the '*_qkvb' variant of the architecture")
+            else:
+                ignored.append(k)
+            continue
+        if k == "storage_tokens":
+            k = "reg_token"
+        k = k.replace(".ls1.gamma", ".gamma_1").replace(".ls2.gamma", ".gamma_2")
+        out[k] = v
+    return out, ignored, periods
+
+
+def timm_to_dinov3(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A timm ViT's state dict in native DINOv3 names (the inverse of :func:`dinov3_to_timm`).
+
+    For ``Eva`` models: ``reg_token`` -> ``storage_tokens``, ``gamma_{1,2}`` -> ``ls{1,2}.gamma``,
+    ``q_bias``/``v_bias`` -> ``qkv.bias`` with a zero key part and ``qkv.bias_mask`` = (1, 0, 1)
+    (DINOv3's ``mask_k_bias``), plus ``rope_embed.periods``. Other timm ViTs (DINOv2 family) keep
+    their names, which already match Meta's except for register tokens.
+    """
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    if not _is_eva(model):
+        return state
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k.endswith(".v_bias"):
+            continue
+        if k.endswith(".q_bias"):
+            stem = k[: -len("q_bias")]
+            vb = state[stem + "v_bias"]
+            out[stem + "qkv.bias"] = torch.cat([v, torch.zeros_like(v), vb])
+            out[stem + "qkv.bias_mask"] = torch.cat([torch.ones_like(v), torch.zeros_like(v), torch.ones_like(vb)])
+            continue
+        if k == "reg_token":
+            k = "storage_tokens"
+        k = k.replace(".gamma_1", ".ls1.gamma").replace(".gamma_2", ".ls2.gamma")
+        out[k] = v
+    rope = getattr(model, "rope", None)
+    if rope is not None and torch.is_tensor(getattr(rope, "periods", None)):
+        out["rope_embed.periods"] = rope.periods.detach().float()
+    return out
+
+
+def _apply_rope_periods(model: nn.Module, periods: torch.Tensor, path: str | Path) -> None:
+    """Use the checkpoint's RoPE periods (upstream stores them rounded to bf16) after checking them."""
+    rope = getattr(model, "rope", None)
+    current = getattr(rope, "periods", None)
+    if not torch.is_tensor(current):
+        raise CheckpointError(path, "checkpoint has rope_embed.periods but the architecture has no RoPE periods")
+    if tuple(periods.shape) != tuple(current.shape):
+        raise CheckpointError(path, f"rope_embed.periods shape {tuple(periods.shape)} != model {tuple(current.shape)} "
+                                    "(head dimension mismatch)")
+    p = periods.detach().float().to(current.device)
+    if not torch.allclose(p, current.float(), rtol=1e-2, atol=0.0):
+        raise CheckpointError(path, "rope_embed.periods differ from the architecture's (RoPE base/temperature "
+                                    "mismatch): choose the matching arch")
+    with torch.no_grad():
+        current.copy_(p.to(current.dtype))
+    if getattr(rope, "feat_shape", None) is not None and hasattr(rope, "_cache_embed"):
+        rope._cache_embed(rope.feat_shape)  # refresh the cached sin/cos table for fixed-size models
+
+
+# ----------------------------------------------------------------------------- loading
+def _matches(key: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def load_encoder_weights(model: nn.Module, path: str | Path, *, fmt: str = "auto",
+                         expected_missing: Sequence[str] = (), expected_unexpected: Sequence[str] = (),
+                         key_prefix: str | None = None) -> dict[str, Any]:
+    """Load ``path`` into ``model`` checking every key; returns a JSON-able load report.
+
+    ``model`` is an :class:`~brainfm.models.base.Encoder` (its ``weight_module()`` receives the
+    weights, after its ``convert_state_dict`` hook) or any ``nn.Module``. ``expected_missing`` /
+    ``expected_unexpected`` are shell-style patterns of model keys that may stay at their
+    initialisation / file keys that may be left unused. ``key_prefix`` selects the file keys
+    under that prefix (e.g. ``"backbone."`` in a Lightning checkpoint) and strips it; the other
+    keys count as unexpected. Raises :class:`CheckpointError` naming the file on any problem.
+    """
+    from brainfm.models.base import Encoder
+
+    path = Path(path)
+    expected_missing, expected_unexpected = tuple(expected_missing), tuple(expected_unexpected)
+    target = model.weight_module() if isinstance(model, Encoder) else model
+    obj = read_checkpoint(path)
+    state, detected, ignored = extract_state_dict(obj, path, fmt)
+    if key_prefix:
+        outside = [k for k in state if not k.startswith(key_prefix)]
+        state = {k[len(key_prefix):]: v for k, v in state.items() if k.startswith(key_prefix)}
+        bad = [k for k in outside if not _matches(k, expected_unexpected)]
+        if bad:
+            raise CheckpointError(path, f"{len(bad)} unexpected key(s) outside prefix {key_prefix!r}: {_listed(bad)}")
+        ignored += outside
+        if not state:
+            raise CheckpointError(path, f"no keys under prefix {key_prefix!r}")
+
+    periods = None
+    if fmt == "dinov3_native":
+        native = True
+    elif fmt in ("auto", "dinov3_teacher"):
+        # ``ls1.gamma`` is also timm's own name in DINOv2-style ViTs: only unambiguous for Eva targets
+        native = (looks_native_dinov3(state) if _is_eva(target)
+                  else "storage_tokens" in state or "rope_embed.periods" in state)
+    else:
+        native = False
+    if native:
+        if not _is_eva(target):
+            raise CheckpointError(path, f"native DINOv3 weights need a timm DINOv3 (Eva) architecture, "
+                                        f"not {type(target).__name__}")
+        state, dropped, periods = dinov3_to_timm(state, target, path)
+        ignored += dropped
+        if detected == "timm":
+            detected = "dinov3_native"
+    if isinstance(model, Encoder):
+        state = model.convert_state_dict(state, path)
+
+    own = target.state_dict()
+    if detected == "dinov3_teacher" and "mask_token" in state and "mask_token" not in own:
+        del state["mask_token"]  # iBOT mask token of a DINO teacher: training-only
+        ignored.append("backbone.mask_token")
+    missing = [k for k in own if k not in state and not _matches(k, expected_missing)]
+    unexpected = [k for k in state if k not in own and not _matches(k, expected_unexpected)]
+    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_listed(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_listed(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {_listed(shapes)}")
+    if problems:
+        raise CheckpointError(path, f"does not match {type(target).__name__} ({detected} format): "
+                                    + "; ".join(problems))
+    nonfinite = [k for k, v in state.items() if k in own and v.is_floating_point() and not torch.isfinite(v).all()]
+    if nonfinite:
+        raise CheckpointError(path, f"non-finite values in {len(nonfinite)} tensor(s): {_listed(nonfinite)}")
+
+    rope_source = None
+    if periods is not None:  # checked (and applied) before any weight is touched
+        _apply_rope_periods(target, periods, path)
+        rope_source = "checkpoint"
+    loadable = {k: v for k, v in state.items() if k in own}
+    result = target.load_state_dict(loadable, strict=False)
+    # every remaining missing key was declared; anything else would be a bug in the checks above
+    assert not result.unexpected_keys, result.unexpected_keys
+    declared_missing = sorted(k for k in own if k not in state)
+    declared_unexpected = sorted(k for k in state if k not in own)
+    info = {
+        "path": str(path),
+        "sha256": sha256_file(path),
+        "format": detected,
+        "n_tensors": len(loadable),
+        "ignored": sorted(ignored),
+        "declared_missing": declared_missing,
+        "declared_unexpected": declared_unexpected,
+    }
+    if rope_source:
+        info["rope_periods"] = rope_source
+    log.info("loaded %s (%s, %d tensors, %d ignored, sha256 %s)", path, detected, len(loadable), len(ignored),
+             info["sha256"][:12])
+    return info
+
+
+# ----------------------------------------------------------------------------- exporting
+def _module(model: nn.Module) -> nn.Module:
+    from brainfm.models.base import Encoder
+
+    return model.weight_module() if isinstance(model, Encoder) else model
+
+
+def _cpu(v: torch.Tensor) -> torch.Tensor:
+    return v.detach().to("cpu").contiguous().clone()
+
+
+def export_dinov3_teacher(model: nn.Module, path: str | Path,
+                          heads: Mapping[str, nn.Module | Mapping[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+    """Write ``{"teacher": {"backbone.<native DINOv3 name>": ..., "<head>.<name>": ...}}`` atomically.
+
+    This is the layout DINOv3's trainer writes for evaluation and that BrainDINO/MedDINOv3 read.
+    ``heads`` maps a prefix (``"dino_head"``, ``"ibot_head"``) to a module or state dict.
+    Returns ``{"path", "sha256"}``.
+    """
+    teacher = {f"backbone.{k}": _cpu(v) for k, v in timm_to_dinov3(_module(model)).items()}
+    for prefix, head in (heads or {}).items():
+        sd = head.state_dict() if isinstance(head, nn.Module) else head
+        teacher.update({f"{prefix}.{k}": _cpu(v) for k, v in sd.items()})
+    save_torch(path, {"teacher": teacher})
+    return {"path": str(path), "sha256": sha256_file(path)}
+
+
+def export_timm(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Write the timm-named state dict as safetensors (loadable by timm ``load_state_dict``) atomically.
+
+    Note: timm recomputes RoPE periods, so a model whose periods came from a native checkpoint
+    (bf16-rounded upstream) is only reproduced exactly by :func:`export_dinov3_teacher`.
+    """
+    from safetensors.torch import save_file
+
+    module = _module(model)
+    state = {k: _cpu(v) for k, v in module.state_dict().items()}
+    rope = getattr(module, "rope", None)
+    if rope is not None and torch.is_tensor(getattr(rope, "periods", None)) and hasattr(rope, "_compute_periods"):
+        default = rope._compute_periods(device=rope.periods.device, dtype=rope.periods.dtype)
+        if not torch.equal(default, rope.periods):
+            log.warning("export_timm(%s): RoPE periods differ from timm's defaults and are not stored in timm "
+                        "format; use export_dinov3_teacher for an exact copy", path)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    return {"path": str(path), "sha256": sha256_file(path)}

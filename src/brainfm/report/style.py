@@ -1,0 +1,184 @@
+"""One visual style for every figure: fixed backbone colours, display names, and atomic saving.
+
+A backbone keeps its colour in every figure of a run and across runs: known backbones have
+assigned colours (BrainDINO red, as in the paper's contours), and any other name (a user's own
+encoder) gets a colour from a second palette chosen by a hash of the name, so it does not depend
+on which other backbones a figure happens to show. Only if two unknown names in the same figure
+hash to the same colour is the later one (alphabetically) moved to the next free colour.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly, never through ``pyplot``: no
+global figure registry, no GUI backend, safe in Snakemake jobs and threads (the file formats are
+rendered by the Agg and PDF canvases).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import matplotlib as mpl
+from matplotlib.figure import Figure
+
+from brainfm.atomic import atomic_path
+
+__all__ = [
+    "KNOWN_COLORS", "EXTRA_COLORS", "DISPLAY_NAMES", "backbone_color", "palette", "display_name", "marker",
+    "order_backbones", "metric_label", "ratio_label", "style", "new_figure", "save_figure", "RC",
+]
+
+KNOWN_COLORS: dict[str, str] = {
+    "braindino": "#d62728",  # red
+    "dinov3": "#1f77b4",  # blue
+    "brainiac": "#2ca02c",  # green
+    "brainiac_simclr": "#98df8a",  # light green (the SimCLR recipe trained here)
+    "bmmae": "#ff7f0e",  # orange
+    "brainmvp": "#9467bd",  # purple
+    "brainfound": "#8c564b",  # brown
+    "scratch": "#7f7f7f",  # grey
+    "vit_random": "#17becf",  # cyan
+    "medicalnet": "#e377c2",  # pink
+}
+EXTRA_COLORS: tuple[str, ...] = (  # saturated, and distinct from the known colours above
+    "#bcbd22", "#393b79", "#637939", "#8c6d31", "#7b4173", "#a55194", "#000000", "#e7ba52",
+    "#5254a3", "#8ca252", "#843c39", "#6baed6",
+)
+DISPLAY_NAMES: dict[str, str] = {
+    "braindino": "BrainDINO", "dinov3": "DINOv3", "brainiac": "BrainIAC", "brainiac_simclr": "BrainIAC (SimCLR)",
+    "bmmae": "BM-MAE", "brainmvp": "BrainMVP", "brainfound": "BrainFound", "scratch": "Scratch",
+    "vit_random": "ViT (random init)", "medicalnet": "MedicalNet",
+}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
+_KNOWN_ORDER = list(KNOWN_COLORS)
+_METRIC_LABELS = {
+    "auc": "AUC", "macro_auc": "Macro-AUC", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
+    "mae": "MAE", "mse": "MSE", "cindex": "C-index", "dice": "Dice",
+}
+
+RC = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
+    "legend.fontsize": 8, "figure.titlesize": 11, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "lines.linewidth": 1.5, "lines.markersize": 4.5,
+    "errorbar.capsize": 2, "savefig.dpi": 200, "pdf.fonttype": 42, "ps.fonttype": 42, "font.family": "DejaVu Sans",
+    "figure.constrained_layout.use": True,
+}
+
+
+def _key(name: str) -> str:
+    return str(name).strip().lower()
+
+
+def backbone_color(name: str) -> str:
+    """The fixed colour of a backbone (hash-based for names not in ``KNOWN_COLORS``)."""
+    key = _key(name)
+    if key in KNOWN_COLORS:
+        return KNOWN_COLORS[key]
+    return EXTRA_COLORS[zlib.crc32(key.encode()) % len(EXTRA_COLORS)]
+
+
+def palette(names: Iterable[str]) -> dict[str, str]:
+    """Colours for the backbones of one figure: fixed per name, collisions between unknown names resolved."""
+    out: dict[str, str] = {}
+    used = set()
+    unknown = []
+    for name in names:
+        if _key(name) in KNOWN_COLORS:
+            out[name] = KNOWN_COLORS[_key(name)]
+            used.add(out[name])
+        else:
+            unknown.append(name)
+    for name in sorted(set(unknown), key=_key):
+        start = zlib.crc32(_key(name).encode()) % len(EXTRA_COLORS)
+        for step in range(len(EXTRA_COLORS)):
+            colour = EXTRA_COLORS[(start + step) % len(EXTRA_COLORS)]
+            if colour not in used:
+                break
+        out[name] = colour
+        used.add(colour)
+    return out
+
+
+def marker(name: str) -> str:
+    key = _key(name)
+    idx = _KNOWN_ORDER.index(key) if key in _KNOWN_ORDER else zlib.crc32(key.encode())
+    return _MARKERS[idx % len(_MARKERS)]
+
+
+def display_name(name: str, labels: Mapping[str, str] | None = None) -> str:
+    """Label of a backbone in figures and tables.
+
+    ``labels`` (e.g. from the workflow config) wins, matched exactly or case-insensitively; then
+    the paper's spelling of known backbones; unknown names are shown as given. Colours stay keyed
+    on the backbone name, so relabelling never changes a backbone's colour.
+    """
+    if labels:
+        if name in labels:
+            return str(labels[name])
+        lowered = {_key(k): v for k, v in labels.items()}
+        if _key(name) in lowered:
+            return str(lowered[_key(name)])
+    return DISPLAY_NAMES.get(_key(name), str(name))
+
+
+def order_backbones(names: Iterable[str], reference: str | None = None) -> list[str]:
+    """Reference first, then known backbones in the paper's order, then the rest alphabetically."""
+    uniq = list(dict.fromkeys(str(n) for n in names))
+    ref = [n for n in uniq if reference is not None and _key(n) == _key(reference)]
+    known = sorted((n for n in uniq if n not in ref and _key(n) in _KNOWN_ORDER),
+                   key=lambda n: _KNOWN_ORDER.index(_key(n)))
+    rest = sorted((n for n in uniq if n not in ref and _key(n) not in _KNOWN_ORDER), key=_key)
+    return ref + known + rest
+
+
+def metric_label(metric: str) -> str:
+    """Axis label of a metric: 'macro_auc' -> 'Macro-AUC', 'dice_WT' -> 'Dice (WT)'."""
+    if metric.startswith("dice_"):
+        return f"Dice ({metric[5:]})"
+    return _METRIC_LABELS.get(metric, metric.replace("_", " "))
+
+
+def ratio_label(ratio: float) -> str:
+    return f"{100 * float(ratio):g}%"
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """The house matplotlib style, scoped to a block (global rcParams are restored afterwards)."""
+    with mpl.rc_context(RC):
+        yield
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, panel: tuple[float, float] = (3.2, 2.6),
+               extra_height: float = 0.0, **subplot_kw) -> tuple[Figure, list]:
+    """A pyplot-free figure with a grid of axes (returned as a flat list, row-major)."""
+    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows + extra_height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)
+    return fig, [ax for row in axes for ax in row]
+
+
+def save_figure(fig: Figure, path: str | Path, formats: Sequence[str] = ("png", "pdf"),
+                dpi: int | None = None) -> list[Path]:
+    """Write ``path`` (its suffix is replaced) once per format, each atomically; returns the paths.
+
+    ``dpi`` sets the PNG resolution (default 200; the PDF is vector graphics).
+    """
+    stem = Path(path)
+    if stem.suffix.lower() in {".png", ".pdf", ".svg"}:
+        stem = stem.with_suffix("")
+    written = []
+    for fmt in formats:
+        target = stem.with_name(f"{stem.name}.{fmt}")
+        with atomic_path(target, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi or RC["savefig.dpi"], metadata=_metadata(fmt))
+        written.append(target)
+    return written
+
+
+def _metadata(fmt: str) -> dict[str, str | None]:
+    # no creation dates, so re-running the workflow gives byte-identical PDFs/PNGs
+    if fmt == "pdf":
+        return {"CreationDate": None, "Creator": "brainfm", "Producer": None}
+    if fmt == "png":
+        return {"Software": "brainfm"}
+    return {}
