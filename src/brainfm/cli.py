@@ -58,7 +58,8 @@ def cmd_phantom(a: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     df = generate_dataset(a.generator, Path(a.out), n_subjects=a.n_subjects, seed=a.seed, voxel_size=a.voxel_size,
-                          n_sites=a.n_sites, test_fraction=a.test_fraction, n_jobs=a.n_jobs, **(a.options or {}))
+                          n_sites=a.n_sites, test_fraction=a.test_fraction, n_jobs=a.n_jobs,
+                          cache_dir=a.cache_dir or None, **(a.options or {}))
     log.info("generated %s: %d images of %d subjects in %.1f s", a.generator, len(df), df["subject"].nunique(),
              time.perf_counter() - t0)
 
@@ -84,8 +85,15 @@ def cmd_preprocess(a: argparse.Namespace) -> None:
     manifest = read_manifest(a.manifest)
     report = preprocess_dataset(manifest, Path(manifest.attrs["root"]), Path(a.out), protocol=a.protocol,
                                 products=tuple(a.products.split(",")), skull_strip=a.skull_strip,
-                                n_jobs=a.n_jobs, seed=a.seed)
+                                n_jobs=a.n_jobs, seed=a.seed, perturbation=_perturbation(a.perturbation))
     log.info("preprocessed: %s", json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}))
+
+
+def _perturbation(text: str) -> dict[str, Any] | None:
+    if text in ("", "none"):
+        return None
+    kind, _, severity = text.partition(":")
+    return {"kind": kind, "severity": float(severity)}
 
 
 # ----------------------------------------------------------------------------- models
@@ -173,6 +181,80 @@ def cmd_knn(a: argparse.Namespace) -> None:
     log.info("kNN %s/%s accuracy by k: %s", spec.name, a.backbone, json.dumps({int(k): round(v, 4) for k, v in acc.items()}))
 
 
+def cmd_perturbed(a: argparse.Namespace) -> None:
+    from brainfm.atomic import write_parquet
+    from brainfm.data.manifest import read_manifest
+    from brainfm.features import FeatureStore
+    from brainfm.tasks.perturbation import evaluate_perturbations
+    from brainfm.tasks.spec import TaskSpec
+
+    spec = TaskSpec.from_config(a.task, a.spec)
+    manifest = read_manifest(a.manifest, check_files=False)
+    settings = {}
+    for item in a.perturbed:
+        label, _, path = item.partition("=")
+        kind, _, severity = label.partition(":")
+        settings[(kind, float(severity))] = FeatureStore(path)
+    frame = evaluate_perturbations(spec, FeatureStore(a.features), settings, manifest, backbone=a.backbone,
+                                   head_defaults=a.head, n_boot=a.n_boot, seed=a.stats_seed)
+    write_parquet(a.out, frame)
+    log.info("perturbation results for %s/%s: %d rows", spec.name, a.backbone, len(frame))
+
+
+# ----------------------------------------------------------------------------- statistics and report
+def _labels(a: argparse.Namespace) -> dict[str, str]:
+    return a.labels or {}
+
+
+def cmd_stats(a: argparse.Namespace) -> None:
+    from brainfm.report.build import task_report
+
+    task_report(a.task, a.spec, a.runs, a.out_dir, a.table, a.figure, reference=a.reference, n_boot=a.n_boot,
+                seed=a.seed, labels=_labels(a))
+
+
+def cmd_knn_report(a: argparse.Namespace) -> None:
+    from brainfm.report.build import knn_report
+
+    knn_report(a.task, a.inputs, a.out_dir, a.table, a.figure, reference=a.reference, n_boot=a.n_boot,
+               seed=a.seed, labels=_labels(a))
+
+
+def cmd_cka(a: argparse.Namespace) -> None:
+    from brainfm.analysis.cka import cka_from_feature_stores
+    from brainfm.atomic import write_parquet
+
+    mods = None if a.modalities == ["all"] else a.modalities
+    table = cka_from_feature_stores(dict(zip(a.backbones, a.features)), a.reference, modalities=mods,
+                                    depth_labels=a.depth_labels)
+    write_parquet(a.out, table)
+    log.info("CKA:\n%s", table.to_string(index=False))
+
+
+def cmd_cka_report(a: argparse.Namespace) -> None:
+    from brainfm.report.build import cka_report
+
+    cka_report(a.inputs, a.figure, reference=a.reference, labels=_labels(a))
+
+
+def cmd_perturbation_report(a: argparse.Namespace) -> None:
+    from brainfm.report.build import perturbation_report
+
+    perturbation_report(a.inputs, a.table, a.figure, reference=a.reference, labels=_labels(a))
+
+
+def cmd_summary(a: argparse.Namespace) -> None:
+    from brainfm.report.build import summary_report
+
+    summary_report(a.comparisons, a.knn, a.out, reference=a.reference, labels=_labels(a))
+
+
+def cmd_bench(a: argparse.Namespace) -> None:
+    from brainfm.bench.suite import run_benchmarks
+
+    run_benchmarks(Path(a.out), which=a.only)
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="brainfm", description=__doc__.splitlines()[0])
@@ -189,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-fraction", type=float, default=0.2)
     s.add_argument("--options", type=_json_arg, default={}, help="JSON of extra generator options")
     s.add_argument("--n-jobs", type=int, default=1)
+    s.add_argument("--cache-dir", default="", help="cache of the resampled template (shared by datasets)")
     s.set_defaults(func=cmd_phantom)
 
     s = sub.add_parser("dataset", help="check (and download) a real dataset and build its manifest")
@@ -207,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--skull-strip", default="none", choices=["none", "deepbet", "hdbet"])
     s.add_argument("--n-jobs", type=int, default=1)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--perturbation", default="none", help="KIND:SEVERITY applied to raw volumes, e.g. gamma:2.0")
     s.set_defaults(func=cmd_preprocess)
 
     s = sub.add_parser("pretrain", help="self-supervised pretraining (dino | simclr | brainfound)")
@@ -256,6 +340,80 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pretrain-manifests", nargs="*", default=[])
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_knn)
+
+    s = sub.add_parser("perturbed", help="evaluate full-data heads on perturbed features (paper §4.5)")
+    s.add_argument("--task", required=True)
+    s.add_argument("--spec", type=_json_arg, required=True)
+    s.add_argument("--head", type=_json_arg, default={})
+    s.add_argument("--features", required=True, help="clean features (the heads train on these)")
+    s.add_argument("--perturbed", nargs="+", required=True, help="KIND:SEVERITY=FEATURE_DIR items")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--backbone", required=True)
+    s.add_argument("--n-boot", type=int, default=2000)
+    s.add_argument("--stats-seed", type=int, default=42)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_perturbed)
+
+    def report_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--reference", default="braindino")
+        s.add_argument("--labels", type=_json_arg, default={}, help="JSON {backbone: display name}")
+
+    s = sub.add_parser("stats", help="comparison statistics, table and figures of one task")
+    s.add_argument("--task", required=True)
+    s.add_argument("--spec", type=_json_arg, required=True)
+    s.add_argument("--runs", nargs="+", required=True, help="run directories (one per backbone)")
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--table", required=True)
+    s.add_argument("--figure", required=True)
+    s.add_argument("--n-boot", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=42)
+    report_args(s)
+    s.set_defaults(func=cmd_stats)
+
+    s = sub.add_parser("knn-report", help="kNN accuracy table and figure of one task")
+    s.add_argument("--task", required=True)
+    s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--table", required=True)
+    s.add_argument("--figure", required=True)
+    s.add_argument("--n-boot", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=42)
+    report_args(s)
+    s.set_defaults(func=cmd_knn_report)
+
+    s = sub.add_parser("cka", help="layer-wise linear CKA of the reference backbone against the others")
+    s.add_argument("--reference", required=True)
+    s.add_argument("--backbones", nargs="+", required=True)
+    s.add_argument("--features", nargs="+", required=True, help="feature dirs, same order as --backbones")
+    s.add_argument("--modalities", nargs="+", default=["all"])
+    s.add_argument("--depth-labels", nargs="+", default=["early", "mid", "late"])
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_cka)
+
+    s = sub.add_parser("cka-report", help="CKA heatmaps")
+    s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--figure", required=True)
+    report_args(s)
+    s.set_defaults(func=cmd_cka_report)
+
+    s = sub.add_parser("perturbation-report", help="perturbation table and grouped bars")
+    s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--table", required=True)
+    s.add_argument("--figure", required=True)
+    report_args(s)
+    s.set_defaults(func=cmd_perturbation_report)
+
+    s = sub.add_parser("summary", help="headline table over all tasks")
+    s.add_argument("--comparisons", nargs="*", default=[])
+    s.add_argument("--knn", nargs="*", default=[])
+    s.add_argument("--out", required=True)
+    report_args(s)
+    s.set_defaults(func=cmd_summary)
+
+    s = sub.add_parser("bench", help="benchmarks: extraction throughput vs roofline, heads, statistics, demo DAG")
+    s.add_argument("--out", default="results/bench")
+    s.add_argument("--only", nargs="*", default=[], help="subset of: extraction heads stats demo")
+    s.set_defaults(func=cmd_bench)
     return p
 
 

@@ -3,12 +3,17 @@
 import json
 import os
 import re
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+
+# Rules call the `brainfm` CLI installed next to the Python running Snakemake (the project venv),
+# whether or not that environment is activated in the calling shell.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 DATASETS = config["datasets"]
 BACKBONES = config["backbones"]
@@ -82,13 +87,19 @@ def task_datasets():
     return sorted({t["dataset"] for t in TASKS.values()})
 
 
+# DINO streams the N(128, 50)-sampled slice store; SimCLR (3D volumes) and BrainFound (adjacent
+# slices stacked as channels) read the uniformly resampled volume store.
+RECIPE_PRODUCT = {"dino": "pretrain", "simclr": "downstream", "brainfound": "downstream"}
+
+
 def products(dataset):
-    out = []
+    out = set()
     if dataset in task_datasets():
-        out.append("downstream")
-    if dataset in pretrain_datasets():
-        out.append("pretrain")
-    return ",".join(out) or "downstream"
+        out.add("downstream")
+    for run in PRETRAIN.values():
+        if dataset in run["datasets"]:
+            out.add(RECIPE_PRODUCT[run["recipe"]])
+    return ",".join(sorted(out)) or "downstream"
 
 
 def manifest(dataset):
@@ -131,6 +142,10 @@ def backbone_weights(backbone):
 def backbone_json(backbone):
     bb = BACKBONES[backbone]
     return to_json({"name": backbone, "encoder": bb["encoder"], "args": bb.get("args", {})})
+
+
+def backbone_layers(backbone):
+    return BACKBONES[backbone].get("layers", config["features"]["layers"])
 
 
 def resources_of(section, key, default):
@@ -187,6 +202,20 @@ def knn_outputs(task):
     return expand("results/tasks/{task}/{backbone}/knn.parquet", task=task, backbone=task_backbones(task))
 
 
+def backbone_labels():
+    return {b: v.get("label", b) for b, v in BACKBONES.items()}
+
+
+def perturb_settings():
+    """Non-identity (kind, severity) pairs of the perturbation grid (the clean run is the identity)."""
+    identity = {"gamma": 1.0, "gibbs": 0.0, "bias": 0.0}
+    return [(k, float(s)) for k in PERTURB_KINDS for s in PERTURB["grid"][k] if float(s) != identity.get(k)]
+
+
+def perturb_backbones():
+    return PERTURB.get("backbones") or list(BACKBONES)
+
+
 # ---------------------------------------------------------------- final targets
 def all_targets():
     targets = []
@@ -194,6 +223,8 @@ def all_targets():
         targets += [f"results/tables/{task}.md", f"results/figures/ratio_{task}.png"]
     for task in knn_tasks():
         targets += [f"results/tables/{task}.md", f"results/figures/knn_{task}.png"]
+    if config["analysis"].get("cka", {}).get("datasets"):
+        targets.append("results/figures/cka.png")
     if PERTURB.get("tasks"):
         targets += ["results/tables/perturbations.md", "results/figures/perturbations.png"]
     targets.append("results/tables/summary.md")

@@ -18,12 +18,13 @@ rule phantom_dataset:
         seed=config["phantom"]["seed"],
         test_fraction=config["phantom"]["test_fraction"],
         outdir=lambda wc, output: os.path.dirname(output.manifest),
+        cache=config["phantom"]["cache_dir"],
     threads: config["phantom"]["n_jobs"]
     shell:
         "brainfm phantom --generator {params.generator} --out {params.outdir}"
         " --n-subjects {params.n_subjects} --seed {params.seed} --voxel-size {params.voxel_size}"
         " --n-sites {params.n_sites} --test-fraction {params.test_fraction}"
-        " --options {params.options:q} --n-jobs {threads} > {log} 2>&1"
+        " --options {params.options:q} --cache-dir {params.cache} --n-jobs {threads} > {log} 2>&1"
 
 
 rule real_dataset:

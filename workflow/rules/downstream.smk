@@ -13,6 +13,8 @@ def task_inputs(wc):
 
 
 rule fit_heads:
+    wildcard_constraints:
+        task=_alt(head_tasks()),
     input:
         unpack(task_inputs),
     output:
@@ -33,6 +35,8 @@ rule fit_heads:
 
 
 rule knn_probe:
+    wildcard_constraints:
+        task=_alt(knn_tasks()),
     input:
         unpack(task_inputs),
     output:

@@ -16,7 +16,7 @@ rule extract_features:
         weights=lambda wc, input: input.weights[0] if input.weights else "none",
         storedir=lambda wc: f"results/preprocessed/{wc.dataset}/downstream",
         batch_size=config["features"]["batch_size"],
-        layers=",".join(str(l) for l in config["features"]["layers"]) or "none",
+        layers=lambda wc: ",".join(str(l) for l in backbone_layers(wc.backbone)) or "none",
         central=lambda wc: (
             ",".join(str(x) for x in config["features"]["central_range"]) if needs_central(wc.dataset) else "none"
         ),

@@ -29,7 +29,7 @@ rule pretrain:
     params:
         recipe=lambda wc: PRETRAIN[wc.run]["recipe"],
         spec=lambda wc: to_json(PRETRAIN[wc.run]),
-        stores=lambda wc: " ".join(f"results/preprocessed/{d}/pretrain" for d in PRETRAIN[wc.run]["datasets"]),
+        stores=lambda wc: " ".join(f"results/preprocessed/{d}" for d in PRETRAIN[wc.run]["datasets"]),
         workdir=lambda wc: f"results/pretrain/{wc.run}/work",
         nproc=lambda wc: resources_of(PRETRAIN[wc.run], "nproc", 1),
         device=config["device"],

@@ -48,3 +48,46 @@ def cka_table(reference: str, ref_layers: dict[str, np.ndarray], others: dict[st
                          "reference_layer": rn, "backbone_layer": on,
                          "cka": linear_cka(ref_layers[rn], layers[on])})
     return pd.DataFrame(rows)
+
+
+def cka_from_feature_stores(stores: dict[str, "str | object"], reference: str, *,
+                            modalities: list[str] | None = None,
+                            depth_labels: list[str] | None = None) -> pd.DataFrame:
+    """CKA of ``reference`` against every other backbone from their cached layer features.
+
+    Rows are matched on (subject, session, modality) so every model sees the same scans in the
+    same order; each store's layers (as configured per backbone, in depth order) are paired by
+    position: early with early, mid with mid, late with late.
+    """
+    from brainfm.errors import ConfigError
+    from brainfm.features import FeatureStore
+
+    fs = {name: (s if isinstance(s, FeatureStore) else FeatureStore(s)) for name, s in stores.items()}
+    if reference not in fs:
+        raise ConfigError(f"CKA reference backbone '{reference}' has no features")
+    key = ["subject", "session", "modality"]
+    common = None
+    for store in fs.values():
+        idx = store.index[key].astype(str)
+        if modalities:
+            idx = idx[idx["modality"].isin(modalities)]
+        keys = set(map(tuple, idx.to_numpy()))
+        common = keys if common is None else common & keys
+    if not common or len(common) < 3:
+        raise ConfigError("CKA needs at least 3 scans shared by all backbones' feature stores")
+    order = sorted(common)
+
+    def layers_of(store) -> dict[str, np.ndarray]:
+        idx = store.index[key].astype(str)
+        pos = {tuple(r): i for i, r in enumerate(idx.to_numpy())}
+        rows = np.array([pos[k] for k in order])
+        names = store.layers
+        if not names:
+            raise ConfigError(f"{store.path}: no layer features were extracted (set 'layers' for this backbone)")
+        return {n: store.layer(n)[rows] for n in names}
+
+    ref_layers = layers_of(fs[reference])
+    others = {name: layers_of(s) for name, s in fs.items() if name != reference}
+    table = cka_table(reference, ref_layers, others, depth_labels)
+    table["n"] = len(order)
+    return table

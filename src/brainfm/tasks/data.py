@@ -69,8 +69,6 @@ def assemble(spec: TaskSpec, keys: pd.DataFrame, x: np.ndarray, manifest: pd.Dat
              source: str = "features") -> TaskData:
     """Join per-(subject, session) feature rows with labels and apply the task's selection rules."""
     labels = session_labels(manifest)
-    if spec.target not in labels.columns:
-        raise ConfigError(f"task {spec.name}: target column '{spec.target}' not in the manifest of {spec.dataset}")
     image_unit = spec.unit == "image"
     cols = ["subject", "session", "modality"] if image_unit else ["subject", "session"]
     keys = keys[cols].astype(str).reset_index(drop=True)
@@ -81,6 +79,8 @@ def assemble(spec: TaskSpec, keys: pd.DataFrame, x: np.ndarray, manifest: pd.Dat
                             f"manifest of {spec.dataset} (stale features?): "
                             + ", ".join(f"{r.subject}/{r.session}" for r in stale.head(5).itertuples()))
     table = table.drop(columns="_merge")
+    if spec.target not in table.columns:
+        raise ConfigError(f"task {spec.name}: target column '{spec.target}' not in the manifest of {spec.dataset}")
     if image_unit:
         # keep (subject, session) a unique sample key for paired statistics across backbones
         table["session"] = table["session"] + ":" + table["modality"]

@@ -104,8 +104,14 @@ def _smote(x: np.ndarray, y: np.ndarray, rows: np.ndarray, seed: int) -> tuple[n
 
 def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: Sequence[int],
              head_defaults: dict[str, Any] | None = None,
-             pretrain_subjects: Iterable[str] | None = None) -> dict[RunKey, dict[str, Any]]:
-    """Train every (fold, ratio, seed) head for one backbone; return predictions and metrics per run."""
+             pretrain_subjects: Iterable[str] | None = None,
+             eval_sets: dict[Any, np.ndarray] | None = None) -> dict[RunKey, dict[str, Any]]:
+    """Train every (fold, ratio, seed) head for one backbone; return predictions and metrics per run.
+
+    ``eval_sets`` maps a name to another feature matrix aligned row by row with ``data.x`` (e.g.
+    the same scans after a test-time perturbation); each run then also carries the heads'
+    test predictions on those features under ``entry["eval"][name]``.
+    """
     spec = data.spec
     if spec.kind == "knn":
         raise ConfigError(f"task {spec.name} is a kNN probe; use brainfm.analysis.knn")
@@ -159,6 +165,8 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
     fit: FitResult = fit_heads(xt, yt, jobs, cfg)
     seconds = time.perf_counter() - t0
     out = fit.predict(xt[:n_base]).numpy()
+    eval_out = {name: fit.predict(torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))).numpy()
+                for name, m in (eval_sets or {}).items()}
 
     results: dict[RunKey, dict[str, Any]] = {}
     for h, (ratio, seed, fold) in enumerate(meta):
@@ -166,8 +174,17 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
         pred = _prediction_frame(data, test_rows, out[h, test_rows], mean, std)
         pred.insert(0, "fold", fold.fold)
         key = RunKey(ratio, seed)
-        entry = results.setdefault(key, {"frames": [], "folds": []})
+        entry = results.setdefault(key, {"frames": [], "folds": [], "train_risk": [], "eval": {}})
         entry["frames"].append(pred)
+        for name, eo in eval_out.items():
+            ep = _prediction_frame(data, test_rows, eo[h, test_rows], mean, std)
+            ep.insert(0, "fold", fold.fold)
+            entry["eval"].setdefault(name, []).append(ep)
+        if spec.kind == "survival":
+            # the Kaplan-Meier threshold is the median *training* risk (paper §2.4)
+            tr = jobs[h].train[jobs[h].train < n_base]
+            entry["train_risk"].append(pd.DataFrame({"fold": fold.fold, "subject": data.table["subject"].iloc[tr].to_numpy(),
+                                                     "risk": out[h, tr, 0].astype(float)}))
         entry["folds"].append({
             "fold": fold.fold,
             "n_train": int(np.isin(jobs[h].train, np.arange(n_base)).sum()),
@@ -185,6 +202,16 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
         frame.insert(0, "backbone", backbone)
         frame.insert(0, "task", spec.name)
         entry["predictions"] = frame
+        entry["eval"] = {name: pd.concat(v, ignore_index=True).assign(seed=key.seed)
+                         for name, v in entry["eval"].items()}
+        risks = entry.pop("train_risk")
+        if risks:
+            tr = pd.concat(risks, ignore_index=True)
+            tr.insert(0, "seed", key.seed)
+            tr.insert(0, "ratio", key.ratio)
+            tr.insert(0, "backbone", backbone)
+            tr.insert(0, "task", spec.name)
+            entry["train_risk"] = tr
         fold_metrics = pd.DataFrame([f["metrics"] for f in entry["folds"]])
         entry["metrics"] = {k: float(v) for k, v in fold_metrics.mean().items()}
         entry["info"] = {
@@ -245,5 +272,7 @@ def write_run(root: str | Path, key: RunKey, entry: dict[str, Any]) -> Path:
     info = entry["info"]
     out = run_dir(root, key.ratio, key.seed)
     write_parquet(out / "predictions.parquet", entry["predictions"])
+    if entry.get("train_risk") is not None:
+        write_parquet(out / "train_risk.parquet", entry["train_risk"])
     write_json(out / "metrics.json", {**info, "metrics": entry["metrics"], "folds": entry["folds"]})
     return out

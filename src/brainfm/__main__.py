@@ -1,0 +1,3 @@
+from brainfm.cli import main
+
+raise SystemExit(main())
