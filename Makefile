@@ -10,6 +10,8 @@ CORES    ?= 2
 # The tested set of versions; set CONSTRAINTS= to resolve freely (e.g. on macOS or another CUDA).
 CONSTRAINTS ?= constraints.txt
 PIP_C    := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
+# rules call the `brainfm` CLI: put the project venv first on PATH for Snakemake and its jobs
+export PATH := $(abspath $(BIN)):$(PATH)
 SMK      := $(BIN)/snakemake --workflow-profile profiles/default --cores $(CORES)
 STAMP    := $(VENV)/.installed
 

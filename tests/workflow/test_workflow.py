@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,15 +18,19 @@ TINY = REPO / "tests" / "workflow" / "config.tiny.yaml"
 
 
 def _copy_workflow(dest: Path) -> Path:
-    for item in ("workflow", "config", "profiles"):
+    for item in ("workflow", "config", "profiles", "envs"):
         shutil.copytree(REPO / item, dest / item)
     shutil.copy(TINY, dest / "config" / "tiny.yaml")
     return dest
 
 
+# rules call the `brainfm` CLI, which lives next to this interpreter (the project venv)
+ENV = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+
+
 def _smk(cwd: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
     return subprocess.run([SNAKEMAKE, "--workflow-profile", "none", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=ENV)
 
 
 @pytest.mark.xdist_group("workflow")
@@ -37,9 +42,9 @@ def test_lint_is_clean():
 
 
 @pytest.mark.xdist_group("workflow")
-def test_demo_config_plans_every_rule_family():
-    proc = subprocess.run([SNAKEMAKE, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "config/config.yaml",
-                           "--workflow-profile", "none"], cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_demo_config_plans_every_rule_family(tmp_path):
+    wf = _copy_workflow(tmp_path)
+    proc = _smk(wf, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "config/config.yaml", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     for rule in ("phantom_dataset", "preprocess", "pretrain", "extract_features", "fit_heads", "knn_probe",
@@ -54,7 +59,7 @@ def test_bad_config_is_rejected_with_a_clear_message(tmp_path):
     (wf / "config" / "bad.yaml").write_text(bad)
     proc = _smk(wf, "-n", "--cores", "1", "--configfile", "config/bad.yaml")
     assert proc.returncode != 0
-    assert "tasks.brain_age: dataset 'nowhere' is not declared" in proc.stderr
+    assert "tasks.brain_age: dataset 'nowhere' is not declared" in proc.stdout + proc.stderr
 
 
 @pytest.mark.xdist_group("workflow")

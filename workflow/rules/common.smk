@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -11,9 +10,6 @@ from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
-# Rules call the `brainfm` CLI installed next to the Python running Snakemake (the project venv),
-# whether or not that environment is activated in the calling shell.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 DATASETS = config["datasets"]
 BACKBONES = config["backbones"]
@@ -214,6 +210,44 @@ def perturb_settings():
 
 def perturb_backbones():
     return PERTURB.get("backbones") or list(BACKBONES)
+
+
+# ---------------------------------------------------------------- rule inputs
+def pretrain_inputs(wc):
+    run = PRETRAIN[wc.run]
+    inputs = [preprocessed(d) for d in run["datasets"]]
+    init = run.get("init")
+    if init and init.startswith("pretrain:"):
+        inputs.append(pretrain_weights(init.split(":", 1)[1]))
+    return inputs
+
+
+def pretrain_gpu(wc):
+    return resources_of(PRETRAIN[wc.run], "gpu", 0)
+
+
+def task_inputs(wc):
+    dataset = TASKS[wc.task]["dataset"]
+    return {
+        "features": features_dir(wc.backbone, dataset),
+        "manifest": manifest(dataset),
+        "pretrain": pretrain_manifests_for(dataset),
+    }
+
+
+def perturbed_inputs(wc):
+    dataset = TASKS[wc.task]["dataset"]
+    return {
+        "features": features_dir(wc.backbone, dataset),
+        "manifest": manifest(dataset),
+        "perturbed": [
+            f"results/perturbed/{k}~{fmt_ratio(s)}/features/{wc.backbone}/{dataset}" for k, s in perturb_settings()
+        ],
+    }
+
+
+def cka_inputs(wc):
+    return [features_dir(b, wc.dataset) for b in BACKBONES]
 
 
 # ---------------------------------------------------------------- final targets

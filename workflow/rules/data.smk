@@ -20,6 +20,8 @@ rule phantom_dataset:
         outdir=lambda wc, output: os.path.dirname(output.manifest),
         cache=config["phantom"]["cache_dir"],
     threads: config["phantom"]["n_jobs"]
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm phantom --generator {params.generator} --out {params.outdir}"
         " --n-subjects {params.n_subjects} --seed {params.seed} --voxel-size {params.voxel_size}"
@@ -39,6 +41,8 @@ rule real_dataset:
         path=lambda wc: DATASETS[wc.real].get("path", f"data/{wc.real}"),
         download=lambda wc: "--download" if DATASETS[wc.real]["source"] == "download" else "",
     retries: 2
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm dataset --registry {params.registry} --root {params.path} {params.download}"
         " --manifest {output.manifest} --check {output.check} > {log} 2>&1"

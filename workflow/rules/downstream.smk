@@ -3,15 +3,6 @@
 # so a backbone or a task can be rerun on its own without paying a process start per head.
 
 
-def task_inputs(wc):
-    dataset = TASKS[wc.task]["dataset"]
-    return {
-        "features": features_dir(wc.backbone, dataset),
-        "manifest": manifest(dataset),
-        "pretrain": pretrain_manifests_for(dataset),
-    }
-
-
 rule fit_heads:
     wildcard_constraints:
         task=_alt(head_tasks()),
@@ -28,6 +19,8 @@ rule fit_heads:
     threads: 1
     group:
         "heads"
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm fit --task {wildcards.task} --spec {params.spec:q} --head {params.head:q}"
         " --features {input.features} --manifest {input.manifest} --backbone {wildcards.backbone}"
@@ -49,6 +42,8 @@ rule knn_probe:
     threads: 1
     group:
         "heads"
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm knn --task {wildcards.task} --spec {params.spec:q} --features {input.features}"
         " --manifest {input.manifest} --backbone {wildcards.backbone}"

@@ -27,6 +27,8 @@ rule extract_features:
         gpu=resources_of(config["features"], "gpu", 0),
         mem_mb=resources_of(config["features"], "mem_mb", 8000),
         runtime=resources_of(config["features"], "runtime", 60),
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm extract --backbone {params.spec:q} --weights {params.weights} --store {params.storedir}"
         " --out {output} --batch-size {params.batch_size} --layers {params.layers}"

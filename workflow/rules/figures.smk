@@ -17,6 +17,8 @@ rule cka_figure:
         reference=config["stats"]["reference"],
         labels=to_json(backbone_labels()),
     localrule: True
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm cka-report --inputs {input} --figure {output} --reference {params.reference}"
         " --labels {params.labels:q} > {log} 2>&1"
@@ -39,6 +41,8 @@ rule summary_table:
         reference=config["stats"]["reference"],
         labels=to_json(backbone_labels()),
     localrule: True
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm summary --comparisons {input.comparisons} --knn {input.knn} --out {output}"
         " --reference {params.reference} --labels {params.labels:q} > {log} 2>&1"

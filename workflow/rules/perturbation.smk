@@ -15,6 +15,8 @@ rule preprocess_perturbed:
         outdir=lambda wc, output: os.path.dirname(output.report),
         seed=config["seed"],
     threads: 1
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm preprocess --manifest {input.manifest} --out {params.outdir} --protocol {params.protocol:q}"
         " --products downstream --skull-strip {params.skull_strip} --n-jobs {threads} --seed {params.seed}"
@@ -42,21 +44,12 @@ rule extract_perturbed:
     threads: 2
     resources:
         gpu=resources_of(config["features"], "gpu", 0),
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm extract --backbone {params.spec:q} --weights {params.weights} --store {params.storedir}"
         " --out {output} --batch-size {params.batch_size} --layers none"
         " --central-range {params.central} {params.amp} --device {params.device} > {log} 2>&1"
-
-
-def perturbed_inputs(wc):
-    dataset = TASKS[wc.task]["dataset"]
-    return {
-        "features": features_dir(wc.backbone, dataset),
-        "manifest": manifest(dataset),
-        "perturbed": [
-            f"results/perturbed/{k}~{fmt_ratio(s)}/features/{wc.backbone}/{dataset}" for k, s in perturb_settings()
-        ],
-    }
 
 
 rule evaluate_perturbed:
@@ -74,6 +67,8 @@ rule evaluate_perturbed:
         ),
         n_boot=config["stats"]["n_boot"],
         seed=config["stats"]["seed"],
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm perturbed --task {wildcards.task} --spec {params.spec:q} --head {params.head:q}"
         " --features {input.features} --perturbed {params.settings} --manifest {input.manifest}"
@@ -102,6 +97,8 @@ rule perturbation_report:
         reference=config["stats"]["reference"],
         labels=to_json(backbone_labels()),
     localrule: True
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm perturbation-report --inputs {input} --table {output.table} --figure {output.figure}"
         " --reference {params.reference} --labels {params.labels:q} > {log} 2>&1"

@@ -21,6 +21,8 @@ rule preprocess:
     resources:
         mem_mb=resources_of(config["preprocess"], "mem_mb", 8000),
         runtime=resources_of(config["preprocess"], "runtime", 120),
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm preprocess --manifest {input.manifest} --out {params.outdir}"
         " --protocol {params.protocol:q} --products {params.products}"

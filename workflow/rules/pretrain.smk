@@ -3,19 +3,6 @@
 # delete them when a job fails or is killed.
 
 
-def pretrain_inputs(wc):
-    run = PRETRAIN[wc.run]
-    inputs = [preprocessed(d) for d in run["datasets"]]
-    init = run.get("init")
-    if init and init.startswith("pretrain:"):
-        inputs.append(pretrain_weights(init.split(":", 1)[1]))
-    return inputs
-
-
-def pretrain_gpu(wc):
-    return resources_of(PRETRAIN[wc.run], "gpu", 0)
-
-
 rule pretrain:
     input:
         pretrain_inputs,
@@ -38,6 +25,8 @@ rule pretrain:
         gpu=pretrain_gpu,
         mem_mb=lambda wc: resources_of(PRETRAIN[wc.run], "mem_mb", 8000),
         runtime=lambda wc: resources_of(PRETRAIN[wc.run], "runtime", 60),
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm pretrain --recipe {params.recipe} --spec {params.spec:q} --stores {params.stores}"
         " --out {output.weights} --summary {output.summary} --work-dir {params.workdir}"

@@ -2,10 +2,6 @@
 # kind (rules/downstream.smk) so it shares the task's splits and leakage checks.
 
 
-def cka_inputs(wc):
-    return [features_dir(b, wc.dataset) for b in BACKBONES]
-
-
 rule cka:
     input:
         cka_inputs,
@@ -18,6 +14,8 @@ rule cka:
         backbones=lambda wc: " ".join(BACKBONES),
         modalities=lambda wc: " ".join(config["analysis"]["cka"].get("modalities") or ["all"]),
         depth=" ".join(config["analysis"].get("cka", {}).get("depth_labels", ["early", "mid", "late"])),
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm cka --reference {params.reference} --backbones {params.backbones}"
         " --features {input} --modalities {params.modalities} --depth-labels {params.depth}"

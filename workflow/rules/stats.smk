@@ -34,6 +34,8 @@ rule task_stats:
         labels=to_json(backbone_labels()),
     group:
         "stats"
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm stats --task {wildcards.task} --spec {params.spec:q} --runs {input}"
         " --out-dir {params.outdir} --table {output.table} --figure {output.figure}"
@@ -72,6 +74,8 @@ rule knn_stats:
         labels=to_json(backbone_labels()),
     group:
         "stats"
+    conda:
+        "../../envs/brainfm.yaml"
     shell:
         "brainfm knn-report --task {wildcards.task} --inputs {input} --out-dir {params.outdir}"
         " --table {output.table} --figure {output.figure} --reference {params.reference}"

@@ -81,12 +81,13 @@ def bench_demo(out_path: Path, *, cores: int = 2, configfile: str = "config/conf
     """Wall time of the demo DAG from scratch in a temporary copy of the workflow."""
     repo = Path(__file__).resolve().parents[3]
     with tempfile.TemporaryDirectory(prefix="brainfm-bench-") as tmp:
-        for item in ("workflow", "config", "profiles"):
+        for item in ("workflow", "config", "profiles", "envs"):
             shutil.copytree(repo / item, Path(tmp) / item)
         snakemake = Path(sys.executable).with_name("snakemake")
         cmd = [str(snakemake), "--cores", str(cores), "--configfile", configfile, "--quiet", "rules"]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - t0
         per_rule = {}
         for tsv in Path(tmp, "results", "benchmarks").rglob("*.tsv"):
