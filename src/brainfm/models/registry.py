@@ -28,6 +28,17 @@ Factory = Callable[..., Any]
 _REGISTRY: dict[str, Factory] = {}
 _PLUGINS = ("brainfm.models.vit", "brainfm.models.baselines")  # baselines: optional package
 _plugins_loaded = False
+# Where the built-in names live, so creating one encoder imports only its module (a 3D baseline
+# pulls in MONAI, a few seconds per process that every extraction job would otherwise pay).
+_BASELINES = "brainfm.models.baselines."
+_KNOWN_MODULES: dict[str, str] = {
+    **{n: "brainfm.models.vit" for n in ("vit_dinov3", "braindino", "dinov3", "vit_random", "brainfound")},
+    **{n: _BASELINES + "brainiac" for n in ("brainiac", "brainiac_scratch", "brainiac_v1", "brainiac_v1_scratch",
+                                            "brainiac_simclr")},
+    **{n: _BASELINES + "bmmae" for n in ("bmmae", "bmmae_scratch")},
+    **{n: _BASELINES + "brainmvp" for n in ("brainmvp", "brainmvp_scratch")},
+    **{n: _BASELINES + "medicalnet" for n in ("medicalnet", "medicalnet_scratch")},
+}
 
 
 def register_encoder(name: str) -> Callable[[Factory], Factory]:
@@ -53,7 +64,9 @@ def load_plugins() -> None:
     _plugins_loaded = True
     for mod in _PLUGINS:
         try:
-            importlib.import_module(mod)
+            module = importlib.import_module(mod)
+            if hasattr(module, "register_all"):
+                module.register_all()
         except ModuleNotFoundError as exc:
             # only the absence of the optional module itself is tolerated; a broken import inside
             # it (a missing dependency) is a real error and propagates
@@ -71,6 +84,10 @@ def list_encoders(pattern: str | None = None) -> list[str]:
 
 
 def get_factory(name: str) -> Factory:
+    if name not in _REGISTRY and name in _KNOWN_MODULES:
+        importlib.import_module(_KNOWN_MODULES[name])
+    if name in _REGISTRY:
+        return _REGISTRY[name]
     load_plugins()
     try:
         return _REGISTRY[name]

@@ -16,11 +16,26 @@ it, and our axis order; :mod:`brainfm.models.baselines.common` holds what they s
 bookkeeping, MONAI-equivalent intensity recipes, layout-aware strict loading).
 """
 
-from brainfm.models.baselines import bmmae, brainiac, brainmvp, medicalnet  # noqa: F401  (registrations)
-from brainfm.models.baselines.bmmae import BMMAEEncoder, bmmae_key
-from brainfm.models.baselines.brainiac import BrainIACViT, ResNetEncoder3D
-from brainfm.models.baselines.brainmvp import BrainMVPEncoder, UniFormer3D
-from brainfm.models.baselines.common import VolumeEncoder3D
+import importlib
 
-__all__ = ["VolumeEncoder3D", "ResNetEncoder3D", "BrainIACViT", "BMMAEEncoder", "BrainMVPEncoder", "UniFormer3D",
-           "bmmae_key"]
+_MODULES = ("bmmae", "brainiac", "brainmvp", "medicalnet")
+_EXPORTS = {
+    "BMMAEEncoder": "bmmae", "bmmae_key": "bmmae", "BrainIACViT": "brainiac", "ResNetEncoder3D": "brainiac",
+    "BrainMVPEncoder": "brainmvp", "UniFormer3D": "brainmvp", "VolumeEncoder3D": "common",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def register_all() -> None:
+    """Import every baseline module (their decorators register the encoders)."""
+    for mod in _MODULES:
+        importlib.import_module(f"{__name__}.{mod}")
+
+
+def __getattr__(name: str):
+    # submodules (and MONAI) load on first use, so a process that needs one encoder imports one module
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
