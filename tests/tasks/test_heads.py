@@ -114,3 +114,23 @@ def test_cox_loss_matches_lifelines_partial_likelihood():
     tgt_p = torch.cat([target, torch.zeros(1, 3, 2)], 1)
     w_p = torch.cat([torch.ones(1, 25), torch.zeros(1, 3)], 1)
     assert abs(cox_partial_likelihood(out_p, tgt_p, w_p).item() - expected) < 1e-4
+
+
+def test_fused_and_fallback_optimiser_agree_with_inactive_heads():
+    from brainfm.tasks.heads import BatchedAdam
+
+    g = head_generator(0)
+    base = {"w": torch.randn(4, 5, 3, generator=g), "b": torch.randn(4, 3, generator=g)}
+    for decoupled in (False, True):
+        fused = BatchedAdam({k: v.clone() for k, v in base.items()}, lr=1e-2, weight_decay=0.1, decoupled=decoupled)
+        plain = BatchedAdam({k: v.clone() for k, v in base.items()}, lr=1e-2, weight_decay=0.1, decoupled=decoupled)
+        plain._fused = None
+        for step in range(6):
+            grads = {k: torch.randn(v.shape, generator=g) for k, v in base.items()}
+            active = torch.tensor([True, step % 2 == 0, step < 3, True])
+            frozen = {k: v[~active].clone() for k, v in fused.params.items()}
+            fused.step(grads, active)
+            plain.step(grads, active)
+            for k in base:
+                torch.testing.assert_close(fused.params[k], plain.params[k], rtol=1e-5, atol=1e-6)
+                assert torch.equal(fused.params[k][~active], frozen[k])
