@@ -12,6 +12,8 @@ rule fit_heads:
         directory("results/tasks/{task}/{backbone}/runs"),
     log:
         "results/logs/tasks/{task}/{backbone}/fit.log",
+    benchmark:
+        "results/benchmarks/tasks/{task}/{backbone}.tsv"
     params:
         spec=lambda wc: task_json(wc.task),
         head=to_json(config.get("head", {})),

@@ -25,6 +25,8 @@ rule task_stats:
         ),
     log:
         "results/logs/stats/{task}.log",
+    benchmark:
+        "results/benchmarks/stats/{task}.tsv"
     params:
         spec=lambda wc: task_json(wc.task),
         outdir=lambda wc: f"results/stats/{wc.task}",
@@ -66,6 +68,8 @@ rule knn_stats:
         ),
     log:
         "results/logs/stats/{task}.log",
+    benchmark:
+        "results/benchmarks/stats/{task}.tsv"
     params:
         outdir=lambda wc: f"results/stats/{wc.task}",
         reference=config["stats"]["reference"],
