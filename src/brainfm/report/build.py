@@ -48,7 +48,8 @@ def task_report(task: str, spec: Mapping[str, Any], run_dirs: Sequence[str | Pat
     title = spec.get("description") or task
     tables.write_table(tables.comparison_table(tidy, reference, labels=labels), table_path,
                        caption=f"{task}: {title}. Estimates per label ratio vs {reference}.", label=f"tab:{task}")
-    figures.metric_vs_ratio(tidy, figure_path, reference=reference, labels=labels, suptitle=title)
+    figures.metric_vs_ratio(tidy, figure_path, reference=reference, labels=labels,
+                            suptitle=spec.get("description") or None)
     written = {"comparison": out_dir / "comparison.parquet", "table": Path(table_path), "figure": Path(figure_path)}
     if spec.get("strata"):
         strata = compare.age_strata_table(preds, _edges(spec["strata"]), reference, n_boot=n_boot, seed=seed)

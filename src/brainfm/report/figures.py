@@ -73,7 +73,8 @@ def _legend(fig: Figure, backbones: Sequence[str], colors: dict[str, str], note:
                    for b in backbones]
     else:
         handles = [Patch(facecolor=colors[b], label=display_name(b, labels)) for b in backbones]
-    ncol = min(len(handles), 6)
+    # never wider than the figure: at most ~3 entries per 3 inches of width
+    ncol = max(1, min(len(handles), 6, int(fig.get_figwidth() // 1.6)))
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False,
                title=note, title_fontsize=7)
 
