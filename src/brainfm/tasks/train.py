@@ -33,6 +33,10 @@ class HeadConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-5
     batch_size: int | None = 16  # None: full batch (used for the Cox head)
+    # z-score each feature with the head's own training rows before the head (not in the paper's
+    # text; frozen CLS features vary across subjects by a few percent of their magnitude, which
+    # LayerNorm alone does not expose, so heads at lr 1e-4 would otherwise barely move)
+    standardize_features: bool = True
     max_epochs: int = 200
     patience: int = 10
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -94,7 +98,11 @@ def fit_heads(x: torch.Tensor, y: torch.Tensor, jobs: list[HeadJob], cfg: HeadCo
     hidden = cfg.hidden or dim
     gens = [head_generator(j.seed) for j in jobs]
     params = init_head_params(n_heads, dim, hidden, cfg.n_out, gens)
-    bank = HeadBank(params, dropout=cfg.dropout)
+    shift = scale = None
+    if cfg.standardize_features:
+        shift = torch.stack([x[torch.as_tensor(j.train)].mean(0) for j in jobs])
+        scale = torch.stack([x[torch.as_tensor(j.train)].std(0, unbiased=False) for j in jobs]).clamp(min=1e-6)
+    bank = HeadBank(params, dropout=cfg.dropout, shift=shift, scale=scale)
     opt = BatchedAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, decoupled=cfg.optimizer == "adamw")
 
     n_train = np.array([len(j.train) for j in jobs])
@@ -171,5 +179,5 @@ def fit_heads(x: torch.Tensor, y: torch.Tensor, jobs: list[HeadJob], cfg: HeadCo
             else:
                 new_epoch(h)
 
-    final = HeadBank(best, dropout=cfg.dropout)
+    final = HeadBank(best, dropout=cfg.dropout, shift=shift, scale=scale)
     return FitResult(final, best_epoch, epoch.copy(), best_loss.numpy(), bank.n_trainable_per_head())

@@ -98,10 +98,15 @@ def _wmh_curve(age: float) -> float:
     return 0.45 * max(0.0, age - 50.0) ** 2 / 1600.0
 
 
-def aging(age: float, traits: AgingTraits, scale: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Morphology:
-    """Healthy brain at ``age`` years for an individual with ``traits``."""
-    vent = 0.7 * traits.vent_base + _vent_curve(age) * float(np.exp(0.3 * traits.vent_rate))
-    thin = 0.03 * traits.thin_base + _thin_curve(age) * float(np.exp(0.25 * traits.thin_rate))
+def aging(age: float, traits: AgingTraits, scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+          strength: float = 1.0) -> Morphology:
+    """Healthy brain at ``age`` years for an individual with ``traits``.
+
+    ``strength`` multiplies the mean ventricle growth and cortical thinning curves (the
+    generator's ``aging_scale``): coarse demo grids need a larger effect to stay visible.
+    """
+    vent = 0.7 * traits.vent_base + strength * _vent_curve(age) * float(np.exp(0.3 * traits.vent_rate))
+    thin = 0.03 * traits.thin_base + strength * _thin_curve(age) * float(np.exp(0.25 * traits.thin_rate))
     wmh = min(_wmh_curve(age) * float(np.exp(0.5 * traits.wmh)), 0.8)
     return Morphology(scale=scale, vent_mm=(vent, vent), thinning=thin, myelin=min(_myelin_curve(age), 1.0),
                       wmh=wmh)

@@ -93,6 +93,7 @@ class Options:
 
     modalities: tuple[str, ...] | None = None  # restrict to these modalities
     effect_scale: float = 1.0  # multiplies disease effect sizes (difficulty knob)
+    aging_scale: float = 1.0  # multiplies age-related ventricle growth and cortical thinning
     pd_fraction: float = 0.8
     visits: tuple[str, ...] = tuple(v for v, _ in ADNI_VISITS)
     visit_prob: float = 0.85  # chance that a follow-up visit exists
@@ -100,6 +101,7 @@ class Options:
 
     def fingerprint(self) -> dict[str, Any]:
         return {"modalities": list(self.modalities) if self.modalities else None, "effect_scale": self.effect_scale,
+                **({"aging_scale": self.aging_scale} if self.aging_scale != 1.0 else {}),
                 "pd_fraction": self.pd_fraction, "visits": list(self.visits), "visit_prob": self.visit_prob,
                 "mix": list(self.mix)}
 
@@ -107,7 +109,7 @@ class Options:
 def parse_options(name: str, overrides: dict[str, Any]) -> Options:
     """Validate generator overrides; unknown keys and bad values are :class:`ConfigError`."""
     info = PHANTOM_DATASETS[name]
-    known = {"modalities", "effect_scale", "pd_fraction", "visits", "visit_prob", "mix"}
+    known = {"modalities", "effect_scale", "aging_scale", "pd_fraction", "visits", "visit_prob", "mix"}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"{name}: unknown phantom option(s) {unknown}; known: {sorted(known)}")
@@ -123,6 +125,11 @@ def parse_options(name: str, overrides: dict[str, Any]) -> Options:
         if not 0 <= v <= 5:
             raise ConfigError(f"{name}: effect_scale must be in [0, 5], got {v}")
         kw["effect_scale"] = v
+    if "aging_scale" in overrides:
+        v = float(overrides["aging_scale"])
+        if not 0 <= v <= 5:
+            raise ConfigError(f"{name}: aging_scale must be in [0, 5], got {v}")
+        kw["aging_scale"] = v
     if "pd_fraction" in overrides:
         v = float(overrides["pd_fraction"])
         if not 0 < v < 1:
@@ -220,7 +227,7 @@ class _Ctx:
 def _healthy(c: _Ctx, age: float | None = None) -> dict[str, Any]:
     age = float(c.rng.uniform(6.0, 90.0)) if age is None else age
     sex = _sex(c.rng)
-    morph = atr.aging(age, atr.draw_aging_traits(c.rng), _brain_scale(c.rng, sex, age))
+    morph = atr.aging(age, atr.draw_aging_traits(c.rng), _brain_scale(c.rng, sex, age), c.opts.aging_scale)
     return {"sex": sex, "sessions": _single(age, morph), "labels": {}, "condition": "healthy"}
 
 
@@ -251,7 +258,7 @@ def _adni(c: _Ctx) -> dict[str, Any]:
         m = months[code]
         age = age0 + m / 12.0
         sev = es * (sev0 + rate * m / 12.0)
-        sessions.append(SessionSpec(f"ses-{code}", m, round(age, 2), _ad_morph(atr.aging(age, traits, scale), sev)))
+        sessions.append(SessionSpec(f"ses-{code}", m, round(age, 2), _ad_morph(atr.aging(age, traits, scale, c.opts.aging_scale), sev)))
     return {"sex": sex, "sessions": tuple(sessions), "labels": {"diagnosis": dx}, "condition": dx}
 
 
@@ -262,7 +269,7 @@ def _oasis(c: _Ctx) -> dict[str, Any]:
     traits = atr.draw_aging_traits(c.rng)
     scale = _brain_scale(c.rng, sex, age)
     sev = float(np.clip(c.rng.normal(0.55, 0.25), 0.15, None)) if demented else abs(c.rng.normal(0.0, 0.08))
-    morph = _ad_morph(atr.aging(age, traits, scale), c.opts.effect_scale * sev)
+    morph = _ad_morph(atr.aging(age, traits, scale, c.opts.aging_scale), c.opts.effect_scale * sev)
     return {"sex": sex, "sessions": _single(age, morph), "labels": {"demented": demented},
             "condition": "demented" if demented else "healthy"}
 
@@ -275,7 +282,7 @@ def _abide(c: _Ctx) -> dict[str, Any]:
     scale = _brain_scale(c.rng, sex, age)
     sev = c.opts.effect_scale * (float(np.clip(c.rng.normal(0.8, 0.4), 0.1, None)) if asd else 0.0)
     young = 1.0 if age < 12 else max(0.4, 1.0 - (age - 12.0) / 30.0)
-    morph = atr.aging(age, traits, scale).plus(vent_mm=0.4 * sev, regions=atr.asd_regions(sev, age),
+    morph = atr.aging(age, traits, scale, c.opts.aging_scale).plus(vent_mm=0.4 * sev, regions=atr.asd_regions(sev, age),
                                                 scale=1.0 + 0.01 * sev * young)
     return {"sex": sex, "sessions": _single(age, morph), "labels": {"asd": asd},
             "condition": "asd" if asd else "healthy"}
@@ -288,7 +295,7 @@ def _ppmi(c: _Ctx) -> dict[str, Any]:
     traits = atr.draw_aging_traits(c.rng)
     scale = _brain_scale(c.rng, sex, age)
     sev = c.opts.effect_scale * (float(np.clip(c.rng.normal(1.0, 0.5), 0.1, None)) if pd else 0.0)
-    morph = atr.aging(age, traits, scale).plus(vent_mm=0.3 * sev, regions=atr.pd_regions(sev))
+    morph = atr.aging(age, traits, scale, c.opts.aging_scale).plus(vent_mm=0.3 * sev, regions=atr.pd_regions(sev))
     return {"sex": sex, "sessions": _single(age, morph), "labels": {"pd": pd}, "condition": "pd" if pd else "healthy"}
 
 
@@ -314,7 +321,7 @@ def _tumor(c: _Ctx) -> dict[str, Any]:
     scale = _brain_scale(c.rng, sex, age)
     tumor = draw_tumor(c.lesion_rng, c.tpl, bool(idh))
     days, event = survival_time(c.rng, tumor, age)
-    return {"sex": sex, "sessions": _single(age, atr.aging(age, traits, scale)), "tumor": tumor,
+    return {"sex": sex, "sessions": _single(age, atr.aging(age, traits, scale, c.opts.aging_scale)), "tumor": tumor,
             "labels": {"survival_days": days, "event": event, "idh": idh}, "condition": "tumor"}
 
 
@@ -332,7 +339,7 @@ def _stroke(c: _Ctx) -> dict[str, Any]:
     traits = atr.draw_aging_traits(c.rng)
     scale = _brain_scale(c.rng, sex, age)
     stroke = draw_stroke(c.lesion_rng, c.tpl, dps)
-    morph = _stroke_morph(atr.aging(age, traits, scale), stroke)
+    morph = _stroke_morph(atr.aging(age, traits, scale, c.opts.aging_scale), stroke)
     return {"sex": sex, "sessions": _single(age, morph), "stroke": stroke, "labels": {"dps": round(dps, 2)},
             "condition": "stroke"}
 
