@@ -78,6 +78,15 @@ def cmd_dataset(a: argparse.Namespace) -> None:
     log.info("%s: %d images, %d subjects", entry.name, len(df), df["subject"].nunique())
 
 
+def cmd_union(a: argparse.Namespace) -> None:
+    from brainfm.data.manifest import read_manifest, union_manifests, write_manifest
+
+    out = Path(a.out)
+    df = union_manifests([read_manifest(p) for p in a.inputs], out.parent, a.name)
+    write_manifest(out, df)
+    log.info("%s: %d images of %d subjects from %d datasets", a.name, len(df), df["subject"].nunique(), len(a.inputs))
+
+
 def cmd_preprocess(a: argparse.Namespace) -> None:
     from brainfm.data.manifest import read_manifest
     from brainfm.preprocess.pipeline import preprocess_dataset
@@ -124,6 +133,16 @@ def cmd_extract(a: argparse.Namespace) -> None:
                           amp_bf16=a.amp_bf16, layers=tuple(_csv_ints(a.layers)),
                           central_range=tuple(central) if central else None)
     log.info("features %s: %s", a.out, json.dumps({k: fs.meta.get(k) for k in ("n_volumes", "seconds")}))
+
+
+def cmd_missing_weights(a: argparse.Namespace) -> None:
+    from brainfm.models.registry import get_factory
+
+    doc = (get_factory(a.encoder).__doc__ or "").strip().splitlines()
+    raise BrainfmError(f"backbone '{a.backbone}' needs its pretrained weights at {a.path}, which does not exist. "
+                       f"Weights of baseline encoders are not downloadable here: obtain the released file "
+                       f"({doc[0] if doc else a.encoder}) from its authors and place it at {a.path}, or set "
+                       f"backbones.{a.backbone}.weights in the config.")
 
 
 def cmd_list_encoders(a: argparse.Namespace) -> None:
@@ -282,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--check", required=True, help="JSON report of what was found")
     s.set_defaults(func=cmd_dataset)
 
+    s = sub.add_parser("union", help="pool several datasets' manifests into one dataset")
+    s.add_argument("--name", required=True)
+    s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_union)
+
     s = sub.add_parser("preprocess", help="run the paper's preprocessing into sharded stores")
     s.add_argument("--manifest", required=True)
     s.add_argument("--out", required=True)
@@ -315,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--amp-bf16", action="store_true")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_extract)
+
+    s = sub.add_parser("missing-weights", help="explain how to supply a missing baseline weights file (exit 2)")
+    s.add_argument("--backbone", required=True)
+    s.add_argument("--encoder", required=True)
+    s.add_argument("--path", required=True)
+    s.set_defaults(func=cmd_missing_weights)
 
     s = sub.add_parser("list-encoders", help="list registered encoders")
     s.set_defaults(func=cmd_list_encoders)

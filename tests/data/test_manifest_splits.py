@@ -107,3 +107,21 @@ def test_holdout_respects_fixed_split_and_stratifies_free_subjects():
     train, test = holdout_split(subj, 0.2, seed=1)
     assert set(subj.subject[:10]) <= set(test)
     assert not set(train) & set(test) and len(train) + len(test) == 100
+
+
+def test_union_keeps_files_reachable_and_subjects_distinct(tmp_path):
+    from brainfm.data.manifest import union_manifests
+
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir(), b_dir.mkdir()
+    a = _manifest(a_dir).assign(dataset="ixi")
+    b = _manifest(b_dir).assign(dataset="pixar")
+    write_manifest(a_dir / "manifest.parquet", a)
+    write_manifest(b_dir / "manifest.parquet", b)
+    parts = [read_manifest(a_dir / "manifest.parquet"), read_manifest(b_dir / "manifest.parquet")]
+    out = tmp_path / "pooled"
+    pooled = union_manifests(parts, out, "brain_age_pool")
+    write_manifest(out / "manifest.parquet", pooled)  # validates that every path resolves
+    back = read_manifest(out / "manifest.parquet")
+    assert back["subject"].nunique() == 12 and set(back["dataset"]) == {"brain_age_pool"}
+    assert set(back["source_dataset"]) == {"ixi", "pixar"}

@@ -18,7 +18,8 @@ TASKS = config.get("tasks", {})
 PERTURB = config.get("perturbations", {})
 
 PHANTOM_DATASETS = sorted(d for d, v in DATASETS.items() if v["source"] == "phantom")
-REAL_DATASETS = sorted(d for d, v in DATASETS.items() if v["source"] != "phantom")
+UNION_DATASETS = sorted(d for d, v in DATASETS.items() if v["source"] == "union")
+REAL_DATASETS = sorted(d for d, v in DATASETS.items() if v["source"] in ("local", "download"))
 PERTURB_KINDS = sorted(PERTURB.get("grid", {}))
 
 
@@ -30,6 +31,7 @@ wildcard_constraints:
     dataset=_alt(DATASETS),
     phantom=_alt(PHANTOM_DATASETS),
     real=_alt(REAL_DATASETS),
+    union=_alt(UNION_DATASETS),
     backbone=_alt(BACKBONES),
     task=_alt(TASKS),
     run=_alt(PRETRAIN),
@@ -54,6 +56,10 @@ for _name, _run in PRETRAIN.items():
     for _d in _run["datasets"]:
         if _d not in DATASETS:
             fail(f"pretrain.{_name}: dataset '{_d}' is not declared under datasets")
+for _name, _ds in DATASETS.items():
+    for _p in _ds.get("parts", []):
+        if _p not in DATASETS:
+            fail(f"datasets.{_name}: part '{_p}' is not declared under datasets")
 for _name, _task in TASKS.items():
     if _task["dataset"] not in DATASETS:
         fail(f"tasks.{_name}: dataset '{_task['dataset']}' is not declared under datasets")
@@ -64,8 +70,6 @@ for _name, _bb in BACKBONES.items():
     _w = _bb.get("weights")
     if _w and _w.startswith("pretrain:") and _w.split(":", 1)[1] not in PRETRAIN:
         fail(f"backbones.{_name}: weights '{_w}' names no run under pretrain")
-    if _w and not _w.startswith("pretrain:") and not os.path.exists(_w):
-        fail(f"backbones.{_name}: weights file '{_w}' not found (baseline weights are user-supplied files)")
 if config["stats"]["reference"] not in BACKBONES:
     fail(f"stats.reference '{config['stats']['reference']}' is not a backbone")
 
@@ -196,6 +200,15 @@ def run_dirs(task):
 
 def knn_outputs(task):
     return expand("results/tasks/{task}/{backbone}/knn.parquet", task=task, backbone=task_backbones(task))
+
+
+def user_weight_files():
+    """Baseline weights the user must supply (files named in backbones.*.weights)."""
+    return sorted({b["weights"] for b in BACKBONES.values() if b.get("weights") and not b["weights"].startswith("pretrain:")})
+
+
+def weights_owner(path):
+    return next(n for n, b in BACKBONES.items() if b.get("weights") == path)
 
 
 def backbone_labels():

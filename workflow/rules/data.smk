@@ -46,3 +46,35 @@ rule real_dataset:
     shell:
         "brainfm dataset --registry {params.registry} --root {params.path} {params.download}"
         " --manifest {output.manifest} --check {output.check} > {log} 2>&1"
+
+
+rule union_dataset:
+    """Pool several datasets' manifests into one (subjects keep their dataset prefix)."""
+    input:
+        lambda wc: [manifest(p) for p in DATASETS[wc.union]["parts"]],
+    output:
+        manifest="results/data/{union}/manifest.parquet",
+    log:
+        "results/logs/data/{union}.log",
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm union --name {wildcards.union} --inputs {input} --out {output.manifest} > {log} 2>&1"
+
+
+rule user_weights:
+    """Baseline weights are user-supplied files: a missing one stops here with what to put where."""
+    output:
+        "{weightfile}",
+    wildcard_constraints:
+        weightfile=_alt(user_weight_files()),
+    log:
+        "results/logs/weights/{weightfile}.log",
+    params:
+        backbone=lambda wc: weights_owner(wc.weightfile),
+        encoder=lambda wc: BACKBONES[weights_owner(wc.weightfile)]["encoder"],
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm missing-weights --backbone {params.backbone} --encoder {params.encoder}"
+        " --path {output} > {log} 2>&1"

@@ -8,6 +8,7 @@ and subjects on both sides of a train/test split are errors that name the offend
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ __all__ = [
     "write_manifest",
     "join_labels",
     "check_disjoint",
+    "union_manifests",
 ]
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("dataset", "subject", "session", "modality", "path", "site", "split")
@@ -131,6 +133,7 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame
 def write_manifest(path: str | Path, df: pd.DataFrame, *, check_files: bool = True) -> None:
     """Validate ``df`` against files under the manifest's directory, then write it atomically."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # relative paths like ../other/x resolve through it
     df = df.copy()
     for col in REQUIRED_COLUMNS:
         if col in df.columns:
@@ -166,6 +169,28 @@ def join_labels(images: pd.DataFrame, labels: pd.DataFrame, *, on: Sequence[str]
     overlap = [c for c in cols if c in images.columns]
     base = images.drop(columns=overlap)
     return base.merge(labels[on + cols], on=on, how="left")
+
+
+def union_manifests(manifests: Sequence[pd.DataFrame], out_dir: str | Path, name: str) -> pd.DataFrame:
+    """Pool manifests (each with ``attrs["root"]``) into one whose paths are relative to ``out_dir``.
+
+    Subject ids are prefixed with their source dataset so two cohorts' ``sub-001`` stay distinct;
+    the source dataset is kept in ``source_dataset`` (e.g. for site effects).
+    """
+    out_dir = Path(out_dir).resolve()
+    frames = []
+    for df in manifests:
+        root = Path(df.attrs.get("root", "."))
+        part = df.copy()
+        part["source_dataset"] = part["dataset"]
+        part["subject"] = part["dataset"] + ":" + part["subject"].astype(str)
+        part["site"] = part["dataset"] + ":" + part["site"].astype(str)
+        for col in ("path", "mask_path"):
+            if col in part.columns:
+                part[col] = [os.path.relpath(root / p, out_dir) if p else p for p in part[col].fillna("")]
+        part["dataset"] = name
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)
 
 
 def check_disjoint(a: Iterable[str], b: Iterable[str], what: str) -> None:
