@@ -87,6 +87,20 @@ def cmd_union(a: argparse.Namespace) -> None:
     log.info("%s: %d images of %d subjects from %d datasets", a.name, len(df), df["subject"].nunique(), len(a.inputs))
 
 
+def cmd_subset(a: argparse.Namespace) -> None:
+    from brainfm.data.manifest import read_manifest, subset_manifest, write_manifest
+    from brainfm.tasks.runner import training_subjects
+    from brainfm.tasks.spec import TaskSpec
+
+    out = Path(a.out)
+    parent = read_manifest(a.manifest)
+    subjects = training_subjects(TaskSpec.from_config(a.task, a.spec), parent)
+    df = subset_manifest(parent, subjects, out.parent, a.name, source_dataset=a.source_dataset)
+    write_manifest(out, df)
+    log.info("%s: %d images of %d subjects (training subjects of task %s)", a.name, len(df),
+             df["subject"].nunique(), a.task)
+
+
 def cmd_preprocess(a: argparse.Namespace) -> None:
     from brainfm.data.manifest import read_manifest
     from brainfm.preprocess.pipeline import preprocess_dataset
@@ -139,10 +153,10 @@ def cmd_missing_weights(a: argparse.Namespace) -> None:
     from brainfm.models.registry import get_factory
 
     doc = (get_factory(a.encoder).__doc__ or "").strip().splitlines()
-    raise BrainfmError(f"backbone '{a.backbone}' needs its pretrained weights at {a.path}, which does not exist. "
-                       f"Weights of baseline encoders are not downloadable here: obtain the released file "
-                       f"({doc[0] if doc else a.encoder}) from its authors and place it at {a.path}, or set "
-                       f"backbones.{a.backbone}.weights in the config.")
+    what = doc[0].split(";")[0].replace("``", "") if doc else a.encoder
+    raise BrainfmError(f"{a.key} names the weights file {a.path}, which does not exist. Released weights are "
+                       f"not downloaded by brainfm: obtain the file ({what}) from its "
+                       f"authors and place it at {a.path}, or change {a.key} in the config.")
 
 
 def cmd_list_encoders(a: argparse.Namespace) -> None:
@@ -307,6 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_union)
 
+    s = sub.add_parser("subset", help="the training subjects of a task's dataset (for a pretraining corpus)")
+    s.add_argument("--name", required=True)
+    s.add_argument("--manifest", required=True, help="the task dataset's manifest")
+    s.add_argument("--task", required=True)
+    s.add_argument("--spec", type=_json_arg, required=True, help="JSON task spec (config 'tasks.<task>')")
+    s.add_argument("--source-dataset", default=None, help="keep only rows pooled from this dataset")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_subset)
+
     s = sub.add_parser("preprocess", help="run the paper's preprocessing into sharded stores")
     s.add_argument("--manifest", required=True)
     s.add_argument("--out", required=True)
@@ -342,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_extract)
 
     s = sub.add_parser("missing-weights", help="explain how to supply a missing baseline weights file (exit 2)")
-    s.add_argument("--backbone", required=True)
+    s.add_argument("--key", required=True, help="the config key naming the file (e.g. backbones.dinov3.weights)")
     s.add_argument("--encoder", required=True)
     s.add_argument("--path", required=True)
     s.set_defaults(func=cmd_missing_weights)

@@ -125,3 +125,44 @@ def test_union_keeps_files_reachable_and_subjects_distinct(tmp_path):
     back = read_manifest(out / "manifest.parquet")
     assert back["subject"].nunique() == 12 and set(back["dataset"]) == {"brain_age_pool"}
     assert set(back["source_dataset"]) == {"ixi", "pixar"}
+
+
+def test_subset_holds_exactly_the_subjects_a_task_never_tests(tmp_path):
+    """A pretraining subset of a downstream cohort: the task's test subjects (free split, stratified) stay out."""
+    from brainfm.data.manifest import subset_manifest
+    from brainfm.data.splits import holdout_split
+    from brainfm.tasks.runner import training_subjects
+    from brainfm.tasks.spec import TaskSpec
+
+    src = tmp_path / "abide"
+    src.mkdir()
+    df = _manifest(src, n=20).assign(split="", asd=lambda d: (d["subject"].str[1:].astype(int) % 2))
+    write_manifest(src / "manifest.parquet", df)
+    parent = read_manifest(src / "manifest.parquet")
+    spec = TaskSpec.from_config("abide", {"dataset": "abide", "kind": "classification", "target": "asd",
+                                          "classes": [0, 1], "split": {"test_fraction": 0.25, "seed": 3}})
+    train = training_subjects(spec, parent)
+    subjects = parent.groupby("subject").agg(split=("split", "first"), strat=("asd", "first")).reset_index()
+    _, test = holdout_split(subjects, 0.25, 3)
+    assert len(test) == 5 and set(train) == set(parent["subject"]) - set(test)
+    out = tmp_path / "abide_pretrain"
+    sub = subset_manifest(parent, train, out, "abide_pretrain")
+    write_manifest(out / "manifest.parquet", sub)  # every rebased path still resolves
+    back = read_manifest(out / "manifest.parquet")
+    assert set(back["subject"]) == set(train) and set(back["dataset"]) == {"abide_pretrain"}
+
+
+def test_subset_of_a_union_filters_by_source_and_rejects_empty(tmp_path):
+    from brainfm.data.manifest import subset_manifest
+
+    src = tmp_path / "pool"
+    src.mkdir()
+    df = _manifest(src).assign(source_dataset=["long579"] * 6 + ["ixi"] * 6)
+    write_manifest(src / "manifest.parquet", df)
+    parent = read_manifest(src / "manifest.parquet")
+    sub = subset_manifest(parent, parent["subject"], tmp_path / "x", "long_pre", source_dataset="long579")
+    assert set(sub["source_dataset"]) == {"long579"} and len(sub) == 6
+    with pytest.raises(ManifestError, match="subset is empty"):
+        subset_manifest(parent, ["nobody"], tmp_path / "y", "empty")
+    with pytest.raises(ManifestError, match="needs a pooled"):
+        subset_manifest(parent.drop(columns="source_dataset"), ["s1"], tmp_path / "z", "z", source_dataset="ixi")

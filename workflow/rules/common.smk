@@ -19,6 +19,7 @@ PERTURB = config.get("perturbations", {})
 
 PHANTOM_DATASETS = sorted(d for d, v in DATASETS.items() if v["source"] == "phantom")
 UNION_DATASETS = sorted(d for d, v in DATASETS.items() if v["source"] == "union")
+SUBSET_DATASETS = sorted(d for d, v in DATASETS.items() if v["source"] == "subset")
 REAL_DATASETS = sorted(d for d, v in DATASETS.items() if v["source"] in ("local", "download"))
 PERTURB_KINDS = sorted(PERTURB.get("grid", {}))
 
@@ -32,6 +33,7 @@ wildcard_constraints:
     phantom=_alt(PHANTOM_DATASETS),
     real=_alt(REAL_DATASETS),
     union=_alt(UNION_DATASETS),
+    subset=_alt(SUBSET_DATASETS),
     backbone=_alt(BACKBONES),
     task=_alt(TASKS),
     run=_alt(PRETRAIN),
@@ -60,6 +62,12 @@ for _name, _ds in DATASETS.items():
     for _p in _ds.get("parts", []):
         if _p not in DATASETS:
             fail(f"datasets.{_name}: part '{_p}' is not declared under datasets")
+for _name in SUBSET_DATASETS:
+    _ds = DATASETS[_name]
+    if _ds.get("of") not in DATASETS or _ds.get("train_of") not in TASKS:
+        fail(f"datasets.{_name}: a subset needs 'of' (a dataset) and 'train_of' (a task)")
+    if TASKS[_ds["train_of"]]["dataset"] != _ds["of"]:
+        fail(f"datasets.{_name}: task '{_ds['train_of']}' does not use dataset '{_ds['of']}'")
 for _name, _task in TASKS.items():
     if _task["dataset"] not in DATASETS:
         fail(f"tasks.{_name}: dataset '{_task['dataset']}' is not declared under datasets")
@@ -111,7 +119,8 @@ def preprocessed(dataset):
 
 
 def cohort(dataset):
-    return DATASETS[dataset].get("cohort", dataset)
+    ds = DATASETS[dataset]
+    return ds.get("cohort") or (cohort(ds["of"]) if ds["source"] == "subset" else dataset)
 
 
 def pretrain_manifests_for(dataset):
@@ -202,13 +211,24 @@ def knn_outputs(task):
     return expand("results/tasks/{task}/{backbone}/knn.parquet", task=task, backbone=task_backbones(task))
 
 
+def _is_file_ref(ref):
+    return bool(ref) and ref != "none" and not ref.startswith("pretrain:")
+
+
+def user_weight_owners():
+    """Files the user must supply -> (config key, encoder): backbone weights and pretraining inits."""
+    owners = {}
+    for name, run in PRETRAIN.items():
+        if _is_file_ref(run.get("init")):
+            owners[run["init"]] = (f"pretrain.{name}.init", "brainfound" if run["recipe"] == "brainfound" else "braindino")
+    for name, bb in BACKBONES.items():
+        if _is_file_ref(bb.get("weights")):
+            owners[bb["weights"]] = (f"backbones.{name}.weights", bb["encoder"])
+    return owners
+
+
 def user_weight_files():
-    """Baseline weights the user must supply (files named in backbones.*.weights)."""
-    return sorted({b["weights"] for b in BACKBONES.values() if b.get("weights") and not b["weights"].startswith("pretrain:")})
-
-
-def weights_owner(path):
-    return next(n for n, b in BACKBONES.items() if b.get("weights") == path)
+    return sorted(user_weight_owners())
 
 
 def backbone_labels():
@@ -232,6 +252,8 @@ def pretrain_inputs(wc):
     init = run.get("init")
     if init and init.startswith("pretrain:"):
         inputs.append(pretrain_weights(init.split(":", 1)[1]))
+    elif _is_file_ref(init):
+        inputs.append(init)
     return inputs
 
 

@@ -62,6 +62,26 @@ rule union_dataset:
         "brainfm union --name {wildcards.union} --inputs {input} --out {output.manifest} > {log} 2>&1"
 
 
+rule subset_dataset:
+    """The subjects of a dataset that a task never tests (e.g. for a pretraining corpus)."""
+    input:
+        lambda wc: manifest(DATASETS[wc.subset]["of"]),
+    output:
+        manifest="results/data/{subset}/manifest.parquet",
+    log:
+        "results/logs/data/{subset}.log",
+    params:
+        task=lambda wc: DATASETS[wc.subset]["train_of"],
+        spec=lambda wc: task_json(DATASETS[wc.subset]["train_of"]),
+        only=lambda wc: (f"--source-dataset {DATASETS[wc.subset]['source_dataset']}"
+                         if DATASETS[wc.subset].get("source_dataset") else ""),
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm subset --name {wildcards.subset} --manifest {input} --task {params.task}"
+        " --spec {params.spec:q} {params.only} --out {output.manifest} > {log} 2>&1"
+
+
 rule user_weights:
     """Baseline weights are user-supplied files: a missing one stops here with what to put where."""
     output:
@@ -71,10 +91,10 @@ rule user_weights:
     log:
         "results/logs/weights/{weightfile}.log",
     params:
-        backbone=lambda wc: weights_owner(wc.weightfile),
-        encoder=lambda wc: BACKBONES[weights_owner(wc.weightfile)]["encoder"],
+        key=lambda wc: user_weight_owners()[wc.weightfile][0],
+        encoder=lambda wc: user_weight_owners()[wc.weightfile][1],
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm missing-weights --backbone {params.backbone} --encoder {params.encoder}"
+        "brainfm missing-weights --key {params.key} --encoder {params.encoder}"
         " --path {output} > {log} 2>&1"

@@ -28,6 +28,7 @@ __all__ = [
     "join_labels",
     "check_disjoint",
     "union_manifests",
+    "subset_manifest",
 ]
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("dataset", "subject", "session", "modality", "path", "site", "split")
@@ -180,17 +181,41 @@ def union_manifests(manifests: Sequence[pd.DataFrame], out_dir: str | Path, name
     out_dir = Path(out_dir).resolve()
     frames = []
     for df in manifests:
-        root = Path(df.attrs.get("root", "."))
-        part = df.copy()
+        part = _rebase(df, out_dir)
         part["source_dataset"] = part["dataset"]
         part["subject"] = part["dataset"] + ":" + part["subject"].astype(str)
         part["site"] = part["dataset"] + ":" + part["site"].astype(str)
-        for col in ("path", "mask_path"):
-            if col in part.columns:
-                part[col] = [os.path.relpath(root / p, out_dir) if p else p for p in part[col].fillna("")]
         part["dataset"] = name
         frames.append(part)
     return pd.concat(frames, ignore_index=True)
+
+
+def subset_manifest(df: pd.DataFrame, subjects: Iterable[str], out_dir: str | Path, name: str,
+                    source_dataset: str | None = None) -> pd.DataFrame:
+    """The rows of ``subjects`` (optionally only those pooled from ``source_dataset``), rebased to ``out_dir``.
+
+    Subject ids are kept unchanged so leakage checks against the parent dataset still match.
+    """
+    keep = df["subject"].astype(str).isin(set(map(str, subjects)))
+    if source_dataset is not None:
+        if "source_dataset" not in df.columns:
+            raise ManifestError(f"{name}: 'source_dataset' filter needs a pooled (union) manifest")
+        keep &= df["source_dataset"].astype(str) == source_dataset
+    part = _rebase(df[keep], Path(out_dir).resolve())
+    if part.empty:
+        raise ManifestError(f"{name}: the subset is empty (no training subject left)")
+    part["dataset"] = name
+    return part.reset_index(drop=True)
+
+
+def _rebase(df: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
+    """A copy of ``df`` whose image paths are relative to ``out_dir`` instead of ``attrs["root"]``."""
+    root = Path(df.attrs.get("root", "."))
+    part = df.copy()
+    for col in ("path", "mask_path"):
+        if col in part.columns:
+            part[col] = [os.path.relpath(root / p, out_dir) if p else p for p in part[col].fillna("")]
+    return part
 
 
 def check_disjoint(a: Iterable[str], b: Iterable[str], what: str) -> None:

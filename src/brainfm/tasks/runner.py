@@ -31,10 +31,11 @@ from brainfm.data.splits import (
 )
 from brainfm.errors import ConfigError
 from brainfm.tasks.data import TaskData
+from brainfm.tasks.spec import TaskSpec
 from brainfm.tasks.metrics import classification_metrics, regression_metrics, survival_metrics
 from brainfm.tasks.train import FitResult, HeadConfig, HeadJob, fit_heads
 
-__all__ = ["plan_folds", "RunKey", "run_grid", "write_run", "run_dir", "head_config_for"]
+__all__ = ["plan_folds", "training_subjects", "RunKey", "run_grid", "write_run", "run_dir", "head_config_for"]
 
 HEAD_DEFAULTS: dict[str, Any] = {
     "hidden": None,
@@ -74,6 +75,24 @@ def plan_folds(data: TaskData) -> list[Fold]:
     fold = Fold(0, tuple(train), tuple(val), tuple(test))
     fold.check()
     return [fold]
+
+
+def training_subjects(spec: TaskSpec, manifest: pd.DataFrame) -> list[str]:
+    """Subjects the task never tests (in any fold): the only ones a pretraining corpus may share.
+
+    The task's folds depend only on labels and split settings, so they are planned here from the
+    manifest alone (no features); the fit step later re-plans the same folds and checks leakage.
+    """
+    from brainfm.tasks.data import assemble
+
+    if spec.unit == "image":
+        keys = manifest[["subject", "session", "modality"]].drop_duplicates()
+    else:
+        keys = manifest[["subject", "session"]].drop_duplicates()
+    keys = keys.reset_index(drop=True)
+    data = assemble(spec, keys, np.zeros((len(keys), 1), dtype=np.float32), manifest, source="manifest")
+    tested = {s for fold in plan_folds(data) for s in fold.test}
+    return sorted(set(manifest["subject"].astype(str)) - tested)
 
 
 def head_config_for(data: TaskData, head_defaults: dict[str, Any] | None = None) -> tuple[HeadConfig, bool]:
