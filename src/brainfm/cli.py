@@ -198,6 +198,36 @@ def cmd_fit(a: argparse.Namespace) -> None:
     log.info("trained %d heads in %.2f s", sum(len(e["folds"]) for e in results.values()), time.perf_counter() - t0)
 
 
+def cmd_finetune(a: argparse.Namespace) -> None:
+    from brainfm.atomic import atomic_dir
+    from brainfm.data.manifest import read_manifest
+    from brainfm.preprocess.store import ShardedStore
+    from brainfm.tasks.finetune import FinetuneConfig, finetune_grid
+    from brainfm.tasks.runner import write_run
+    from brainfm.tasks.spec import TaskSpec
+
+    spec = TaskSpec.from_config(a.task, a.spec)
+    cfg = FinetuneConfig.from_dict(a.settings)
+    results = finetune_grid(spec, ShardedStore(a.store), read_manifest(a.manifest, check_files=False),
+                            lambda: build_backbone(a.backbone_spec, a.weights), backbone=a.backbone, cfg=cfg,
+                            head_defaults=a.head, pretrain_subjects=_pretrain_subjects(a.pretrain_manifests),
+                            device=resolve_device(a.device))
+    with atomic_dir(a.out) as tmp:
+        for key, entry in results.items():
+            write_run(tmp, key, entry)
+            log.info("%s fine-tuned ratio=%g seed=%d: %s", spec.name, key.ratio, key.seed,
+                     json.dumps({k: round(v, 4) for k, v in entry["metrics"].items()}))
+
+
+def cmd_finetune_report(a: argparse.Namespace) -> None:
+    from brainfm.report.build import finetune_report
+
+    if len(a.frozen) != len(a.finetuned):
+        raise BrainfmError("--frozen and --finetuned need one run directory per task, in the same order")
+    finetune_report(list(zip(a.frozen, a.finetuned)), a.table, backbone=a.backbone, n_boot=a.n_boot, seed=a.seed,
+                    labels=_labels(a))
+
+
 def cmd_knn(a: argparse.Namespace) -> None:
     from brainfm.analysis.knn import run_knn_task
     from brainfm.atomic import write_parquet
@@ -385,6 +415,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="directory receiving ratio~R/seed~S/{predictions.parquet,metrics.json}")
     s.set_defaults(func=cmd_fit)
 
+    s = sub.add_parser("finetune", help="full fine-tuning of encoder + head over folds x ratios x seeds (Supp. Table 6)")
+    s.add_argument("--task", required=True)
+    s.add_argument("--spec", type=_json_arg, required=True, help="JSON task spec (config 'tasks.<task>')")
+    s.add_argument("--head", type=_json_arg, default={}, help="JSON head defaults (config 'head')")
+    s.add_argument("--settings", type=_json_arg, default={}, help="JSON fine-tuning settings (config 'finetune')")
+    s.add_argument("--store", required=True, help="preprocessed downstream volume store")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--backbone", required=True, help="backbone name (for the outputs)")
+    s.add_argument("--backbone-spec", type=_json_arg, required=True, help='JSON {"encoder", "args"}')
+    s.add_argument("--weights", default="none")
+    s.add_argument("--pretrain-manifests", nargs="*", default=[], help="manifests whose subjects must not be tested")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_finetune)
+
     s = sub.add_parser("knn", help="kNN probing on frozen features")
     s.add_argument("--task", required=True)
     s.add_argument("--spec", type=_json_arg, required=True)
@@ -454,6 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--figure", required=True)
     report_args(s)
     s.set_defaults(func=cmd_perturbation_report)
+
+    s = sub.add_parser("finetune-report", help="frozen vs fine-tuned table (Supplementary Table 6)")
+    s.add_argument("--backbone", required=True)
+    s.add_argument("--frozen", nargs="+", required=True, help="frozen run directories, one per task")
+    s.add_argument("--finetuned", nargs="+", required=True, help="fine-tuned run directories, same order")
+    s.add_argument("--table", required=True)
+    s.add_argument("--n-boot", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=42)
+    report_args(s)
+    s.set_defaults(func=cmd_finetune_report)
 
     s = sub.add_parser("summary", help="headline table over all tasks")
     s.add_argument("--comparisons", nargs="*", default=[])

@@ -95,6 +95,12 @@ def test_tiny_demo_dag_end_to_end(tmp_path):
         assert (res / "figures" / f"{fig}.png").stat().st_size > 1000
         assert (res / "figures" / f"{fig}.pdf").exists()
     assert (res / "tables" / "summary.md").exists()
+    # Supplementary Table 6: frozen vs fine-tuned on the same test subjects
+    tuned = pd.read_parquet(res / "tasks/brain_age/braindino/finetune/ratio~1/seed~0/predictions.parquet")
+    frozen = pd.read_parquet(res / "tasks/brain_age/braindino/runs/ratio~1/seed~0/predictions.parquet")
+    assert sorted(tuned["subject"]) == sorted(frozen["subject"])
+    table = (res / "tables" / "finetune_braindino.md").read_text()
+    assert "braindino (fine-tuned)" in table and "braindino (frozen)" in table
 
     # predictions follow the contract; every test subject of a CV task is predicted once per seed
     pred = pd.read_parquet(res / "tasks/adni_3class/braindino/runs/ratio~1/seed~0/predictions.parquet")

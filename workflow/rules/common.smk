@@ -16,6 +16,7 @@ BACKBONES = config["backbones"]
 PRETRAIN = config.get("pretrain", {})
 TASKS = config.get("tasks", {})
 PERTURB = config.get("perturbations", {})
+FINETUNE = config.get("finetune", {})
 
 PHANTOM_DATASETS = sorted(d for d, v in DATASETS.items() if v["source"] == "phantom")
 UNION_DATASETS = sorted(d for d, v in DATASETS.items() if v["source"] == "union")
@@ -78,6 +79,12 @@ for _name, _bb in BACKBONES.items():
     _w = _bb.get("weights")
     if _w and _w.startswith("pretrain:") and _w.split(":", 1)[1] not in PRETRAIN:
         fail(f"backbones.{_name}: weights '{_w}' names no run under pretrain")
+for _t in FINETUNE.get("tasks", []):
+    if _t not in TASKS or TASKS[_t]["kind"] not in ("classification", "regression"):
+        fail(f"finetune.tasks: '{_t}' is not a classification or regression task")
+for _b in FINETUNE.get("backbones", []):
+    if _b not in BACKBONES:
+        fail(f"finetune.backbones: '{_b}' is not a backbone")
 if config["stats"]["reference"] not in BACKBONES:
     fail(f"stats.reference '{config['stats']['reference']}' is not a backbone")
 
@@ -197,7 +204,6 @@ def knn_tasks():
 def task_json(task):
     spec = dict(TASKS[task])
     spec.pop("backbones", None)
-    spec.pop("finetune", None)
     spec.setdefault("ratios", config["ratios"])
     spec.setdefault("seeds", config["seeds"])
     return to_json(spec)
@@ -286,6 +292,24 @@ def cka_inputs(wc):
 
 
 # ---------------------------------------------------------------- final targets
+def finetune_json():
+    return to_json({k: v for k, v in FINETUNE.items() if k not in ("tasks", "backbones", "resources")})
+
+
+def finetune_backbones():
+    return FINETUNE.get("backbones", []) if FINETUNE.get("tasks") else []
+
+
+def finetune_inputs(wc):
+    dataset = TASKS[wc.task]["dataset"]
+    return {
+        "store": preprocessed(dataset),
+        "manifest": manifest(dataset),
+        "weights": backbone_weights(wc.backbone),
+        "pretrain": pretrain_manifests_for(dataset),
+    }
+
+
 def all_targets():
     targets = []
     for task in head_tasks():
@@ -296,5 +320,6 @@ def all_targets():
         targets.append("results/figures/cka.png")
     if PERTURB.get("tasks"):
         targets += ["results/tables/perturbations.md", "results/figures/perturbations.png"]
+    targets += [f"results/tables/finetune_{b}.md" for b in finetune_backbones()]
     targets.append("results/tables/summary.md")
     return targets

@@ -50,3 +50,39 @@ rule knn_probe:
         "brainfm knn --task {wildcards.task} --spec {params.spec:q} --features {input.features}"
         " --manifest {input.manifest} --backbone {wildcards.backbone}"
         " --pretrain-manifests {params.pretrain} --out {output} > {log} 2>&1"
+
+
+rule finetune:
+    """Encoder and head trained jointly on the frozen protocol's folds and subsets (Supp. Table 6)."""
+    wildcard_constraints:
+        task=_alt(FINETUNE.get("tasks", [])),
+        backbone=_alt(finetune_backbones()),
+    input:
+        unpack(finetune_inputs),
+    output:
+        directory("results/tasks/{task}/{backbone}/finetune"),
+    log:
+        "results/logs/tasks/{task}/{backbone}/finetune.log",
+    benchmark:
+        "results/benchmarks/finetune/{task}/{backbone}.tsv"
+    params:
+        spec=lambda wc: task_json(wc.task),
+        head=to_json(config.get("head", {})),
+        settings=finetune_json(),
+        backbone=lambda wc: backbone_json(wc.backbone),
+        weights=lambda wc, input: input.weights[0] if input.weights else "none",
+        storedir=lambda wc, input: os.path.join(os.path.dirname(input.store), "downstream"),
+        pretrain=lambda wc, input: " ".join(input.pretrain) or "none",
+        device=config["device"],
+    threads: 2
+    resources:
+        gpu=resources_of(FINETUNE, "gpu", 0),
+        mem_mb=resources_of(FINETUNE, "mem_mb", 8000),
+        runtime=resources_of(FINETUNE, "runtime", 120),
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm finetune --task {wildcards.task} --spec {params.spec:q} --head {params.head:q}"
+        " --settings {params.settings:q} --store {params.storedir} --manifest {input.manifest}"
+        " --backbone {wildcards.backbone} --backbone-spec {params.backbone:q} --weights {params.weights}"
+        " --pretrain-manifests {params.pretrain} --device {params.device} --out {output} > {log} 2>&1"

@@ -46,3 +46,29 @@ rule summary_table:
     shell:
         "brainfm summary --comparisons {input.comparisons} --knn {input.knn} --out {output}"
         " --reference {params.reference} --labels {params.labels:q} > {log} 2>&1"
+
+
+rule finetune_table:
+    input:
+        frozen=lambda wc: [f"results/tasks/{t}/{wc.backbone}/runs" for t in FINETUNE["tasks"]],
+        finetuned=lambda wc: [f"results/tasks/{t}/{wc.backbone}/finetune" for t in FINETUNE["tasks"]],
+    output:
+        report(
+            "results/tables/finetune_{backbone}.md",
+            caption="../report/finetune.rst",
+            category="Tables",
+            subcategory="fine-tuning",
+        ),
+    log:
+        "results/logs/figures/finetune_{backbone}.log",
+    params:
+        n_boot=config["stats"]["n_boot"],
+        seed=config["stats"]["seed"],
+        labels=to_json(backbone_labels()),
+    localrule: True
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm finetune-report --backbone {wildcards.backbone} --frozen {input.frozen}"
+        " --finetuned {input.finetuned} --table {output} --n-boot {params.n_boot} --seed {params.seed}"
+        " --labels {params.labels:q} > {log} 2>&1"

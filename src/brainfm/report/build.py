@@ -121,6 +121,33 @@ def perturbation_report(files: Sequence[str | Path], table_path: str | Path, fig
     return Path(figure_path)
 
 
+def finetune_report(pairs: Sequence[tuple[str | Path, str | Path]], table_path: str | Path, *, backbone: str,
+                    n_boot: int = 2000, seed: int = 42, labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Frozen vs fully fine-tuned encoder per task and ratio (Supplementary Table 6).
+
+    ``pairs`` holds (frozen run dir, fine-tuned run dir) per task. Only the (ratio, seed) runs
+    present in both are compared, with the task's usual test (paired bootstrap, paired t-test on
+    absolute errors, or a paired test across CV splits), frozen as the reference.
+    """
+    name = labels.get(backbone, backbone) if labels else backbone
+    frozen_name, tuned_name = f"{name} (frozen)", f"{name} (fine-tuned)"
+    tidy_parts = []
+    for frozen_dir, tuned_dir in pairs:
+        tuned = collect_predictions([tuned_dir])
+        frozen = collect_predictions([frozen_dir])
+        runs = tuned[["ratio", "seed"]].drop_duplicates()
+        frozen = frozen.merge(runs, on=["ratio", "seed"])
+        if frozen.empty:
+            raise InputError(str(frozen_dir), "no frozen run matches the fine-tuned ratios and seeds")
+        both = pd.concat([frozen.assign(backbone=frozen_name), tuned.assign(backbone=tuned_name)], ignore_index=True)
+        tidy_parts.append(compare.compare_predictions(both, frozen_name, n_boot=n_boot, seed=seed))
+    tidy = pd.concat(tidy_parts, ignore_index=True)
+    write_parquet(Path(table_path).with_suffix(".parquet"), tidy)
+    tables.write_table(tables.comparison_table(tidy, frozen_name), table_path, label="tab:finetune",
+                       caption=f"Frozen vs full fine-tuning of {name} (marks: fine-tuned vs frozen)")
+    return tidy
+
+
 def summary_report(comparison_files: Sequence[str | Path], knn_files: Sequence[str | Path],
                    out_path: str | Path, *, reference: str, labels: Mapping[str, str] | None = None) -> Path:
     """One row per task x backbone at full supervision: the headline numbers of the run."""

@@ -1,0 +1,313 @@
+"""Full fine-tuning of an encoder with its task head (paper §4.4, Supplementary Table 6).
+
+The comparison only means something if everything except "is the encoder trained?" matches
+the frozen protocol, so this module reuses the frozen pipeline's pieces rather than its own:
+the same folds (:func:`plan_folds`), nested label-ratio subsets and validation subjects, the
+same head (LayerNorm-Linear-GELU-Linear, initialised from the same seed), the same loss,
+target standardisation and feature z-scoring (computed once from the *initial* encoder's
+features of the training rows, then fixed), the same slice-mean pooling and modality
+averaging, and the same prediction/metric writers. The encoder and head are then optimised
+jointly, the encoder at its own (smaller) learning rate, with early stopping on the
+validation loss; the weights of the best epoch predict the test set.
+
+Only classification and regression heads are supported (the paper fine-tunes ADNI staging and
+brain age; segmentation has its own decoder).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from brainfm.data.splits import check_against_pretraining, nested_ratio_subsets
+from brainfm.errors import ConfigError, InputError
+from brainfm.features.extract import autocast_context
+from brainfm.models.base import Encoder
+from brainfm.tasks.data import TaskData, assemble
+from brainfm.tasks.heads import HeadBank, init_head_params
+from brainfm.tasks.losses import LOSSES
+from brainfm.tasks.runner import (RunKey, _head_seed, _metrics, _prediction_frame, head_config_for,
+                                  plan_folds)
+from brainfm.tasks.spec import TaskSpec
+from brainfm.tasks.train import head_generator
+
+__all__ = ["FinetuneConfig", "finetune_grid", "volume_rows"]
+
+log = logging.getLogger("brainfm.tasks")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of the joint optimisation; the head's own settings come from the task/head config."""
+
+    ratios: tuple[float, ...] = (0.1, 1.0)  # paper: 10% and 100%
+    seeds: tuple[int, ...] = (0,)
+    encoder_lr: float = 1e-5  # the head keeps its frozen-protocol lr; the pretrained encoder moves slower
+    batch_size: int = 8  # volumes per step
+    max_epochs: int = 50
+    patience: int = 5
+    train_slices: int | None = None  # random slices per volume per step (memory); evaluation uses all
+    grad_clip: float | None = 1.0
+    amp_bf16: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> FinetuneConfig:
+        d = dict(d or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"finetune: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        for key in ("ratios", "seeds"):
+            if key in d:
+                d[key] = tuple(d[key])
+        cfg = cls(**d)
+        if cfg.batch_size < 1 or cfg.max_epochs < 1 or cfg.patience < 1 or cfg.encoder_lr <= 0:
+            raise ConfigError("finetune: batch_size, max_epochs, patience >= 1 and encoder_lr > 0 required")
+        if cfg.train_slices is not None and cfg.train_slices < 1:
+            raise ConfigError("finetune: train_slices must be >= 1 or null")
+        if not cfg.ratios or any(not 0 < r <= 1 for r in cfg.ratios):
+            raise ConfigError(f"finetune: ratios must be in (0, 1], got {cfg.ratios}")
+        return cfg
+
+
+def volume_rows(spec: TaskSpec, store_index: pd.DataFrame, manifest: pd.DataFrame) -> tuple[TaskData, list[list[int]]]:
+    """The task's samples (as the frozen protocol selects them) and, per sample, its store rows.
+
+    A sample is a session whose modalities are averaged, or one image for image-level tasks.
+    """
+    index = store_index.reset_index(drop=True)
+    key_cols = ["subject", "session", "modality"]
+    index[key_cols] = index[key_cols].astype(str)
+    pos = {tuple(k): i for i, k in enumerate(index[key_cols].itertuples(index=False, name=None))}
+    if spec.unit == "image":
+        keys = index.loc[index["modality"].isin(spec.modalities), key_cols].reset_index(drop=True)
+    else:
+        have = index[index["modality"].isin(spec.modalities)].groupby(["subject", "session"], sort=False)["modality"]
+        complete = have.nunique() == len(set(spec.modalities))
+        keys = complete[complete].reset_index()[["subject", "session"]]
+    data = assemble(spec, keys, np.zeros((len(keys), 1), np.float32), manifest, source="preprocessed store")
+    rows = []
+    for rec in data.table.itertuples(index=False):
+        mods = [rec.modality] if spec.unit == "image" else list(spec.modalities)
+        rows.append([pos[(str(rec.subject), str(rec.session), str(m))] for m in mods])
+    return data, rows
+
+
+class _Head(nn.Module):
+    """One LayerNorm-Linear-GELU-Linear head with the frozen bank's initialisation and input z-scoring."""
+
+    def __init__(self, in_dim: int, hidden: int, n_out: int, seed: int, dropout: float,
+                 shift: torch.Tensor, scale: torch.Tensor):
+        super().__init__()
+        self.generator = head_generator(seed)
+        params = init_head_params(1, in_dim, hidden, n_out, [self.generator])
+        self.params_ = nn.ParameterDict({k: nn.Parameter(v) for k, v in params.items()})
+        self.register_buffer("shift", shift.reshape(1, -1))
+        self.register_buffer("scale", scale.reshape(1, -1))
+        self.dropout = dropout
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        bank = HeadBank(dict(self.params_), dropout=self.dropout, shift=self.shift, scale=self.scale)
+        train = self.training and self.dropout > 0
+        return bank.forward(feats, train=train, generators=[self.generator] if train else None)[0]
+
+
+class _Model(nn.Module):
+    def __init__(self, encoder: Encoder, head: _Head):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+
+def _features(encoder: Encoder, volumes: Sequence[Sequence[torch.Tensor]], device: torch.device, amp: bool,
+              train_slices: int | None, gen: torch.Generator | None) -> torch.Tensor:
+    """(B, D) sample features: slice-CLS mean per volume, then mean over the sample's modalities."""
+    chunks, owners = [], []
+    for b, vols in enumerate(volumes):
+        for v, vol in enumerate(vols):
+            x = encoder.preprocess(vol)
+            if encoder.input_kind == "slices2d" and train_slices is not None and x.shape[0] > train_slices:
+                keep = torch.randperm(x.shape[0], generator=gen)[:train_slices].sort().values
+                x = x[keep]
+            chunks.append(x)
+            owners.append((b, v, x.shape[0]))
+    xb = torch.cat(chunks).to(device)
+    with autocast_context(device, amp):
+        cls = encoder.forward_features(xb)["cls"].float()
+    out, start = [], 0
+    per_sample: dict[int, list[torch.Tensor]] = {}
+    for b, _, n in owners:
+        per_sample.setdefault(b, []).append(cls[start:start + n].mean(0))
+        start += n
+    for b in range(len(volumes)):
+        out.append(torch.stack(per_sample[b]).mean(0))
+    return torch.stack(out)
+
+
+def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encoder: Callable[[], Encoder], *,
+                  backbone: str, cfg: FinetuneConfig, head_defaults: dict[str, Any] | None = None,
+                  pretrain_subjects: Iterable[str] | None = None, device: str = "cpu",
+                  progress: bool = True) -> dict[RunKey, dict[str, Any]]:
+    """Fine-tune ``make_encoder()`` + head for every (fold, ratio, seed); same outputs as :func:`run_grid`."""
+    if spec.kind not in ("classification", "regression"):
+        raise ConfigError(f"task {spec.name}: full fine-tuning supports classification and regression, not {spec.kind}")
+    dev = torch.device(device)
+    data, sample_rows = volume_rows(spec, store.index, manifest)
+    folds = plan_folds(data)
+    if pretrain_subjects is not None:
+        pre = set(map(str, pretrain_subjects))
+        for fold in folds:
+            check_against_pretraining(fold.test, pre, spec.name)
+    head_cfg, standardize = head_config_for(data, head_defaults)
+    loss_fn = LOSSES[head_cfg.loss]
+    subj = data.table["subject"].to_numpy()
+    rows_of = pd.Series(np.arange(len(subj))).groupby(subj).apply(lambda s: s.to_numpy()).to_dict()
+    labels = data.subject_labels
+    y = torch.from_numpy(data.y.astype(np.float32))
+    if spec.target_transform == "log1p":
+        y = torch.log1p(y)
+
+    def load(i: int) -> list[torch.Tensor]:
+        vols = []
+        for r in sample_rows[i]:
+            v = np.asarray(store[r], dtype=np.float32)
+            if not np.isfinite(v).all():
+                raise InputError(str(getattr(store, "dir", "store")), f"item {r} has non-finite voxels")
+            vols.append(torch.from_numpy(v))
+        return vols
+
+    results: dict[RunKey, dict[str, Any]] = {}
+    all_ratios = sorted(set(spec.ratios) | set(cfg.ratios))
+    plan = [(fold, seed, float(r)) for fold in folds for seed in cfg.seeds for r in cfg.ratios]
+    bar = tqdm(total=len(plan), desc=f"finetune {spec.name}/{backbone}", unit="run", disable=None if progress else True)
+    for fold, seed, ratio in plan:
+        subsets = nested_ratio_subsets(fold.train, labels, all_ratios, seed=seed * 7919 + fold.fold)
+        train_rows = np.concatenate([rows_of[s] for s in subsets[ratio]])
+        val_rows = np.concatenate([rows_of[s] for s in fold.val]) if fold.val else np.empty(0, int)
+        test_rows = np.concatenate([rows_of[s] for s in fold.test])
+        mean = std = None
+        yt = y
+        if standardize:
+            mean, std = float(y[train_rows].mean()), float(y[train_rows].std().clamp(min=1e-6))
+            yt = (y - mean) / std
+        t0 = time.perf_counter()
+        out, info = _fit_one(spec, make_encoder, load, yt, train_rows, val_rows, test_rows, head_cfg, loss_fn,
+                             cfg, _head_seed(seed, fold.fold), dev)
+        pred = _prediction_frame(data, test_rows, out, mean, std)
+        pred.insert(0, "fold", fold.fold)
+        entry = results.setdefault(RunKey(ratio, seed), {"frames": [], "folds": []})
+        entry["frames"].append(pred)
+        entry["folds"].append({"fold": fold.fold, "n_train": int(len(train_rows)), "n_train_synthetic": 0,
+                               "n_val": int(len(val_rows)), "n_test": int(len(test_rows)),
+                               "seconds": round(time.perf_counter() - t0, 2), **info,
+                               "metrics": _metrics(data, pred)})
+        log.info("%s/%s fold %d ratio %g seed %d: best epoch %d of %d, %s", spec.name, backbone, fold.fold, ratio,
+                 seed, info["best_epoch"], info["epochs_run"], entry["folds"][-1]["metrics"])
+        bar.update(1)
+    bar.close()
+    for key, entry in results.items():
+        frame = pd.concat(entry.pop("frames"), ignore_index=True)
+        for col, val in (("seed", key.seed), ("ratio", key.ratio), ("backbone", backbone), ("task", spec.name)):
+            frame.insert(0, col, val)
+        entry["predictions"] = frame
+        fold_metrics = pd.DataFrame([f["metrics"] for f in entry["folds"]])
+        entry["metrics"] = {k: float(v) for k, v in fold_metrics.mean().items()}
+        n = len(entry["folds"])
+        entry["info"] = {
+            "task": spec.name, "backbone": backbone, "ratio": key.ratio, "seed": key.seed, "kind": spec.kind,
+            "dataset": spec.dataset, "mode": "finetune", "n_folds": n,
+            "n_train": int(sum(f["n_train"] for f in entry["folds"]) / n),
+            "n_val": int(sum(f["n_val"] for f in entry["folds"]) / n),
+            "n_test": int(sum(f["n_test"] for f in entry["folds"]) / n),
+            "excluded": data.excluded, "head": head_cfg.__dict__ | {"standardize_target": standardize},
+            "finetune": dataclasses.asdict(cfg),
+        }
+    return results
+
+
+def _fit_one(spec: TaskSpec, make_encoder: Callable[[], Encoder], load: Callable[[int], list[torch.Tensor]],
+             y: torch.Tensor, train_rows: np.ndarray, val_rows: np.ndarray, test_rows: np.ndarray, head_cfg: Any,
+             loss_fn: Callable, cfg: FinetuneConfig, seed: int, dev: torch.device) -> tuple[np.ndarray, dict[str, Any]]:
+    """Train one encoder + head; return test outputs (N_test, K) from the best-validation epoch."""
+    encoder = make_encoder().to(dev)
+    for p in encoder.parameters():  # registry encoders come frozen
+        p.requires_grad_(True)
+    gen = head_generator(seed + 1)
+
+    def feats(rows: np.ndarray, train: bool) -> torch.Tensor:
+        return _features(encoder, [load(int(i)) for i in rows], dev, cfg.amp_bf16,
+                         cfg.train_slices if train else None, gen)
+
+    def predict(rows: np.ndarray) -> torch.Tensor:
+        model.eval()
+        with torch.no_grad():
+            outs = [head(feats(rows[i:i + cfg.batch_size], False)) for i in range(0, len(rows), cfg.batch_size)]
+        return torch.cat(outs) if outs else torch.empty(0, head_cfg.n_out)
+
+    # the head's input z-scoring is fixed from the *initial* encoder, as the frozen head's would be
+    encoder.eval()
+    with torch.no_grad():
+        init = torch.cat([feats(train_rows[i:i + cfg.batch_size], False)
+                          for i in range(0, len(train_rows), cfg.batch_size)])
+    dim = init.shape[1]
+    if head_cfg.standardize_features:
+        shift, scale = init.mean(0), init.std(0, unbiased=False).clamp(min=1e-6)
+    else:
+        shift, scale = torch.zeros(dim), torch.ones(dim)
+    head = _Head(dim, head_cfg.hidden or dim, head_cfg.n_out, seed, head_cfg.dropout, shift, scale).to(dev)
+    model = _Model(encoder, head)
+    opt_cls = torch.optim.AdamW if head_cfg.optimizer == "adamw" else torch.optim.Adam
+    opt = opt_cls([{"params": [p for p in encoder.parameters() if p.requires_grad], "lr": cfg.encoder_lr},
+                   {"params": list(head.parameters()), "lr": head_cfg.lr}], weight_decay=head_cfg.weight_decay)
+
+    def loss_of(out: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        target = y[torch.as_tensor(rows)].to(dev)
+        return loss_fn(out.unsqueeze(0), target.unsqueeze(0), torch.ones(1, len(rows), device=dev),
+                       **head_cfg.loss_kwargs)[0]
+
+    best_state = copy.deepcopy(model.state_dict())
+    best_loss, best_epoch, bad, epoch = math.inf, 0, 0, 0
+    n_steps = 0
+    while epoch < cfg.max_epochs:
+        model.train()
+        order = train_rows[torch.randperm(len(train_rows), generator=gen).numpy()]
+        for i in range(0, len(order), cfg.batch_size):
+            rows = order[i:i + cfg.batch_size]
+            loss = loss_of(head(feats(rows, True)), rows)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{spec.name}: non-finite fine-tuning loss at epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            n_steps += 1
+        epoch += 1
+        if len(val_rows):
+            val_loss = float(loss_of(predict(val_rows), val_rows))
+            if val_loss < best_loss:
+                best_loss, best_epoch, bad = val_loss, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+                if bad >= cfg.patience:
+                    break
+        else:
+            best_epoch, best_state = epoch, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    out = predict(test_rows).float().cpu().numpy()
+    n_params = sum(p.numel() for p in model.parameters())
+    return out, {"best_epoch": int(best_epoch), "epochs_run": int(epoch), "steps": int(n_steps),
+                 "best_val_loss": float(best_loss), "trainable_params": int(n_params)}

@@ -1,0 +1,101 @@
+"""Full fine-tuning (Supplementary Table 6): same protocol as the frozen heads, encoder trained too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brainfm.errors import ConfigError, LeakageError
+from brainfm.tasks.finetune import FinetuneConfig, finetune_grid, volume_rows
+from brainfm.tasks.spec import TaskSpec
+
+TINY = dict(arch="vit_small_patch16_dinov3", embed_dim=32, depth=2, num_heads=2, img_size=16, patch_size=8,
+            arch_overrides={"init_values": 1.0})
+DEPTH, SIZE, N = 4, 16, 24
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Volumes whose central ball is bright for class 1 and dim for class 0 (an easy, real image signal)."""
+    from brainfm.preprocess.store import ShardedStore, ShardWriter
+
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("ft") / "store"
+    zz, yy, xx = np.mgrid[:DEPTH, :SIZE, :SIZE].astype(np.float32)
+    rows = []
+    with ShardWriter(path, (DEPTH, SIZE, SIZE), "volume", {"test": "finetune"}, shard_size=8) as w:
+        for i in range(N):
+            label = i % 2
+            ball = ((yy - 8) ** 2 + (xx - 8) ** 2) < rng.uniform(20, 30)
+            vol = ball * (2.0 if label else 0.5) + 0.2 * rng.standard_normal(ball.shape)
+            w.add({"dataset": "toy", "subject": f"s{i:02d}", "session": "0", "modality": "T1"}, vol.astype(np.float32))
+            rows.append(dict(dataset="toy", subject=f"s{i:02d}", session="0", modality="T1", path="x", site="a",
+                             split="test" if i % 6 in (0, 1) else "train", bright=label, age=float(20 + i)))
+    return ShardedStore(path), pd.DataFrame(rows)
+
+
+def _encoder():
+    from brainfm.models import create_encoder
+
+    return create_encoder("vit_random", **TINY)
+
+
+def _spec(**kw):
+    d = {"dataset": "toy", "kind": "classification", "target": "bright", "classes": [0, 1], **kw}
+    return TaskSpec.from_config("bright", d, {"ratios": [0.5, 1.0], "seeds": [0]})
+
+
+CFG = FinetuneConfig(ratios=(0.5, 1.0), seeds=(0,), batch_size=4, max_epochs=6, patience=3, encoder_lr=1e-4)
+HEAD = {"lr": 3e-3, "batch_size": 4}
+
+
+def test_samples_and_folds_match_the_frozen_protocol(cohort):
+    from brainfm.tasks.data import assemble
+    from brainfm.tasks.runner import plan_folds
+
+    store, manifest = cohort
+    data, rows = volume_rows(_spec(), store.index, manifest)
+    assert len(rows) == N and all(len(r) == 1 for r in rows)
+    keys = manifest[["subject", "session"]]
+    frozen = assemble(_spec(), keys, np.zeros((N, 3), np.float32), manifest)
+    assert [f.test for f in plan_folds(data)] == [f.test for f in plan_folds(frozen)]
+    # each sample's store row really holds that subject
+    idx = store.index.reset_index(drop=True)
+    assert [idx.loc[r[0], "subject"] for r in rows] == data.table["subject"].tolist()
+
+
+def test_finetuning_learns_trains_the_encoder_and_is_deterministic(cohort):
+    store, manifest = cohort
+    made = []
+
+    def make():
+        made.append(_encoder())
+        return made[-1]
+
+    a = finetune_grid(_spec(), store, manifest, make, backbone="vit", cfg=CFG, head_defaults=HEAD, progress=False)
+    b = finetune_grid(_spec(), store, manifest, _encoder, backbone="vit", cfg=CFG, head_defaults=HEAD, progress=False)
+    assert {k.ratio for k in a} == {0.5, 1.0}
+    full = next(e for k, e in a.items() if k.ratio == 1.0)
+    assert full["metrics"]["auc"] >= 0.8, full["metrics"]
+    assert set(full["predictions"]["subject"]) == {f"s{i:02d}" for i in range(N) if i % 6 in (0, 1)}  # the fixed test set
+    assert full["info"]["mode"] == "finetune" and full["folds"][0]["epochs_run"] >= 1
+    for key in a:
+        pd.testing.assert_frame_equal(a[key]["predictions"], b[key]["predictions"])
+    # the encoder itself moved (it is not a frozen-feature head)
+    fresh = _encoder().state_dict()
+    moved = [k for k, v in made[-1].state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, fresh[k])]
+    assert moved, "fine-tuning left every encoder weight unchanged"
+
+
+def test_bad_settings_and_leakage_are_errors(cohort):
+    store, manifest = cohort
+    with pytest.raises(ConfigError, match="unknown key"):
+        FinetuneConfig.from_dict({"epochs": 3})
+    surv = TaskSpec.from_config("cox", {"dataset": "toy", "kind": "survival", "target": "age"}, {})
+    with pytest.raises(ConfigError, match="classification and regression"):
+        finetune_grid(surv, store, manifest, _encoder, backbone="vit", cfg=CFG)
+    with pytest.raises(LeakageError):
+        finetune_grid(_spec(), store, manifest, _encoder, backbone="vit", cfg=CFG, pretrain_subjects=["s06"],
+                      progress=False)
