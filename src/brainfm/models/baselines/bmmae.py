@@ -216,10 +216,7 @@ class BMMAEEncoder(VolumeEncoder3D):
 
 # ============================================================================ registry
 def _build(seed: int, **kwargs: Any) -> BMMAEEncoder:
-    try:
-        return BMMAEEncoder(seed=seed, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"BM-MAE: {exc}") from exc
+    return BMMAEEncoder.build("BM-MAE", seed=seed, **kwargs)
 
 
 @register_encoder("bmmae")

@@ -176,12 +176,7 @@ class ResNetEncoder3D(VolumeEncoder3D):
         for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
             h = layer(h)
             stages.append(h)
-        out: dict[str, Any] = {"cls": stages[-1].mean(dim=(2, 3, 4))}
-        if layers:
-            out["layers"] = [stages[self.layer_index(layer)].mean(dim=(2, 3, 4)) for layer in layers]
-        if return_patch:
-            out["patch"] = self.grid_to_canonical(stages[-1].permute(0, 2, 3, 4, 1))
-        return out
+        return self.pool_stages(stages, layers, return_patch)
 
     # ------------------------------------------------------------------ weights
     def select_state(self, state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -341,10 +336,7 @@ def brainiac_simclr(weights: str | None = None, *, arch: str = "resnet50", conv1
 
 
 def _v2(seed: int, **kwargs: Any) -> BrainIACViT:
-    try:
-        return BrainIACViT(seed=seed, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"BrainIAC ViT: {exc}") from exc
+    return BrainIACViT.build("BrainIAC ViT", seed=seed, **kwargs)
 
 
 @register_encoder("brainiac")

@@ -263,12 +263,7 @@ class BrainMVPEncoder(VolumeEncoder3D):
     def forward_features(self, x: torch.Tensor, layers: Sequence[int | str] = (),
                          return_patch: bool = False) -> dict[str, Any]:
         stages = self.net(x)
-        out: dict[str, Any] = {"cls": stages[-1].mean(dim=(2, 3, 4))}
-        if layers:
-            out["layers"] = [stages[self.layer_index(layer)].mean(dim=(2, 3, 4)) for layer in layers]
-        if return_patch:
-            out["patch"] = self.grid_to_canonical(stages[-1].permute(0, 2, 3, 4, 1))
-        return out
+        return self.pool_stages(stages, layers, return_patch)
 
     # ------------------------------------------------------------------ weights
     def select_state(self, state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -309,10 +304,7 @@ class BrainMVPEncoder(VolumeEncoder3D):
 
 # ============================================================================ registry
 def _build(seed: int, **kwargs: Any) -> BrainMVPEncoder:
-    try:
-        return BrainMVPEncoder(seed=seed, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"BrainMVP: {exc}") from exc
+    return BrainMVPEncoder.build("BrainMVP", seed=seed, **kwargs)
 
 
 @register_encoder("brainmvp")

@@ -218,6 +218,24 @@ class VolumeEncoder3D(Encoder):
         self._notes: dict[str, Any] = {}
         self.cka_layers: tuple[int, ...] = ()  # early / mid / late indices into layer_names (set by subclasses)
 
+    @classmethod
+    def build(cls, what: str, **kwargs: Any) -> VolumeEncoder3D:
+        """Construct from config keywords; an unknown keyword is a ConfigError naming the encoder."""
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{what}: {exc}") from exc
+
+    def pool_stages(self, stages: Sequence[torch.Tensor], layers: Sequence[int | str],
+                    return_patch: bool) -> dict[str, Any]:
+        """Encoder outputs of a CNN: global-average-pooled last stage (cls), requested stages, last grid."""
+        out: dict[str, Any] = {"cls": stages[-1].mean(dim=(2, 3, 4))}
+        if layers:
+            out["layers"] = [stages[self.layer_index(layer)].mean(dim=(2, 3, 4)) for layer in layers]
+        if return_patch:
+            out["patch"] = self.grid_to_canonical(stages[-1].permute(0, 2, 3, 4, 1))
+        return out
+
     # ------------------------------------------------------------------ axes
     def to_network_axes(self, volume: torch.Tensor) -> torch.Tensor:
         """Canonical (D, H, W) volume -> (1, 1, *network axes)."""
