@@ -140,6 +140,10 @@ def cmd_extract(a: argparse.Namespace) -> None:
     from brainfm.features import extract_features
     from brainfm.preprocess.store import ShardedStore
 
+    if a.threads > 0:
+        import torch
+
+        torch.set_num_threads(a.threads)
     encoder = build_backbone(a.backbone, a.weights)
     store = ShardedStore(a.store)
     central = _csv_floats(a.central_range)
@@ -391,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layers", default="none", help="comma-separated block indices for layer-wise features")
     s.add_argument("--central-range", default="none", help="lo,hi axial fractions for central patch features")
     s.add_argument("--amp-bf16", action="store_true")
+    s.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_extract)
 

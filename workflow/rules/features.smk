@@ -22,7 +22,7 @@ rule extract_features:
         ),
         amp="--amp-bf16" if config["features"]["amp_bf16"] else "",
         device=config["device"],
-    threads: 2
+    threads: config["features"]["threads"]
     resources:
         gpu=resources_of(config["features"], "gpu", 0),
         mem_mb=resources_of(config["features"], "mem_mb", 8000),
@@ -32,4 +32,4 @@ rule extract_features:
     shell:
         "brainfm extract --backbone {params.spec:q} --weights {params.weights} --store {params.storedir}"
         " --out {output} --batch-size {params.batch_size} --layers {params.layers}"
-        " --central-range {params.central} {params.amp} --device {params.device} > {log} 2>&1"
+        " --central-range {params.central} {params.amp} --threads {threads} --device {params.device} > {log} 2>&1"

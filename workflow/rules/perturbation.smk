@@ -41,7 +41,7 @@ rule extract_perturbed:
         ),
         amp="--amp-bf16" if config["features"]["amp_bf16"] else "",
         device=config["device"],
-    threads: 2
+    threads: config["features"]["threads"]
     resources:
         gpu=resources_of(config["features"], "gpu", 0),
     conda:
@@ -49,7 +49,7 @@ rule extract_perturbed:
     shell:
         "brainfm extract --backbone {params.spec:q} --weights {params.weights} --store {params.storedir}"
         " --out {output} --batch-size {params.batch_size} --layers none"
-        " --central-range {params.central} {params.amp} --device {params.device} > {log} 2>&1"
+        " --central-range {params.central} {params.amp} --threads {threads} --device {params.device} > {log} 2>&1"
 
 
 rule evaluate_perturbed:
