@@ -522,9 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     report_args(s)
     s.set_defaults(func=cmd_summary)
 
-    s = sub.add_parser("bench", help="benchmarks: extraction throughput vs roofline, heads, statistics, demo DAG")
+    s = sub.add_parser("bench", help="benchmarks: extraction vs roofline, heads, statistics, SSL training, demo DAG")
     s.add_argument("--out", default="results/bench")
-    s.add_argument("--only", nargs="*", default=[], help="subset of: extraction heads stats demo")
+    s.add_argument("--only", nargs="*", default=[], help="subset of: extraction heads stats pretrain demo")
     s.set_defaults(func=cmd_bench)
     return p
 
