@@ -115,7 +115,10 @@ def perturbation_report(files: Sequence[str | Path], table_path: str | Path, fig
     wide = wide.pivot_table(index=["task", "metric", "backbone"], columns=["perturbation", "severity"],
                             values="cell", aggfunc="first")
     wide.columns = [f"{p} {s:g}" for p, s in wide.columns]
-    tables.write_table(wide.reset_index(), table_path,
+    wide = wide.reset_index()
+    wide["backbone"] = [tables.display_name(b, labels) for b in wide["backbone"]]
+    wide["metric"] = [tables.metric_label(m) for m in wide["metric"]]
+    tables.write_table(wide, table_path,
                        caption="Test-time perturbations: metric (± bootstrap sd) by severity", label="tab:perturb")
     figures.perturbation_bars(frame, figure_path, reference=reference, row="task", labels=labels)
     return Path(figure_path)
