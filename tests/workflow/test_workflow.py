@@ -135,6 +135,16 @@ def test_full_demo_config_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-6000:]
     summary = pd.read_csv(wf / "results/tables/summary.csv")
     assert len(summary) > 0
+    res = wf / "results"
+    for name in ("finetune_braindino", "perturbations", "knn_adni", "brain_age", "survival_cox"):
+        assert (res / "tables" / f"{name}.md").stat().st_size > 0, name
+    assert (res / "stats/survival_cox/km.png").exists() and (res / "stats/brain_age/strata.png").exists()
+    # every encoder beats predicting the training mean age on the phantom brain-age task
+    manifest = pd.read_parquet(res / "data/phantom_brainage/manifest.parquet")
+    for run in sorted(res.glob("tasks/brain_age/*/runs/ratio~1/seed~0/predictions.parquet")):
+        pred = pd.read_parquet(run)
+        mean_age = manifest.loc[~manifest["subject"].isin(pred["subject"]), "age"].mean()
+        assert (pred["y_true"] - pred["y_pred"]).abs().mean() < (pred["y_true"] - mean_age).abs().mean(), run
 
 
 def test_paper_config_values_pass_the_package_validators():
