@@ -280,6 +280,19 @@ def cmd_stats(a: argparse.Namespace) -> None:
                 seed=a.seed, labels=_labels(a))
 
 
+def cmd_strata(a: argparse.Namespace) -> None:
+    from brainfm.report.build import strata_report
+
+    strata_report(a.task, a.spec, a.runs, a.out_dir, a.table, a.figure, reference=a.reference, n_boot=a.n_boot,
+                  seed=a.seed, labels=_labels(a))
+
+
+def cmd_km(a: argparse.Namespace) -> None:
+    from brainfm.report.build import km_report
+
+    km_report(a.task, a.runs, a.out_dir, a.table, a.figure, reference=a.reference, labels=_labels(a))
+
+
 def cmd_knn_report(a: argparse.Namespace) -> None:
     from brainfm.report.build import knn_report
 
@@ -476,6 +489,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", nargs="+", required=True, help="run directories (one per backbone)")
     task_report_args(s)
     s.set_defaults(func=cmd_stats)
+
+    s = sub.add_parser("strata", help="age-stratified comparison at full supervision (Holm within strata)")
+    s.add_argument("--task", required=True)
+    s.add_argument("--spec", type=_json_arg, required=True)
+    s.add_argument("--runs", nargs="+", required=True, help="run directories (one per backbone)")
+    task_report_args(s)
+    s.set_defaults(func=cmd_strata)
+
+    s = sub.add_parser("km", help="Kaplan-Meier risk stratification grid with log-rank p (survival tasks)")
+    s.add_argument("--task", required=True)
+    s.add_argument("--runs", nargs="+", required=True, help="run directories (one per backbone)")
+    task_report_args(s)
+    s.set_defaults(func=cmd_km)
 
     s = sub.add_parser("knn-report", help="kNN accuracy table and figure of one task")
     s.add_argument("--task", required=True)

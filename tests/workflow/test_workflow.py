@@ -88,10 +88,11 @@ def test_tiny_demo_dag_end_to_end(tmp_path):
     proc = _smk(wf, "--cores", "2", "--configfile", "config/tiny.yaml")
     assert proc.returncode == 0, proc.stderr[-6000:]
     res = wf / "results"
-    for task in ("brain_age", "adni_3class", "survival_cox", "knn_adni"):
+    for task in ("brain_age", "adni_3class", "survival_cox", "knn_adni", "brain_age_strata", "survival_cox_km"):
         for ext in ("md", "csv", "tex"):
             assert (res / "tables" / f"{task}.{ext}").stat().st_size > 0
-    for fig in ("ratio_brain_age", "ratio_adni_3class", "ratio_survival_cox", "knn_knn_adni", "cka", "perturbations"):
+    for fig in ("ratio_brain_age", "ratio_adni_3class", "ratio_survival_cox", "knn_knn_adni", "cka", "perturbations",
+                "strata_brain_age", "km_survival_cox"):
         assert (res / "figures" / f"{fig}.png").stat().st_size > 1000
         assert (res / "figures" / f"{fig}.pdf").exists()
     assert (res / "tables" / "summary.md").exists()
@@ -138,7 +139,7 @@ def test_full_demo_config_runs(tmp_path):
     res = wf / "results"
     for name in ("finetune_braindino", "perturbations", "knn_adni", "brain_age", "survival_cox"):
         assert (res / "tables" / f"{name}.md").stat().st_size > 0, name
-    assert (res / "stats/survival_cox/km.png").exists() and (res / "stats/brain_age/strata.png").exists()
+    assert (res / "figures/km_survival_cox.png").exists() and (res / "figures/strata_brain_age.png").exists()
     # every encoder beats predicting the training mean age on the phantom brain-age task
     manifest = pd.read_parquet(res / "data/phantom_brainage/manifest.parquet")
     for run in sorted(res.glob("tasks/brain_age/*/runs/ratio~1/seed~0/predictions.parquet")):

@@ -201,6 +201,14 @@ def knn_tasks():
     return [t for t in TASKS if is_knn(t)]
 
 
+def strata_tasks():
+    return [t for t in head_tasks() if TASKS[t].get("strata")]
+
+
+def survival_tasks():
+    return [t for t in head_tasks() if TASKS[t]["kind"] == "survival"]
+
+
 def task_json(task):
     spec = dict(TASKS[task])
     spec.pop("backbones", None)
@@ -316,6 +324,8 @@ def all_targets():
         targets += [f"results/tables/{task}.md", f"results/figures/ratio_{task}.png"]
     for task in knn_tasks():
         targets += [f"results/tables/{task}.md", f"results/figures/knn_{task}.png"]
+    targets += [f"results/figures/strata_{task}.png" for task in strata_tasks()]
+    targets += [f"results/figures/km_{task}.png" for task in survival_tasks()]
     if config["analysis"].get("cka", {}).get("datasets"):
         targets.append("results/figures/cka.png")
     if PERTURB.get("tasks"):

@@ -42,7 +42,6 @@ def task_report(task: str, spec: Mapping[str, Any], run_dirs: Sequence[str | Pat
     """Statistics, table and figures of one head-trained task across backbones and ratios."""
     out_dir = Path(out_dir)
     preds = collect_predictions(run_dirs)
-    train = collect_optional(run_dirs, "train_risk.parquet")
     tidy = compare.compare_predictions(preds, reference, n_boot=n_boot, seed=seed)
     write_parquet(out_dir / "comparison.parquet", tidy)
     title = spec.get("description") or task
@@ -50,22 +49,34 @@ def task_report(task: str, spec: Mapping[str, Any], run_dirs: Sequence[str | Pat
                        caption=f"{task}: {title}. Estimates per label ratio vs {reference}.", label=f"tab:{task}")
     figures.metric_vs_ratio(tidy, figure_path, reference=reference, labels=labels,
                             suptitle=spec.get("description") or None)
-    written = {"comparison": out_dir / "comparison.parquet", "table": Path(table_path), "figure": Path(figure_path)}
-    if spec.get("strata"):
-        strata = compare.age_strata_table(preds, _edges(spec["strata"]), reference, n_boot=n_boot, seed=seed)
-        write_parquet(out_dir / "strata.parquet", strata)
-        tables.write_table(tables.strata_wide_table(strata, reference, labels=labels), out_dir / "strata",
-                           caption=f"{task}: age strata at full supervision (Holm-adjusted within strata)")
-        figures.age_strata_bars(strata, out_dir / "strata.png", reference=reference, labels=labels)
-        written["strata"] = out_dir / "strata.parquet"
-    if spec.get("kind") == "survival":
-        km_stats, curves = compare.km_table(preds, train)
-        write_parquet(out_dir / "km.parquet", km_stats)
-        tables.write_table(tables.km_summary_table(km_stats, reference, labels=labels), out_dir / "km",
-                           caption=f"{task}: Kaplan-Meier risk groups (median training risk), log-rank p")
-        figures.km_grid(curves, km_stats, out_dir / "km.png", task=task, reference=reference, labels=labels)
-        written["km"] = out_dir / "km.parquet"
-    return written
+    return {"comparison": out_dir / "comparison.parquet", "table": Path(table_path), "figure": Path(figure_path)}
+
+
+def strata_report(task: str, spec: Mapping[str, Any], run_dirs: Sequence[str | Path], out_dir: str | Path,
+                  table_path: str | Path, figure_path: str | Path, *, reference: str, n_boot: int = 2000,
+                  seed: int = 42, labels: Mapping[str, str] | None = None) -> Path:
+    """Per age stratum at full supervision, Holm-adjusted within strata (Fig. 3k and 3m)."""
+    if not spec.get("strata"):
+        raise InputError(task, "the task declares no 'strata' (column and edges)")
+    preds = collect_predictions(run_dirs)
+    strata = compare.age_strata_table(preds, _edges(spec["strata"]), reference, n_boot=n_boot, seed=seed)
+    write_parquet(Path(out_dir) / "strata.parquet", strata)
+    tables.write_table(tables.strata_wide_table(strata, reference, labels=labels), table_path, label=f"tab:{task}-strata",
+                       caption=f"{task}: age strata at full supervision (Holm-adjusted within strata)")
+    figures.age_strata_bars(strata, figure_path, reference=reference, labels=labels)
+    return Path(out_dir) / "strata.parquet"
+
+
+def km_report(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, table_path: str | Path,
+              figure_path: str | Path, *, reference: str, labels: Mapping[str, str] | None = None) -> Path:
+    """Kaplan-Meier risk groups split at the median training risk, log-rank p per ratio (Fig. 4)."""
+    preds = collect_predictions(run_dirs)
+    km_stats, curves = compare.km_table(preds, collect_optional(run_dirs, "train_risk.parquet"))
+    write_parquet(Path(out_dir) / "km.parquet", km_stats)
+    tables.write_table(tables.km_summary_table(km_stats, reference, labels=labels), table_path, label=f"tab:{task}-km",
+                       caption=f"{task}: Kaplan-Meier risk groups (median training risk), log-rank p")
+    figures.km_grid(curves, km_stats, figure_path, task=task, reference=reference, labels=labels)
+    return Path(out_dir) / "km.parquet"
 
 
 def collect_optional(run_dirs: Sequence[str | Path], name: str) -> pd.DataFrame | None:
