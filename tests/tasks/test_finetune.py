@@ -99,3 +99,15 @@ def test_bad_settings_and_leakage_are_errors(cohort):
     with pytest.raises(LeakageError):
         finetune_grid(_spec(), store, manifest, _encoder, backbone="vit", cfg=CFG, pretrain_subjects=["s06"],
                       progress=False)
+
+
+def test_dropout_head_trains_and_stays_deterministic(cohort):
+    """The IDH-style head (dropout after the GELU) works end to end and is seeded."""
+    store, manifest = cohort
+    cfg = FinetuneConfig(ratios=(1.0,), seeds=(0,), batch_size=8, max_epochs=2, patience=2, train_slices=2)
+    head = {**HEAD, "dropout": 0.3}
+    a = finetune_grid(_spec(), store, manifest, _encoder, backbone="vit", cfg=cfg, head_defaults=head, progress=False)
+    b = finetune_grid(_spec(), store, manifest, _encoder, backbone="vit", cfg=cfg, head_defaults=head, progress=False)
+    (key,) = a
+    pd.testing.assert_frame_equal(a[key]["predictions"], b[key]["predictions"])
+    assert a[key]["info"]["head"]["dropout"] == 0.3

@@ -159,7 +159,7 @@ class HeadBank:
             if generators is None or len(generators) != h.shape[0]:
                 raise ValueError("dropout needs one generator per head")
             # one generator per head keeps a head's dropout masks independent of its bank-mates
-            keep = torch.stack([torch.rand(h.shape[1:], generator=g) >= self.dropout for g in generators])
+            keep = torch.stack([torch.rand(h.shape[1:], generator=g) >= self.dropout for g in generators]).to(h.device)
             h = h * keep / (1 - self.dropout)
         return torch.baddbmm(p["b2"].unsqueeze(1), h, p["w2"])
 
