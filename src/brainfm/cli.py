@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -483,25 +483,18 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--seed", type=int, default=42)
         report_args(s)
 
-    s = sub.add_parser("stats", help="comparison statistics, table and figures of one task")
-    s.add_argument("--task", required=True)
-    s.add_argument("--spec", type=_json_arg, required=True)
-    s.add_argument("--runs", nargs="+", required=True, help="run directories (one per backbone)")
-    task_report_args(s)
-    s.set_defaults(func=cmd_stats)
+    def runs_report(name: str, help_: str, func: Callable[[argparse.Namespace], None], spec: bool = True) -> None:
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("--task", required=True)
+        if spec:
+            s.add_argument("--spec", type=_json_arg, required=True)
+        s.add_argument("--runs", nargs="+", required=True, help="run directories (one per backbone)")
+        task_report_args(s)
+        s.set_defaults(func=func)
 
-    s = sub.add_parser("strata", help="age-stratified comparison at full supervision (Holm within strata)")
-    s.add_argument("--task", required=True)
-    s.add_argument("--spec", type=_json_arg, required=True)
-    s.add_argument("--runs", nargs="+", required=True, help="run directories (one per backbone)")
-    task_report_args(s)
-    s.set_defaults(func=cmd_strata)
-
-    s = sub.add_parser("km", help="Kaplan-Meier risk stratification grid with log-rank p (survival tasks)")
-    s.add_argument("--task", required=True)
-    s.add_argument("--runs", nargs="+", required=True, help="run directories (one per backbone)")
-    task_report_args(s)
-    s.set_defaults(func=cmd_km)
+    runs_report("stats", "comparison statistics, table and figures of one task", cmd_stats)
+    runs_report("strata", "age-stratified comparison at full supervision (Holm within strata)", cmd_strata)
+    runs_report("km", "Kaplan-Meier risk stratification grid with log-rank p (survival tasks)", cmd_km, spec=False)
 
     s = sub.add_parser("knn-report", help="kNN accuracy table and figure of one task")
     s.add_argument("--task", required=True)

@@ -41,12 +41,16 @@ def test_lint_is_clean():
     assert "Lints for" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
 
 
+def _planned_rules(wf: Path, configfile: str) -> str:
+    """Output of a dry run listing the rules that would run (fails the test if planning fails)."""
+    proc = _smk(wf, "-n", "--quiet", "rules", "--cores", "2", "--configfile", configfile, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
 @pytest.mark.xdist_group("workflow")
 def test_demo_config_plans_every_rule_family(tmp_path):
-    wf = _copy_workflow(tmp_path)
-    proc = _smk(wf, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "config/config.yaml", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout + proc.stderr
+    out = _planned_rules(_copy_workflow(tmp_path), "config/config.yaml")
     for rule in ("phantom_dataset", "preprocess", "pretrain", "extract_features", "fit_heads", "knn_probe",
                  "task_stats", "knn_stats", "cka", "summary_table"):
         assert rule in out, f"{rule} missing from the demo plan"
@@ -56,9 +60,7 @@ def test_demo_config_plans_every_rule_family(tmp_path):
 def test_paper_config_plans_and_missing_inputs_stop_with_instructions(tmp_path):
     """config/paper.yaml plans the whole grid; absent real data and weights fail with what to fetch."""
     wf = _copy_workflow(tmp_path)
-    proc = _smk(wf, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "config/paper.yaml", timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout + proc.stderr
+    out = _planned_rules(wf, "config/paper.yaml")
     for rule in ("real_dataset", "union_dataset", "subset_dataset", "user_weights", "pretrain", "fit_heads",
                  "knn_probe", "preprocess_perturbed", "cka", "task_stats", "summary_table"):
         assert rule in out, f"{rule} missing from the paper plan"

@@ -168,6 +168,7 @@ def bench_pretrain(out: Path, n_iters: int = 8) -> dict[str, Any]:
     """Training throughput of the demo DINO model (CPU) and, with CUDA, the paper's ViT-B/16 stage 1."""
     import torch
 
+    from brainfm.ssl.config import DinoConfig
     from brainfm.ssl.data import SliceSource
     from brainfm.ssl.evaluate import benchmark_dino
 
@@ -180,8 +181,6 @@ def bench_pretrain(out: Path, n_iters: int = 8) -> dict[str, Any]:
         for what, params, device, size in cases:
             source = SliceSource([_slice_store(Path(tmp) / f"slices{size}", size)])
             res = benchmark_dino(params, source, n_iters=n_iters, device=device)
-            from brainfm.ssl.config import DinoConfig
-
             full = {f: getattr(DinoConfig.from_dict(params), f) for f in
                     ("arch", "arch_overrides", "global_size", "local_size", "n_local", "batch_size")}
             flops = _dino_step_flops(full)

@@ -31,15 +31,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from brainfm.data.splits import check_against_pretraining, nested_ratio_subsets
+from brainfm.data.splits import nested_ratio_subsets
 from brainfm.errors import ConfigError, InputError
 from brainfm.features.extract import autocast_context
 from brainfm.models.base import Encoder
 from brainfm.tasks.data import TaskData, assemble
 from brainfm.tasks.heads import HeadBank, init_head_params
 from brainfm.tasks.losses import LOSSES
-from brainfm.tasks.runner import (RunKey, _head_seed, _metrics, _prediction_frame, head_config_for,
-                                  plan_folds)
+from brainfm.tasks.runner import (RunKey, _head_seed, _metrics, _prediction_frame, checked_folds,
+                                  head_config_for, subject_rows, summarize_run)
 from brainfm.tasks.spec import TaskSpec
 from brainfm.tasks.train import head_generator
 
@@ -124,31 +124,24 @@ class _Head(nn.Module):
         return bank.forward(feats, train=train, generators=[self.generator] if train else None)[0]
 
 
-class _Model(nn.Module):
-    def __init__(self, encoder: Encoder, head: _Head):
-        super().__init__()
-        self.encoder = encoder
-        self.head = head
-
-
 def _features(encoder: Encoder, volumes: Sequence[Sequence[torch.Tensor]], device: torch.device, amp: bool,
               train_slices: int | None, gen: torch.Generator | None) -> torch.Tensor:
     """(B, D) sample features: slice-CLS mean per volume, then mean over the sample's modalities."""
     chunks, owners = [], []
     for b, vols in enumerate(volumes):
-        for v, vol in enumerate(vols):
+        for vol in vols:
             x = encoder.preprocess(vol)
             if encoder.input_kind == "slices2d" and train_slices is not None and x.shape[0] > train_slices:
                 keep = torch.randperm(x.shape[0], generator=gen)[:train_slices].sort().values
                 x = x[keep]
             chunks.append(x)
-            owners.append((b, v, x.shape[0]))
+            owners.append((b, x.shape[0]))
     xb = torch.cat(chunks).to(device)
     with autocast_context(device, amp):
         cls = encoder.forward_features(xb)["cls"].float()
     out, start = [], 0
     per_sample: dict[int, list[torch.Tensor]] = {}
-    for b, _, n in owners:
+    for b, n in owners:
         per_sample.setdefault(b, []).append(cls[start:start + n].mean(0))
         start += n
     for b in range(len(volumes)):
@@ -165,15 +158,10 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
         raise ConfigError(f"task {spec.name}: full fine-tuning supports classification and regression, not {spec.kind}")
     dev = torch.device(device)
     data, sample_rows = volume_rows(spec, store.index, manifest)
-    folds = plan_folds(data)
-    if pretrain_subjects is not None:
-        pre = set(map(str, pretrain_subjects))
-        for fold in folds:
-            check_against_pretraining(fold.test, pre, spec.name)
+    folds = checked_folds(data, pretrain_subjects)
     head_cfg, standardize = head_config_for(data, head_defaults)
     loss_fn = LOSSES[head_cfg.loss]
-    subj = data.table["subject"].to_numpy()
-    rows_of = pd.Series(np.arange(len(subj))).groupby(subj).apply(lambda s: s.to_numpy()).to_dict()
+    rows_of = subject_rows(data)
     labels = data.subject_labels
     y = torch.from_numpy(data.y.astype(np.float32))
     if spec.target_transform == "log1p":
@@ -190,11 +178,14 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
 
     results: dict[RunKey, dict[str, Any]] = {}
     all_ratios = sorted(set(spec.ratios) | set(cfg.ratios))
-    plan = [(fold, seed, float(r)) for fold in folds for seed in cfg.seeds for r in cfg.ratios]
+    plan = []  # (fold, seed, ratio, training subjects); one nested draw per (fold, seed), as in run_grid
+    for fold in folds:
+        for seed in cfg.seeds:
+            subsets = nested_ratio_subsets(fold.train, labels, all_ratios, seed=seed * 7919 + fold.fold)
+            plan += [(fold, seed, float(r), subsets[float(r)]) for r in cfg.ratios]
     bar = tqdm(total=len(plan), desc=f"finetune {spec.name}/{backbone}", unit="run", disable=None if progress else True)
-    for fold, seed, ratio in plan:
-        subsets = nested_ratio_subsets(fold.train, labels, all_ratios, seed=seed * 7919 + fold.fold)
-        train_rows = np.concatenate([rows_of[s] for s in subsets[ratio]])
+    for fold, seed, ratio, subset in plan:
+        train_rows = np.concatenate([rows_of[s] for s in subset])
         val_rows = np.concatenate([rows_of[s] for s in fold.val]) if fold.val else np.empty(0, int)
         test_rows = np.concatenate([rows_of[s] for s in fold.test])
         mean = std = None
@@ -218,22 +209,8 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
         bar.update(1)
     bar.close()
     for key, entry in results.items():
-        frame = pd.concat(entry.pop("frames"), ignore_index=True)
-        for col, val in (("seed", key.seed), ("ratio", key.ratio), ("backbone", backbone), ("task", spec.name)):
-            frame.insert(0, col, val)
-        entry["predictions"] = frame
-        fold_metrics = pd.DataFrame([f["metrics"] for f in entry["folds"]])
-        entry["metrics"] = {k: float(v) for k, v in fold_metrics.mean().items()}
-        n = len(entry["folds"])
-        entry["info"] = {
-            "task": spec.name, "backbone": backbone, "ratio": key.ratio, "seed": key.seed, "kind": spec.kind,
-            "dataset": spec.dataset, "mode": "finetune", "n_folds": n,
-            "n_train": int(sum(f["n_train"] for f in entry["folds"]) / n),
-            "n_val": int(sum(f["n_val"] for f in entry["folds"]) / n),
-            "n_test": int(sum(f["n_test"] for f in entry["folds"]) / n),
-            "excluded": data.excluded, "head": head_cfg.__dict__ | {"standardize_target": standardize},
-            "finetune": dataclasses.asdict(cfg),
-        }
+        summarize_run(entry, key, data, backbone, mode="finetune",
+                      head=head_cfg.__dict__ | {"standardize_target": standardize}, finetune=dataclasses.asdict(cfg))
     return results
 
 
@@ -267,7 +244,7 @@ def _fit_one(spec: TaskSpec, make_encoder: Callable[[], Encoder], load: Callable
     else:
         shift, scale = torch.zeros(dim), torch.ones(dim)
     head = _Head(dim, head_cfg.hidden or dim, head_cfg.n_out, seed, head_cfg.dropout, shift, scale).to(dev)
-    model = _Model(encoder, head)
+    model = nn.ModuleDict({"encoder": encoder, "head": head})
     opt_cls = torch.optim.AdamW if head_cfg.optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls([{"params": [p for p in encoder.parameters() if p.requires_grad], "lr": cfg.encoder_lr},
                    {"params": list(head.parameters()), "lr": head_cfg.lr}], weight_decay=head_cfg.weight_decay)

@@ -26,7 +26,6 @@ from brainfm.data.splits import (
     cv_folds,
     holdout_split,
     nested_ratio_subsets,
-    subject_table,
     validation_split,
 )
 from brainfm.errors import ConfigError
@@ -35,7 +34,7 @@ from brainfm.tasks.spec import TaskSpec
 from brainfm.tasks.metrics import classification_metrics, regression_metrics, survival_metrics
 from brainfm.tasks.train import FitResult, HeadConfig, HeadJob, fit_heads
 
-__all__ = ["plan_folds", "training_subjects", "RunKey", "run_grid", "write_run", "run_dir", "head_config_for"]
+__all__ = ["plan_folds", "checked_folds", "subject_rows", "summarize_run", "training_subjects", "RunKey", "run_grid", "write_run", "run_dir", "head_config_for"]
 
 HEAD_DEFAULTS: dict[str, Any] = {
     "hidden": None,
@@ -95,6 +94,41 @@ def training_subjects(spec: TaskSpec, manifest: pd.DataFrame) -> list[str]:
     return sorted(set(manifest["subject"].astype(str)) - tested)
 
 
+def checked_folds(data: TaskData, pretrain_subjects: Iterable[str] | None) -> list[Fold]:
+    """:func:`plan_folds`, refusing any fold that tests a subject seen during pretraining."""
+    folds = plan_folds(data)
+    if pretrain_subjects is not None:
+        pre = set(map(str, pretrain_subjects))
+        for fold in folds:
+            check_against_pretraining(fold.test, pre, data.spec.name)
+    return folds
+
+
+def subject_rows(data: TaskData) -> dict[str, np.ndarray]:
+    """Row indices of ``data.table`` per subject (all visits / images of a subject together)."""
+    subj = data.table["subject"].to_numpy()
+    return pd.Series(np.arange(len(subj))).groupby(subj).apply(lambda s: s.to_numpy()).to_dict()
+
+
+def summarize_run(entry: dict[str, Any], key: RunKey, data: TaskData, backbone: str,
+                  **info: Any) -> dict[str, Any]:
+    """Turn a run's per-fold frames and records into ``predictions``, mean ``metrics`` and ``info``."""
+    spec = data.spec
+    frame = pd.concat(entry.pop("frames"), ignore_index=True)
+    for col, val in (("seed", key.seed), ("ratio", key.ratio), ("backbone", backbone), ("task", spec.name)):
+        frame.insert(0, col, val)
+    entry["predictions"] = frame
+    folds = entry["folds"]
+    entry["metrics"] = {k: float(v) for k, v in pd.DataFrame([f["metrics"] for f in folds]).mean().items()}
+    entry["info"] = {
+        "task": spec.name, "backbone": backbone, "ratio": key.ratio, "seed": key.seed,
+        "kind": spec.kind, "dataset": spec.dataset, "n_folds": len(folds),
+        **{n: int(sum(f[n] for f in folds) / len(folds)) for n in ("n_train", "n_val", "n_test")},
+        "excluded": data.excluded, **info,
+    }
+    return entry
+
+
 def head_config_for(data: TaskData, head_defaults: dict[str, Any] | None = None) -> tuple[HeadConfig, bool]:
     spec = data.spec
     merged = {**HEAD_DEFAULTS, **(head_defaults or {}), **spec.head}
@@ -135,14 +169,9 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
     spec = data.spec
     if spec.kind == "knn":
         raise ConfigError(f"task {spec.name} is a kNN probe; use brainfm.analysis.knn")
-    folds = plan_folds(data)
-    if pretrain_subjects is not None:
-        pre = set(map(str, pretrain_subjects))
-        for fold in folds:
-            check_against_pretraining(fold.test, pre, spec.name)
+    folds = checked_folds(data, pretrain_subjects)
     cfg, standardize = head_config_for(data, head_defaults)
-    subj = data.table["subject"].to_numpy()
-    rows_of = pd.Series(np.arange(len(subj))).groupby(subj).apply(lambda s: s.to_numpy()).to_dict()
+    rows_of = subject_rows(data)
     labels = data.subject_labels
 
     x, y = data.x, data.y.astype(np.float32)
@@ -216,12 +245,8 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
             "metrics": _metrics(data, pred),
         })
     for key, entry in results.items():
-        frame = pd.concat(entry.pop("frames"), ignore_index=True)
-        frame.insert(0, "seed", key.seed)
-        frame.insert(0, "ratio", key.ratio)
-        frame.insert(0, "backbone", backbone)
-        frame.insert(0, "task", spec.name)
-        entry["predictions"] = frame
+        summarize_run(entry, key, data, backbone, head=cfg.__dict__ | {"standardize_target": standardize},
+                      trainable_params_per_head=fit.n_params_per_head, bank_size=len(jobs), bank_seconds=seconds)
         entry["eval"] = {name: pd.concat(v, ignore_index=True).assign(seed=key.seed)
                          for name, v in entry["eval"].items()}
         risks = entry.pop("train_risk")
@@ -232,18 +257,6 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
             tr.insert(0, "backbone", backbone)
             tr.insert(0, "task", spec.name)
             entry["train_risk"] = tr
-        fold_metrics = pd.DataFrame([f["metrics"] for f in entry["folds"]])
-        entry["metrics"] = {k: float(v) for k, v in fold_metrics.mean().items()}
-        entry["info"] = {
-            "task": spec.name, "backbone": backbone, "ratio": key.ratio, "seed": key.seed,
-            "kind": spec.kind, "dataset": spec.dataset, "n_folds": len(entry["folds"]),
-            "n_train": int(sum(f["n_train"] for f in entry["folds"]) / len(entry["folds"])),
-            "n_val": int(sum(f["n_val"] for f in entry["folds"]) / len(entry["folds"])),
-            "n_test": int(sum(f["n_test"] for f in entry["folds"]) / len(entry["folds"])),
-            "excluded": data.excluded, "head": cfg.__dict__ | {"standardize_target": standardize},
-            "trainable_params_per_head": fit.n_params_per_head, "bank_size": len(jobs),
-            "bank_seconds": seconds,
-        }
     return results
 
 
