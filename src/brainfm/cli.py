@@ -1,8 +1,10 @@
-"""The ``brainfm`` command line: one subcommand per workflow step.
+"""The ``brainfm`` command line: one subcommand per workflow step, named like its rule.
 
-Snakemake rules call these subcommands (so a rule's log shows a command a user can rerun by
-hand), and researchers can run any step on its own. Errors the user can fix print one line and
-exit with status 2.
+Rule ``fit_heads`` runs ``brainfm fit-heads``, which calls ``brainfm.tasks.fit_heads``; a rule's
+log shows a command a user can rerun by hand. Settings arrive as the JSON of a config section
+(``--task``, ``--backbone``, ``--stats``...; inline or a path to a JSON/YAML file), rebuilt with
+the same spec classes that read the config, so a step checks its settings exactly as the
+workflow does. Errors the user can fix print one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -21,56 +23,56 @@ from brainfm.errors import BrainfmError
 log = logging.getLogger("brainfm")
 
 
-def _json_arg(text: str) -> Any:
-    """Accept inline JSON or a path to a JSON/YAML file."""
-    path = Path(text)
-    if not text.lstrip().startswith(("{", "[")) and path.exists():
-        import yaml
+def _spec(cls_name: str) -> Callable[[str], Any]:
+    """argparse type: a config section's JSON -> its spec (``brainfm.config.<cls_name>``)."""
 
-        return yaml.safe_load(path.read_text())
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    def parse(text: str) -> Any:
+        import brainfm.config as config
 
+        return getattr(config, cls_name).from_json(text)
 
-def _csv_floats(text: str) -> list[float] | None:
-    return None if text in ("", "none") else [float(t) for t in text.split(",")]
+    parse.__name__ = cls_name  # argparse names the type in its error messages
+    return parse
 
 
-def _csv_ints(text: str) -> list[int]:
-    return [] if text in ("", "none") else [int(t) for t in text.split(",")]
+def _json(text: str) -> Any:
+    from brainfm.config import read_json_arg
+
+    return read_json_arg(text)
 
 
-def resolve_device(name: str) -> str:
-    import torch
+def _pretrain_subjects(paths: Sequence[str]) -> set[str] | None:
+    from brainfm.data.manifest import read_manifest
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BrainfmError("device 'cuda' requested but no CUDA device is visible")
-    return name
+    if not paths:
+        return None
+    return {s for p in paths for s in read_manifest(p, check_files=False)["subject"]}
+
+
+def _log_metrics(what: str, results: dict[Any, dict[str, Any]]) -> None:
+    for key, entry in results.items():
+        log.info("%s ratio=%g seed=%d: %s", what, key.ratio, key.seed,
+                 json.dumps({k: round(v, 4) for k, v in entry["metrics"].items()}))
 
 
 # ----------------------------------------------------------------------------- data
-def cmd_phantom(a: argparse.Namespace) -> None:
-    from brainfm.data.phantom import generate_dataset
+def cmd_phantom_dataset(a: argparse.Namespace) -> None:
+    from brainfm.data.phantom import phantom_dataset
 
     t0 = time.perf_counter()
-    df = generate_dataset(a.generator, Path(a.out), n_subjects=a.n_subjects, seed=a.seed, voxel_size=a.voxel_size,
-                          n_sites=a.n_sites, test_fraction=a.test_fraction, n_jobs=a.n_jobs,
-                          cache_dir=a.cache_dir or None, **(a.options or {}))
-    log.info("generated %s: %d images of %d subjects in %.1f s", a.generator, len(df), df["subject"].nunique(),
+    df = phantom_dataset(a.dataset, a.phantom, Path(a.out))
+    log.info("generated %s: %d images of %d subjects in %.1f s", a.dataset.name, len(df), df["subject"].nunique(),
              time.perf_counter() - t0)
 
 
-def cmd_dataset(a: argparse.Namespace) -> None:
+def cmd_real_dataset(a: argparse.Namespace) -> None:
     from brainfm.atomic import write_json
     from brainfm.data.registry import build_manifest, check_dataset, fetch_dataset, load_dataset_entry
 
-    entry = load_dataset_entry(a.registry)
-    root = Path(a.root)
-    if a.download:
+    spec = a.dataset
+    entry = load_dataset_entry(spec.registry)
+    root = Path(spec.path)
+    if spec.download:
         fetch_dataset(entry, root)
     df = build_manifest(entry, root, Path(a.manifest))
     report = check_dataset(entry, root)
@@ -78,7 +80,7 @@ def cmd_dataset(a: argparse.Namespace) -> None:
     log.info("%s: %d images, %d subjects", entry.name, len(df), df["subject"].nunique())
 
 
-def cmd_union(a: argparse.Namespace) -> None:
+def cmd_union_dataset(a: argparse.Namespace) -> None:
     from brainfm.data.manifest import read_manifest, union_manifests, write_manifest
 
     out = Path(a.out)
@@ -87,73 +89,20 @@ def cmd_union(a: argparse.Namespace) -> None:
     log.info("%s: %d images of %d subjects from %d datasets", a.name, len(df), df["subject"].nunique(), len(a.inputs))
 
 
-def cmd_subset(a: argparse.Namespace) -> None:
+def cmd_subset_dataset(a: argparse.Namespace) -> None:
     from brainfm.data.manifest import read_manifest, subset_manifest, write_manifest
     from brainfm.tasks.runner import training_subjects
-    from brainfm.tasks.spec import TaskSpec
 
     out = Path(a.out)
     parent = read_manifest(a.manifest)
-    subjects = training_subjects(TaskSpec.from_config(a.task, a.spec), parent)
-    df = subset_manifest(parent, subjects, out.parent, a.name, source_dataset=a.source_dataset)
+    subjects = training_subjects(a.task, parent)
+    df = subset_manifest(parent, subjects, out.parent, a.dataset.name, source_dataset=a.dataset.source_dataset)
     write_manifest(out, df)
-    log.info("%s: %d images of %d subjects (training subjects of task %s)", a.name, len(df),
-             df["subject"].nunique(), a.task)
+    log.info("%s: %d images of %d subjects (training subjects of task %s)", a.dataset.name, len(df),
+             df["subject"].nunique(), a.task.name)
 
 
-def cmd_preprocess(a: argparse.Namespace) -> None:
-    from brainfm.data.manifest import read_manifest
-    from brainfm.preprocess.pipeline import preprocess_dataset
-
-    manifest = read_manifest(a.manifest)
-    report = preprocess_dataset(manifest, Path(manifest.attrs["root"]), Path(a.out), protocol=a.protocol,
-                                products=tuple(a.products.split(",")), skull_strip=a.skull_strip,
-                                n_jobs=a.n_jobs, seed=a.seed, perturbation=_perturbation(a.perturbation))
-    log.info("preprocessed: %s", json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}))
-
-
-def _perturbation(text: str) -> dict[str, Any] | None:
-    if text in ("", "none"):
-        return None
-    kind, _, severity = text.partition(":")
-    return {"kind": kind, "severity": float(severity)}
-
-
-# ----------------------------------------------------------------------------- models
-def cmd_pretrain(a: argparse.Namespace) -> None:
-    from brainfm.ssl.entry import run_pretraining
-
-    run_pretraining(recipe=a.recipe, spec=a.spec, stores=[Path(s) for s in a.stores], out=Path(a.out),
-                    summary=Path(a.summary), work_dir=Path(a.work_dir), nproc=a.nproc,
-                    device=resolve_device(a.device))
-
-
-def build_backbone(spec: dict[str, Any], weights: str | None):
-    """Create a registry encoder from a backbone spec {"encoder", "args"} and optional weights."""
-    from brainfm.models import create_encoder
-
-    return create_encoder(spec["encoder"], weights=None if weights in (None, "none") else weights,
-                          **spec.get("args", {}))
-
-
-def cmd_extract(a: argparse.Namespace) -> None:
-    from brainfm.features import extract_features
-    from brainfm.preprocess.store import ShardedStore
-
-    if a.threads > 0:
-        import torch
-
-        torch.set_num_threads(a.threads)
-    encoder = build_backbone(a.backbone, a.weights)
-    store = ShardedStore(a.store)
-    central = _csv_floats(a.central_range)
-    fs = extract_features(encoder, store, Path(a.out), batch_size=a.batch_size, device=resolve_device(a.device),
-                          amp_bf16=a.amp_bf16, layers=tuple(_csv_ints(a.layers)),
-                          central_range=tuple(central) if central else None)
-    log.info("features %s: %s", a.out, json.dumps({k: fs.meta.get(k) for k in ("n_volumes", "seconds")}))
-
-
-def cmd_missing_weights(a: argparse.Namespace) -> None:
+def cmd_user_weights(a: argparse.Namespace) -> None:
     from brainfm.models.registry import get_factory
 
     doc = (get_factory(a.encoder).__doc__ or "").strip().splitlines()
@@ -163,6 +112,55 @@ def cmd_missing_weights(a: argparse.Namespace) -> None:
                        f"authors and place it at {a.path}, or change {a.key} in the config.")
 
 
+def cmd_preprocess(a: argparse.Namespace) -> None:
+    from brainfm.config import PerturbationSetting
+    from brainfm.data.manifest import read_manifest
+    from brainfm.preprocess.pipeline import preprocess_dataset
+
+    spec = a.preprocess
+    manifest = read_manifest(a.manifest)
+    setting = PerturbationSetting.parse(a.perturbation) if a.perturbation else None
+    report = preprocess_dataset(manifest, Path(manifest.attrs["root"]), Path(a.out), protocol=spec.protocol.to_dict(),
+                                products=tuple(a.products.split(",")), skull_strip=spec.skull_strip,
+                                n_jobs=a.n_jobs or spec.n_jobs, seed=a.seed, device=a.device,
+                                perturbation=None if setting is None else
+                                {"kind": setting.kind, "severity": setting.severity})
+    log.info("preprocessed: %s", json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}))
+
+
+# ----------------------------------------------------------------------------- models
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    from brainfm.device import resolve_device
+    from brainfm.ssl.entry import pretrain
+
+    pretrain(a.spec, [Path(s) for s in a.stores], Path(a.out), Path(a.summary), Path(a.work_dir),
+             device=resolve_device(a.device))
+
+
+def build_backbone(spec: Any):
+    """Create the registry encoder of a :class:`~brainfm.config.BackboneSpec` with its weights."""
+    from brainfm.models import create_encoder
+
+    return create_encoder(spec.encoder, weights=spec.weights, **spec.args)
+
+
+def cmd_extract_features(a: argparse.Namespace) -> None:
+    from brainfm.device import resolve_device
+    from brainfm.features import extract_features
+    from brainfm.preprocess.store import ShardedStore
+
+    settings = a.features
+    import torch
+
+    torch.set_num_threads(settings.threads)
+    encoder = build_backbone(a.backbone)
+    fs = extract_features(encoder, ShardedStore(a.store), Path(a.out), batch_size=settings.batch_size,
+                          device=resolve_device(a.device), amp_bf16=settings.amp_bf16,
+                          layers=() if a.no_layers else tuple(a.backbone.layers),
+                          central_range=tuple(settings.central_range) if a.central_patches else None)
+    log.info("features %s: %s", a.out, json.dumps({k: fs.meta.get(k) for k in ("n_volumes", "seconds")}))
+
+
 def cmd_list_encoders(a: argparse.Namespace) -> None:
     from brainfm.models import list_encoders
 
@@ -170,77 +168,51 @@ def cmd_list_encoders(a: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------- tasks
-def _pretrain_subjects(paths: Sequence[str]) -> set[str] | None:
-    from brainfm.data.manifest import read_manifest
-
-    paths = [p for p in paths if p != "none"]
-    if not paths:
-        return None
-    return {s for p in paths for s in read_manifest(p, check_files=False)["subject"]}
-
-
-def cmd_fit(a: argparse.Namespace) -> None:
+def cmd_fit_heads(a: argparse.Namespace) -> None:
+    from brainfm.atomic import atomic_dir
     from brainfm.data.manifest import read_manifest
     from brainfm.features import FeatureStore
     from brainfm.tasks.data import build_task_data
     from brainfm.tasks.runner import run_grid, write_run
-    from brainfm.tasks.spec import TaskSpec
 
-    spec = TaskSpec.from_config(a.task, a.spec)
-    ratios = _csv_floats(a.ratios) or list(spec.ratios)
+    spec = a.task
     data = build_task_data(spec, FeatureStore(a.features), read_manifest(a.manifest, check_files=False))
     t0 = time.perf_counter()
-    results = run_grid(data, backbone=a.backbone, ratios=ratios, seeds=spec.seeds, head_defaults=a.head,
+    results = run_grid(data, backbone=a.backbone, ratios=spec.ratios, seeds=spec.seeds,
                        pretrain_subjects=_pretrain_subjects(a.pretrain_manifests))
-    from brainfm.atomic import atomic_dir
-
     with atomic_dir(a.out) as tmp:
         for key, entry in results.items():
             write_run(tmp, key, entry)
-            log.info("%s ratio=%g seed=%d: %s", spec.name, key.ratio, key.seed,
-                     json.dumps({k: round(v, 4) for k, v in entry["metrics"].items()}))
+    _log_metrics(spec.name, results)
     log.info("trained %d heads in %.2f s", sum(len(e["folds"]) for e in results.values()), time.perf_counter() - t0)
 
 
 def cmd_finetune(a: argparse.Namespace) -> None:
     from brainfm.atomic import atomic_dir
     from brainfm.data.manifest import read_manifest
+    from brainfm.device import resolve_device
     from brainfm.preprocess.store import ShardedStore
-    from brainfm.tasks.finetune import FinetuneConfig, finetune_grid
+    from brainfm.tasks.finetune import finetune_grid
     from brainfm.tasks.runner import write_run
-    from brainfm.tasks.spec import TaskSpec
 
-    spec = TaskSpec.from_config(a.task, a.spec)
-    cfg = FinetuneConfig.from_dict(a.settings)
-    results = finetune_grid(spec, ShardedStore(a.store), read_manifest(a.manifest, check_files=False),
-                            lambda: build_backbone(a.backbone_spec, a.weights), backbone=a.backbone, cfg=cfg,
-                            head_defaults=a.head, pretrain_subjects=_pretrain_subjects(a.pretrain_manifests),
+    results = finetune_grid(a.task, ShardedStore(a.store), read_manifest(a.manifest, check_files=False),
+                            lambda: build_backbone(a.backbone), backbone=a.backbone.name, cfg=a.settings,
+                            pretrain_subjects=_pretrain_subjects(a.pretrain_manifests),
                             device=resolve_device(a.device))
     with atomic_dir(a.out) as tmp:
         for key, entry in results.items():
             write_run(tmp, key, entry)
-            log.info("%s fine-tuned ratio=%g seed=%d: %s", spec.name, key.ratio, key.seed,
-                     json.dumps({k: round(v, 4) for k, v in entry["metrics"].items()}))
+    _log_metrics(f"{a.task.name} fine-tuned", results)
 
 
-def cmd_finetune_report(a: argparse.Namespace) -> None:
-    from brainfm.report.build import finetune_report
-
-    if len(a.frozen) != len(a.finetuned):
-        raise BrainfmError("--frozen and --finetuned need one run directory per task, in the same order")
-    finetune_report(list(zip(a.frozen, a.finetuned)), a.table, backbone=a.backbone, n_boot=a.n_boot, seed=a.seed,
-                    labels=_labels(a))
-
-
-def cmd_knn(a: argparse.Namespace) -> None:
+def cmd_knn_probe(a: argparse.Namespace) -> None:
     from brainfm.analysis.knn import run_knn_task
     from brainfm.atomic import write_parquet
     from brainfm.data.manifest import read_manifest
     from brainfm.features import FeatureStore
     from brainfm.tasks.data import build_task_data
-    from brainfm.tasks.spec import TaskSpec
 
-    spec = TaskSpec.from_config(a.task, a.spec)
+    spec = a.task
     data = build_task_data(spec, FeatureStore(a.features), read_manifest(a.manifest, check_files=False))
     frame = run_knn_task(data, backbone=a.backbone, pretrain_subjects=_pretrain_subjects(a.pretrain_manifests))
     write_parquet(a.out, frame)
@@ -248,85 +220,88 @@ def cmd_knn(a: argparse.Namespace) -> None:
     log.info("kNN %s/%s accuracy by k: %s", spec.name, a.backbone, json.dumps({int(k): round(v, 4) for k, v in acc.items()}))
 
 
-def cmd_perturbed(a: argparse.Namespace) -> None:
+def cmd_evaluate_perturbed(a: argparse.Namespace) -> None:
     from brainfm.atomic import write_parquet
+    from brainfm.config import PerturbationSetting
     from brainfm.data.manifest import read_manifest
     from brainfm.features import FeatureStore
     from brainfm.tasks.perturbation import evaluate_perturbations
-    from brainfm.tasks.spec import TaskSpec
 
-    spec = TaskSpec.from_config(a.task, a.spec)
-    manifest = read_manifest(a.manifest, check_files=False)
     settings = {}
     for item in a.perturbed:
-        label, _, path = item.partition("=")
-        kind, _, severity = label.partition(":")
-        settings[(kind, float(severity))] = FeatureStore(path)
-    frame = evaluate_perturbations(spec, FeatureStore(a.features), settings, manifest, backbone=a.backbone,
-                                   head_defaults=a.head, n_boot=a.n_boot, seed=a.stats_seed)
+        tag, _, path = item.partition("=")
+        s = PerturbationSetting.parse(tag)
+        settings[(s.kind, s.severity)] = FeatureStore(path)
+    frame = evaluate_perturbations(a.task, FeatureStore(a.features), settings,
+                                   read_manifest(a.manifest, check_files=False), backbone=a.backbone,
+                                   n_boot=a.stats.n_boot, seed=a.stats.seed)
     write_parquet(a.out, frame)
-    log.info("perturbation results for %s/%s: %d rows", spec.name, a.backbone, len(frame))
-
-
-# ----------------------------------------------------------------------------- statistics and report
-def _labels(a: argparse.Namespace) -> dict[str, str]:
-    return a.labels or {}
-
-
-def cmd_stats(a: argparse.Namespace) -> None:
-    from brainfm.report.build import task_report
-
-    task_report(a.task, a.spec, a.runs, a.out_dir, a.table, a.figure, reference=a.reference, n_boot=a.n_boot,
-                seed=a.seed, labels=_labels(a))
-
-
-def cmd_strata(a: argparse.Namespace) -> None:
-    from brainfm.report.build import strata_report
-
-    strata_report(a.task, a.spec, a.runs, a.out_dir, a.table, a.figure, reference=a.reference, n_boot=a.n_boot,
-                  seed=a.seed, labels=_labels(a))
-
-
-def cmd_km(a: argparse.Namespace) -> None:
-    from brainfm.report.build import km_report
-
-    km_report(a.task, a.runs, a.out_dir, a.table, a.figure, reference=a.reference, labels=_labels(a))
-
-
-def cmd_knn_report(a: argparse.Namespace) -> None:
-    from brainfm.report.build import knn_report
-
-    knn_report(a.task, a.inputs, a.out_dir, a.table, a.figure, reference=a.reference, n_boot=a.n_boot,
-               seed=a.seed, labels=_labels(a))
+    log.info("perturbation results for %s/%s: %d rows", a.task.name, a.backbone, len(frame))
 
 
 def cmd_cka(a: argparse.Namespace) -> None:
     from brainfm.analysis.cka import cka_from_feature_stores
     from brainfm.atomic import write_parquet
 
-    mods = None if a.modalities == ["all"] else a.modalities
-    table = cka_from_feature_stores(dict(zip(a.backbones, a.features)), a.reference, modalities=mods,
+    table = cka_from_feature_stores(dict(zip(a.backbones, a.features)), a.reference, modalities=a.modalities or None,
                                     depth_labels=a.depth_labels)
     write_parquet(a.out, table)
     log.info("CKA:\n%s", table.to_string(index=False))
 
 
-def cmd_cka_report(a: argparse.Namespace) -> None:
-    from brainfm.report.build import cka_report
+# ----------------------------------------------------------------------------- statistics and report
+def cmd_task_stats(a: argparse.Namespace) -> None:
+    from brainfm.report.build import task_report
 
-    cka_report(a.inputs, a.figure, reference=a.reference, labels=_labels(a))
+    task_report(a.task.name, {"description": a.task.description}, a.runs, a.out_dir, a.table, a.figure,
+                reference=a.stats.reference, n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels)
 
 
-def cmd_perturbation_report(a: argparse.Namespace) -> None:
+def cmd_strata_stats(a: argparse.Namespace) -> None:
+    from brainfm.report.build import strata_report
+
+    strata_report(a.task.name, {"strata": a.task.strata}, a.runs, a.out_dir, a.table, a.figure,
+                  reference=a.stats.reference, n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels)
+
+
+def cmd_km_stats(a: argparse.Namespace) -> None:
+    from brainfm.report.build import km_report
+
+    km_report(a.task.name, a.runs, a.out_dir, a.table, a.figure, reference=a.stats.reference, labels=a.labels)
+
+
+def cmd_knn_stats(a: argparse.Namespace) -> None:
+    from brainfm.report.build import knn_report
+
+    knn_report(a.task.name, a.inputs, a.out_dir, a.table, a.figure, reference=a.stats.reference,
+               n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels)
+
+
+def cmd_perturbation_stats(a: argparse.Namespace) -> None:
     from brainfm.report.build import perturbation_report
 
-    perturbation_report(a.inputs, a.table, a.figure, reference=a.reference, labels=_labels(a))
+    perturbation_report(a.inputs, a.table, a.figure, reference=a.stats.reference, labels=a.labels)
 
 
-def cmd_summary(a: argparse.Namespace) -> None:
+def cmd_finetune_table(a: argparse.Namespace) -> None:
+    from brainfm.report.build import finetune_report
+
+    if len(a.frozen) != len(a.finetuned):
+        raise BrainfmError("--frozen and --finetuned need one run directory per task, in the same order")
+    finetune_report(list(zip(a.frozen, a.finetuned)), a.table, backbone=a.backbone, n_boot=a.stats.n_boot,
+                    seed=a.stats.seed, labels=a.labels)
+
+
+def cmd_cka_figure(a: argparse.Namespace) -> None:
+    from brainfm.report.build import cka_report
+
+    cka_report(a.inputs, a.figure, reference=a.stats.reference, labels=a.labels)
+
+
+def cmd_summary_table(a: argparse.Namespace) -> None:
     from brainfm.report.build import summary_report
 
-    summary_report(a.comparisons, a.knn, a.out, reference=a.reference, labels=_labels(a))
+    summary_report(a.comparisons, a.knn, a.out, reference=a.stats.reference, labels=a.labels)
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
@@ -341,215 +316,189 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("phantom", help="generate a phantom dataset from the ICBM152 template")
-    s.add_argument("--generator", required=True, help="phantom dataset kind, e.g. phantom_brainage")
-    s.add_argument("--out", required=True, help="output dataset directory (NIfTI + manifest.parquet)")
-    s.add_argument("--n-subjects", type=int, required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--voxel-size", type=float, default=2.5)
-    s.add_argument("--n-sites", type=int, default=3)
-    s.add_argument("--test-fraction", type=float, default=0.2)
-    s.add_argument("--options", type=_json_arg, default={}, help="JSON of extra generator options")
-    s.add_argument("--n-jobs", type=int, default=1)
-    s.add_argument("--cache-dir", default="", help="cache of the resampled template (shared by datasets)")
-    s.set_defaults(func=cmd_phantom)
+    def step(name: str, func: Callable[[argparse.Namespace], None], help_: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help_, description=help_)
+        s.set_defaults(func=func)
+        return s
 
-    s = sub.add_parser("dataset", help="check (and download) a real dataset and build its manifest")
-    s.add_argument("--registry", required=True, help="dataset name in config/datasets or a YAML path")
-    s.add_argument("--root", required=True, help="dataset root directory")
-    s.add_argument("--download", action="store_true", help="fetch open datasets with a download section")
+    def task_arg(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--task", type=_spec("TaskSpec"), required=True,
+                       help="JSON of the task (a config 'tasks.<name>' entry plus 'name', ratios, seeds, head)")
+
+    def stats_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--stats", type=_spec("StatsSpec"), default="{}",
+                       help="JSON of the config 'stats' section (reference, n_boot, seed, alpha)")
+        s.add_argument("--labels", type=_json, default={}, help="JSON {backbone: display name}")
+
+    def leakage_arg(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--pretrain-manifests", nargs="*", default=[],
+                       help="manifests of pretraining datasets: none of their subjects may be tested")
+
+    def outputs(s: argparse.ArgumentParser, out_dir: bool = True) -> None:
+        if out_dir:
+            s.add_argument("--out-dir", required=True, help="tidy statistics (parquet) of the task")
+        s.add_argument("--table", required=True, help="table path (.md; .csv and .tex written beside it)")
+        s.add_argument("--figure", required=True, help="figure path (.png; .pdf written beside it)")
+
+    # data
+    s = step("phantom-dataset", cmd_phantom_dataset, "generate a phantom dataset from the ICBM152 template")
+    s.add_argument("--dataset", type=_spec("DatasetSpec"), required=True, help="JSON of a 'datasets.<name>' entry")
+    s.add_argument("--phantom", type=_spec("PhantomSpec"), default="{}", help="JSON of the config 'phantom' section")
+    s.add_argument("--out", required=True, help="output dataset directory (NIfTI + manifest.parquet)")
+
+    s = step("real-dataset", cmd_real_dataset, "check (and download) a real dataset and build its manifest")
+    s.add_argument("--dataset", type=_spec("DatasetSpec"), required=True,
+                   help="JSON of a 'datasets.<name>' entry (registry entry, path, source)")
     s.add_argument("--manifest", required=True)
     s.add_argument("--check", required=True, help="JSON report of what was found")
-    s.set_defaults(func=cmd_dataset)
 
-    s = sub.add_parser("union", help="pool several datasets' manifests into one dataset")
+    s = step("union-dataset", cmd_union_dataset, "pool several datasets' manifests into one dataset")
     s.add_argument("--name", required=True)
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_union)
 
-    s = sub.add_parser("subset", help="the training subjects of a task's dataset (for a pretraining corpus)")
-    s.add_argument("--name", required=True)
+    s = step("subset-dataset", cmd_subset_dataset, "the training subjects of a task's dataset (a pretraining corpus)")
+    s.add_argument("--dataset", type=_spec("DatasetSpec"), required=True, help="JSON of the subset dataset entry")
+    task_arg(s)
     s.add_argument("--manifest", required=True, help="the task dataset's manifest")
-    s.add_argument("--task", required=True)
-    s.add_argument("--spec", type=_json_arg, required=True, help="JSON task spec (config 'tasks.<task>')")
-    s.add_argument("--source-dataset", default=None, help="keep only rows pooled from this dataset")
     s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_subset)
 
-    s = sub.add_parser("preprocess", help="run the paper's preprocessing into sharded stores")
+    s = step("user-weights", cmd_user_weights, "explain how to supply a missing baseline weights file (exit 2)")
+    s.add_argument("--key", required=True, help="the config key naming the file (e.g. backbones.dinov3.weights)")
+    s.add_argument("--encoder", required=True)
+    s.add_argument("--path", required=True)
+
+    s = step("preprocess", cmd_preprocess, "run the paper's preprocessing into sharded stores")
     s.add_argument("--manifest", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--protocol", type=_json_arg, required=True, help="JSON protocol (see config 'preprocess')")
+    s.add_argument("--preprocess", type=_spec("PreprocessSpec"), default="{}",
+                   help="JSON of the config 'preprocess' section (protocol, skull stripping, n_jobs)")
     s.add_argument("--products", default="downstream,pretrain")
-    s.add_argument("--skull-strip", default="none", choices=["none", "deepbet", "hdbet"])
-    s.add_argument("--n-jobs", type=int, default=1)
+    s.add_argument("--n-jobs", type=int, default=0, help="worker processes (default: the section's n_jobs)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--perturbation", default="none", help="KIND:SEVERITY applied to raw volumes, e.g. gamma:2.0")
-    s.set_defaults(func=cmd_preprocess)
+    s.add_argument("--perturbation", default="", help="KIND~SEVERITY applied to raw volumes first, e.g. gamma~2")
+    s.add_argument("--device", default="auto", help="skull stripping device: auto | cpu | cuda")
 
-    s = sub.add_parser("pretrain", help="self-supervised pretraining (dino | simclr | brainfound)")
-    s.add_argument("--recipe", required=True, choices=["dino", "simclr", "brainfound"])
-    s.add_argument("--spec", type=_json_arg, required=True, help="JSON of the pretrain run (config 'pretrain.<run>')")
+    # models
+    s = step("pretrain", cmd_pretrain, "self-supervised pretraining of one run (dino | simclr | brainfound)")
+    s.add_argument("--spec", type=_spec("PretrainSpec"), required=True,
+                   help="JSON of a 'pretrain.<name>' entry plus 'name' (init resolved to a file)")
     s.add_argument("--stores", nargs="+", required=True, help="slice (or volume) store directories")
     s.add_argument("--out", required=True, help="exported weights for the encoder registry")
     s.add_argument("--summary", required=True)
     s.add_argument("--work-dir", required=True, help="checkpoints for resuming (kept across failures)")
-    s.add_argument("--nproc", type=int, default=1, help="processes (torchrun-style DDP)")
     s.add_argument("--device", default="auto")
-    s.set_defaults(func=cmd_pretrain)
 
-    s = sub.add_parser("extract", help="frozen feature extraction into a feature store")
-    s.add_argument("--backbone", type=_json_arg, required=True, help='JSON {"encoder": ..., "args": {...}}')
-    s.add_argument("--weights", default="none")
+    s = step("extract-features", cmd_extract_features, "frozen feature extraction into a feature store")
+    s.add_argument("--backbone", type=_spec("BackboneSpec"), required=True,
+                   help="JSON of a 'backbones.<name>' entry plus 'name' (weights resolved to a file or null)")
+    s.add_argument("--features", type=_spec("FeaturesSpec"), default="{}",
+                   help="JSON of the config 'features' section")
     s.add_argument("--store", required=True, help="downstream volume store directory")
     s.add_argument("--out", required=True)
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--layers", default="none", help="comma-separated block indices for layer-wise features")
-    s.add_argument("--central-range", default="none", help="lo,hi axial fractions for central patch features")
-    s.add_argument("--amp-bf16", action="store_true")
-    s.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    s.add_argument("--central-patches", action="store_true", help="also pool patch tokens of the central range")
+    s.add_argument("--no-layers", action="store_true", help="skip the layer-wise features of the backbone")
     s.add_argument("--device", default="auto")
-    s.set_defaults(func=cmd_extract)
 
-    s = sub.add_parser("missing-weights", help="explain how to supply a missing baseline weights file (exit 2)")
-    s.add_argument("--key", required=True, help="the config key naming the file (e.g. backbones.dinov3.weights)")
-    s.add_argument("--encoder", required=True)
-    s.add_argument("--path", required=True)
-    s.set_defaults(func=cmd_missing_weights)
+    s = step("list-encoders", cmd_list_encoders, "list registered encoders")
 
-    s = sub.add_parser("list-encoders", help="list registered encoders")
-    s.set_defaults(func=cmd_list_encoders)
-
-    s = sub.add_parser("fit", help="train task heads for one backbone over ratios x seeds x folds")
-    s.add_argument("--task", required=True)
-    s.add_argument("--spec", type=_json_arg, required=True, help="JSON task spec (config 'tasks.<task>')")
-    s.add_argument("--head", type=_json_arg, default={}, help="JSON head defaults (config 'head')")
+    # tasks
+    s = step("fit-heads", cmd_fit_heads, "train task heads for one backbone over ratios x seeds x folds")
+    task_arg(s)
     s.add_argument("--features", required=True)
-    s.add_argument("--manifest", required=True)
-    s.add_argument("--backbone", required=True)
-    s.add_argument("--ratios", default="", help="comma-separated ratios (default: the spec's)")
-    s.add_argument("--pretrain-manifests", nargs="*", default=[], help="manifests whose subjects must not be tested")
-    s.add_argument("--out", required=True, help="directory receiving ratio~R/seed~S/{predictions.parquet,metrics.json}")
-    s.set_defaults(func=cmd_fit)
-
-    s = sub.add_parser("finetune", help="full fine-tuning of encoder + head over folds x ratios x seeds (Supp. Table 6)")
-    s.add_argument("--task", required=True)
-    s.add_argument("--spec", type=_json_arg, required=True, help="JSON task spec (config 'tasks.<task>')")
-    s.add_argument("--head", type=_json_arg, default={}, help="JSON head defaults (config 'head')")
-    s.add_argument("--settings", type=_json_arg, default={}, help="JSON fine-tuning settings (config 'finetune')")
-    s.add_argument("--store", required=True, help="preprocessed downstream volume store")
     s.add_argument("--manifest", required=True)
     s.add_argument("--backbone", required=True, help="backbone name (for the outputs)")
-    s.add_argument("--backbone-spec", type=_json_arg, required=True, help='JSON {"encoder", "args"}')
-    s.add_argument("--weights", default="none")
-    s.add_argument("--pretrain-manifests", nargs="*", default=[], help="manifests whose subjects must not be tested")
+    leakage_arg(s)
+    s.add_argument("--out", required=True, help="directory receiving ratio~R/seed~S/{predictions.parquet,metrics.json}")
+
+    s = step("finetune", cmd_finetune, "full fine-tuning of encoder + head over folds x ratios x seeds (Supp. Table 6)")
+    task_arg(s)
+    s.add_argument("--settings", type=_spec("FinetuneSpec"), default="{}", help="JSON of the config 'finetune' section")
+    s.add_argument("--backbone", type=_spec("BackboneSpec"), required=True, help="JSON of the backbone")
+    s.add_argument("--store", required=True, help="preprocessed downstream volume store")
+    s.add_argument("--manifest", required=True)
+    leakage_arg(s)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_finetune)
 
-    s = sub.add_parser("knn", help="kNN probing on frozen features")
-    s.add_argument("--task", required=True)
-    s.add_argument("--spec", type=_json_arg, required=True)
+    s = step("knn-probe", cmd_knn_probe, "kNN probing on frozen features")
+    task_arg(s)
     s.add_argument("--features", required=True)
     s.add_argument("--manifest", required=True)
     s.add_argument("--backbone", required=True)
-    s.add_argument("--pretrain-manifests", nargs="*", default=[])
+    leakage_arg(s)
     s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_knn)
 
-    s = sub.add_parser("perturbed", help="evaluate full-data heads on perturbed features (paper §4.5)")
-    s.add_argument("--task", required=True)
-    s.add_argument("--spec", type=_json_arg, required=True)
-    s.add_argument("--head", type=_json_arg, default={})
+    s = step("evaluate-perturbed", cmd_evaluate_perturbed, "evaluate full-data heads on perturbed features (§4.5)")
+    task_arg(s)
     s.add_argument("--features", required=True, help="clean features (the heads train on these)")
-    s.add_argument("--perturbed", nargs="+", required=True, help="KIND:SEVERITY=FEATURE_DIR items")
+    s.add_argument("--perturbed", nargs="+", required=True, help="KIND~SEVERITY=FEATURE_DIR items")
     s.add_argument("--manifest", required=True)
     s.add_argument("--backbone", required=True)
-    s.add_argument("--n-boot", type=int, default=2000)
-    s.add_argument("--stats-seed", type=int, default=42)
+    stats_args(s)
     s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_perturbed)
 
-    def report_args(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--reference", default="braindino")
-        s.add_argument("--labels", type=_json_arg, default={}, help="JSON {backbone: display name}")
-
-    def task_report_args(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--out-dir", required=True, help="tidy statistics (parquet) of the task")
-        s.add_argument("--table", required=True, help="table path (.md; .csv and .tex written beside it)")
-        s.add_argument("--figure", required=True, help="figure path (.png; .pdf written beside it)")
-        s.add_argument("--n-boot", type=int, default=2000)
-        s.add_argument("--seed", type=int, default=42)
-        report_args(s)
-
-    def runs_report(name: str, help_: str, func: Callable[[argparse.Namespace], None], spec: bool = True) -> None:
-        s = sub.add_parser(name, help=help_)
-        s.add_argument("--task", required=True)
-        if spec:
-            s.add_argument("--spec", type=_json_arg, required=True)
-        s.add_argument("--runs", nargs="+", required=True, help="run directories (one per backbone)")
-        task_report_args(s)
-        s.set_defaults(func=func)
-
-    runs_report("stats", "comparison statistics, table and figures of one task", cmd_stats)
-    runs_report("strata", "age-stratified comparison at full supervision (Holm within strata)", cmd_strata)
-    runs_report("km", "Kaplan-Meier risk stratification grid with log-rank p (survival tasks)", cmd_km, spec=False)
-
-    s = sub.add_parser("knn-report", help="kNN accuracy table and figure of one task")
-    s.add_argument("--task", required=True)
-    s.add_argument("--inputs", nargs="+", required=True)
-    task_report_args(s)
-    s.set_defaults(func=cmd_knn_report)
-
-    s = sub.add_parser("cka", help="layer-wise linear CKA of the reference backbone against the others")
+    s = step("cka", cmd_cka, "layer-wise linear CKA of the reference backbone against the others")
     s.add_argument("--reference", required=True)
     s.add_argument("--backbones", nargs="+", required=True)
     s.add_argument("--features", nargs="+", required=True, help="feature dirs, same order as --backbones")
-    s.add_argument("--modalities", nargs="+", default=["all"])
+    s.add_argument("--modalities", nargs="*", default=[], help="default: every modality")
     s.add_argument("--depth-labels", nargs="+", default=["early", "mid", "late"])
     s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_cka)
 
-    s = sub.add_parser("cka-report", help="CKA heatmaps")
+    # statistics
+    for name, func, help_ in (
+            ("task-stats", cmd_task_stats, "comparison statistics, table and figure of one task"),
+            ("strata-stats", cmd_strata_stats, "age-stratified comparison at full supervision (Holm within strata)"),
+            ("km-stats", cmd_km_stats, "Kaplan-Meier risk stratification with log-rank p (survival tasks)")):
+        s = step(name, func, help_)
+        task_arg(s)
+        s.add_argument("--runs", nargs="+", required=True, help="run directories (one per backbone)")
+        outputs(s)
+        stats_args(s)
+
+    s = step("knn-stats", cmd_knn_stats, "kNN accuracy table and figure of one task")
+    task_arg(s)
+    s.add_argument("--inputs", nargs="+", required=True, help="knn.parquet files (one per backbone)")
+    outputs(s)
+    stats_args(s)
+
+    s = step("perturbation-stats", cmd_perturbation_stats, "perturbation table and grouped bars (Fig. 5)")
     s.add_argument("--inputs", nargs="+", required=True)
-    s.add_argument("--figure", required=True)
-    report_args(s)
-    s.set_defaults(func=cmd_cka_report)
+    outputs(s, out_dir=False)
+    stats_args(s)
 
-    s = sub.add_parser("perturbation-report", help="perturbation table and grouped bars")
-    s.add_argument("--inputs", nargs="+", required=True)
-    s.add_argument("--table", required=True)
-    s.add_argument("--figure", required=True)
-    report_args(s)
-    s.set_defaults(func=cmd_perturbation_report)
-
-    s = sub.add_parser("finetune-report", help="frozen vs fine-tuned table (Supplementary Table 6)")
+    s = step("finetune-table", cmd_finetune_table, "frozen vs fine-tuned table (Supplementary Table 6)")
     s.add_argument("--backbone", required=True)
     s.add_argument("--frozen", nargs="+", required=True, help="frozen run directories, one per task")
     s.add_argument("--finetuned", nargs="+", required=True, help="fine-tuned run directories, same order")
     s.add_argument("--table", required=True)
-    s.add_argument("--n-boot", type=int, default=2000)
-    s.add_argument("--seed", type=int, default=42)
-    report_args(s)
-    s.set_defaults(func=cmd_finetune_report)
+    stats_args(s)
 
-    s = sub.add_parser("summary", help="headline table over all tasks")
+    # report
+    s = step("cka-figure", cmd_cka_figure, "CKA heatmaps")
+    s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--figure", required=True)
+    stats_args(s)
+
+    s = step("summary-table", cmd_summary_table, "headline table over all tasks")
     s.add_argument("--comparisons", nargs="*", default=[])
     s.add_argument("--knn", nargs="*", default=[])
     s.add_argument("--out", required=True)
-    report_args(s)
-    s.set_defaults(func=cmd_summary)
+    stats_args(s)
 
-    s = sub.add_parser("bench", help="benchmarks: extraction vs roofline, heads, statistics, SSL training, demo DAG")
+    s = step("bench", cmd_bench, "benchmarks: extraction vs roofline, heads, statistics, SSL training, demo DAG")
     s.add_argument("--out", default="results/bench")
     s.add_argument("--only", nargs="*", default=[], help="subset of: extraction heads stats pretrain demo")
-    s.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except BrainfmError as exc:  # a spec argument that fails its checks
+        print(f"brainfm: error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

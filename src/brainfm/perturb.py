@@ -33,23 +33,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from brainfm.config.perturbations import ALIASES, IDENTITY, PAPER_GRIDS, canonical_kind
+
 __all__ = ["PERTURBATIONS", "IDENTITY", "ALIASES", "apply_perturbation", "gamma_contrast", "gibbs_ringing",
            "bias_field", "apply_bias_field", "canonical_kind"]
 
-PERTURBATIONS: dict[str, tuple[float, ...]] = {
-    "gamma": (0.5, 0.8, 1.0, 1.2, 1.5, 2.0),
-    "gibbs": (0.0, 0.1, 0.2, 0.3, 0.4),
-    "bias": (0.0, 0.1, 0.2, 0.3, 0.4),
-}
-IDENTITY: dict[str, float] = {"gamma": 1.0, "gibbs": 0.0, "bias": 0.0}
-ALIASES: dict[str, str] = {"contrast": "gamma", "gibbs_ringing": "gibbs", "bias_field": "bias"}
-
-
-def canonical_kind(kind: str) -> str:
-    k = ALIASES.get(kind, kind)
-    if k not in PERTURBATIONS:
-        raise ValueError(f"unknown perturbation {kind!r}; choose one of {sorted(PERTURBATIONS) + sorted(ALIASES)}")
-    return k
+PERTURBATIONS = PAPER_GRIDS
 
 
 def _foreground(data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

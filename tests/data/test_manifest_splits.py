@@ -132,7 +132,7 @@ def test_subset_holds_exactly_the_subjects_a_task_never_tests(tmp_path):
     from brainfm.data.manifest import subset_manifest
     from brainfm.data.splits import holdout_split
     from brainfm.tasks.runner import training_subjects
-    from brainfm.tasks.spec import TaskSpec
+    from brainfm.config import TaskSpec
 
     src = tmp_path / "abide"
     src.mkdir()

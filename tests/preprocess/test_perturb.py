@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from brainfm.errors import ConfigError
 import torch
 
 from brainfm.perturb import (
@@ -145,7 +147,7 @@ def test_bias_field_definition_and_monotonicity():
 
 def test_bad_arguments():
     vol = _head()
-    with pytest.raises(ValueError, match="unknown perturbation"):
+    with pytest.raises(ConfigError, match="unknown perturbation"):
         apply_perturbation(vol, "motion", 0.1)
     with pytest.raises(ValueError):
         apply_perturbation(vol, "gibbs", 1.0)

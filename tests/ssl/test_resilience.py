@@ -25,9 +25,10 @@ TINY = {
 
 
 def _cli(spec: dict, store: Path, root: Path, nproc: int = 1) -> list[str]:
-    return [sys.executable, "-m", "brainfm.cli", "pretrain", "--recipe", spec["recipe"], "--spec", json.dumps(spec),
+    spec = {"name": "run", **spec, "resources": {"nproc": nproc}}
+    return [sys.executable, "-m", "brainfm.cli", "pretrain", "--spec", json.dumps(spec),
             "--stores", str(store), "--out", str(root / "weights.pth"), "--summary", str(root / "summary.json"),
-            "--work-dir", str(root / "work"), "--nproc", str(nproc), "--device", "cpu"]
+            "--work-dir", str(root / "work"), "--device", "cpu"]
 
 
 def _env() -> dict:
@@ -76,14 +77,18 @@ def test_sigkill_mid_run_then_resume_gives_identical_weights(slice_store, tmp_pa
 @pytest.mark.parametrize("centering", ["sinkhorn_knopp", "softmax"])
 def test_ddp_two_processes_match_one_process(slice_store, tmp_path, centering):
     """torchrun with 2 gloo processes x batch 3 == 1 process x batch 6 (drop-path off: its noise is per process)."""
-    from brainfm.ssl.entry import run_pretraining
+    from brainfm.config import PretrainSpec
+    from brainfm.ssl.entry import pretrain
 
     params = {**TINY, "iters": 4, "checkpoint_every": 4, "drop_path_rate": 0.0, "centering": centering}
     one, two = tmp_path / "one", tmp_path / "two"
-    run_pretraining("dino", {"recipe": "dino", "datasets": ["s"], "params": {**params, "batch_size": 6}},
-                    [slice_store], one / "weights.pth", one / "summary.json", one / "work", nproc=1)
-    info = run_pretraining("dino", {"recipe": "dino", "datasets": ["s"], "params": {**params, "batch_size": 3}},
-                           [slice_store], two / "weights.pth", two / "summary.json", two / "work", nproc=2)
+
+    def spec(batch_size: int, nproc: int) -> PretrainSpec:
+        return PretrainSpec.from_dict({"name": "run", "recipe": "dino", "datasets": ["s"],
+                                       "params": {**params, "batch_size": batch_size}, "resources": {"nproc": nproc}})
+
+    pretrain(spec(6, 1), [slice_store], one / "weights.pth", one / "summary.json", one / "work")
+    info = pretrain(spec(3, 2), [slice_store], two / "weights.pth", two / "summary.json", two / "work")
     assert info["world_size"] == 2 and info["stages"][0]["samples_seen"] == 4 * 6
     a, b = _teacher(one), _teacher(two)
     assert a.keys() == b.keys()

@@ -80,14 +80,15 @@ def test_ema_update_formula(slice_store):
 
 
 def test_stage2_continues_from_stage1(slice_store, tmp_path):
-    from brainfm.ssl.entry import run_pretraining
+    from brainfm.config import PretrainSpec
+    from brainfm.ssl.entry import pretrain
 
-    spec = {"recipe": "dino", "datasets": ["synth"], "params": {**TINY, "iters": 2, "checkpoint_every": 5},
+    spec = {"name": "run", "recipe": "dino", "datasets": ["synth"], "params": {**TINY, "iters": 2, "checkpoint_every": 5},
             "stages": [{}, {"stage": "2", "upsample_to": 64, "crop_pairs": [[48, 16], [64, 24]],
                             "crop_pair_ratios": [0.5, 0.5], "batch_size": 2, "iters": 2, "warmup_iters": 0}]}
     out = tmp_path / "pretrain" / "run" / "weights.pth"
     summary = tmp_path / "pretrain" / "run" / "summary.json"
-    info = run_pretraining("dino", spec, [slice_store], out, summary, tmp_path / "work")
+    info = pretrain(PretrainSpec.from_dict(spec), [slice_store], out, summary, tmp_path / "work")
     assert info["finished"] and [s["stage"] for s in info["stages"]] == ["1", "2"]
     s2 = info["stages"][1]["config"]
     assert s2["upsample_to"] == 64 and s2["batch_size"] == 2 and s2["n_prototypes"] == 32

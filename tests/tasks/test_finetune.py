@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from brainfm.errors import ConfigError, LeakageError
-from brainfm.tasks.finetune import FinetuneConfig, finetune_grid, volume_rows
-from brainfm.tasks.spec import TaskSpec
+from brainfm.tasks.finetune import finetune_grid, volume_rows
+from brainfm.config import FinetuneSpec, TaskSpec
 
 TINY = dict(arch="vit_small_patch16_dinov3", embed_dim=32, depth=2, num_heads=2, img_size=16, patch_size=8,
             arch_overrides={"init_values": 1.0})
@@ -42,13 +42,15 @@ def _encoder():
     return create_encoder("vit_random", **TINY)
 
 
-def _spec(**kw):
-    d = {"dataset": "toy", "kind": "classification", "target": "bright", "classes": [0, 1], **kw}
-    return TaskSpec.from_config("bright", d, {"ratios": [0.5, 1.0], "seeds": [0]})
-
-
-CFG = FinetuneConfig(ratios=(0.5, 1.0), seeds=(0,), batch_size=4, max_epochs=6, patience=3, encoder_lr=1e-4)
 HEAD = {"lr": 3e-3, "batch_size": 4}
+
+
+def _spec(head=HEAD, **kw):
+    d = {"dataset": "toy", "kind": "classification", "target": "bright", "classes": [0, 1], **kw}
+    return TaskSpec.from_config("bright", d, {"ratios": [0.5, 1.0], "seeds": [0], "head": head})
+
+
+CFG = FinetuneSpec.from_dict(dict(ratios=(0.5, 1.0), seeds=(0,), batch_size=4, max_epochs=6, patience=3, encoder_lr=1e-4))
 
 
 def test_samples_and_folds_match_the_frozen_protocol(cohort):
@@ -74,8 +76,8 @@ def test_finetuning_learns_trains_the_encoder_and_is_deterministic(cohort):
         made.append(_encoder())
         return made[-1]
 
-    a = finetune_grid(_spec(), store, manifest, make, backbone="vit", cfg=CFG, head_defaults=HEAD, progress=False)
-    b = finetune_grid(_spec(), store, manifest, _encoder, backbone="vit", cfg=CFG, head_defaults=HEAD, progress=False)
+    a = finetune_grid(_spec(), store, manifest, make, backbone="vit", cfg=CFG, progress=False)
+    b = finetune_grid(_spec(), store, manifest, _encoder, backbone="vit", cfg=CFG, progress=False)
     assert {k.ratio for k in a} == {0.5, 1.0}
     full = next(e for k, e in a.items() if k.ratio == 1.0)
     assert full["metrics"]["auc"] >= 0.8, full["metrics"]
@@ -92,7 +94,7 @@ def test_finetuning_learns_trains_the_encoder_and_is_deterministic(cohort):
 def test_bad_settings_and_leakage_are_errors(cohort):
     store, manifest = cohort
     with pytest.raises(ConfigError, match="unknown key"):
-        FinetuneConfig.from_dict({"epochs": 3})
+        FinetuneSpec.from_dict({"epochs": 3})
     surv = TaskSpec.from_config("cox", {"dataset": "toy", "kind": "survival", "target": "age"}, {})
     with pytest.raises(ConfigError, match="classification and regression"):
         finetune_grid(surv, store, manifest, _encoder, backbone="vit", cfg=CFG)
@@ -104,10 +106,10 @@ def test_bad_settings_and_leakage_are_errors(cohort):
 def test_dropout_head_trains_and_stays_deterministic(cohort):
     """The IDH-style head (dropout after the GELU) works end to end and is seeded."""
     store, manifest = cohort
-    cfg = FinetuneConfig(ratios=(1.0,), seeds=(0,), batch_size=8, max_epochs=2, patience=2, train_slices=2)
-    head = {**HEAD, "dropout": 0.3}
-    a = finetune_grid(_spec(), store, manifest, _encoder, backbone="vit", cfg=cfg, head_defaults=head, progress=False)
-    b = finetune_grid(_spec(), store, manifest, _encoder, backbone="vit", cfg=cfg, head_defaults=head, progress=False)
+    cfg = FinetuneSpec.from_dict(dict(ratios=(1.0,), seeds=(0,), batch_size=8, max_epochs=2, patience=2, train_slices=2))
+    spec = _spec(head={**HEAD, "dropout": 0.3})
+    a = finetune_grid(spec, store, manifest, _encoder, backbone="vit", cfg=cfg, progress=False)
+    b = finetune_grid(spec, store, manifest, _encoder, backbone="vit", cfg=cfg, progress=False)
     (key,) = a
     pd.testing.assert_frame_equal(a[key]["predictions"], b[key]["predictions"])
     assert a[key]["info"]["head"]["dropout"] == 0.3

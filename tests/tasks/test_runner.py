@@ -7,7 +7,7 @@ import pytest
 from brainfm.errors import LeakageError
 from brainfm.tasks.data import assemble
 from brainfm.tasks.runner import plan_folds, run_grid, write_run
-from brainfm.tasks.spec import TaskSpec
+from brainfm.config import TaskSpec
 
 FAST_HEAD = {"lr": 3e-3, "max_epochs": 40, "patience": 5, "batch_size": 16}
 
@@ -34,13 +34,13 @@ def _cohort(n=120, d=48, sessions=1, seed=0, split=True):
 
 
 def _spec(name, **kw):
-    return TaskSpec.from_config(name, {"dataset": "toy", **kw}, {"ratios": [0.2, 1.0], "seeds": [0, 1]})
+    return TaskSpec.from_config(name, {"dataset": "toy", **kw}, {"ratios": [0.2, 1.0], "seeds": [0, 1], "head": FAST_HEAD})
 
 
 def test_classification_learns_and_writes_contract(tmp_path):
     keys, x, man = _cohort()
     data = assemble(_spec("dx", kind="classification", target="diagnosis", classes=["CN", "MCI", "AD"]), keys, x, man)
-    res = run_grid(data, backbone="toy", ratios=[0.2, 1.0], seeds=[0, 1], head_defaults=FAST_HEAD)
+    res = run_grid(data, backbone="toy", ratios=[0.2, 1.0], seeds=[0, 1])
     assert set(res) == {(r, s) for r in (0.2, 1.0) for s in (0, 1)}
     full = [e for k, e in res.items() if k.ratio == 1.0][0]
     assert full["metrics"]["auc"] > 0.75
@@ -54,8 +54,8 @@ def test_classification_learns_and_writes_contract(tmp_path):
 def test_ratio_subsets_nested_and_run_deterministic():
     keys, x, man = _cohort()
     data = assemble(_spec("dx", kind="classification", target="diagnosis", classes=["CN", "MCI", "AD"]), keys, x, man)
-    a = run_grid(data, backbone="b", ratios=[0.2, 1.0], seeds=[0], head_defaults=FAST_HEAD)
-    b = run_grid(data, backbone="b", ratios=[0.2, 1.0], seeds=[0], head_defaults=FAST_HEAD)
+    a = run_grid(data, backbone="b", ratios=[0.2, 1.0], seeds=[0])
+    b = run_grid(data, backbone="b", ratios=[0.2, 1.0], seeds=[0])
     for key in a:
         pd.testing.assert_frame_equal(a[key]["predictions"], b[key]["predictions"])
     small = [e for k, e in a.items() if k.ratio == 0.2][0]["info"]["n_train"]
@@ -66,7 +66,7 @@ def test_ratio_subsets_nested_and_run_deterministic():
 def test_regression_beats_mean_predictor_and_uses_raw_units():
     keys, x, man = _cohort(200)
     data = assemble(_spec("age", kind="regression", target="age"), keys, x, man)
-    res = run_grid(data, backbone="b", ratios=[1.0], seeds=[0], head_defaults=FAST_HEAD)
+    res = run_grid(data, backbone="b", ratios=[1.0], seeds=[0])
     entry = next(iter(res.values()))
     pred = entry["predictions"]
     train_mean = data.table.loc[data.table.split == "train", "y"].mean()
@@ -81,7 +81,7 @@ def test_cv_is_subject_disjoint_with_longitudinal_visits():
     data = assemble(spec, keys, x, man)
     folds = plan_folds(data)
     assert len(folds) == 3
-    res = run_grid(data, backbone="b", ratios=[1.0], seeds=[0], head_defaults=FAST_HEAD)
+    res = run_grid(data, backbone="b", ratios=[1.0], seeds=[0])
     pred = next(iter(res.values()))["predictions"]
     assert pred.groupby("subject")["fold"].nunique().max() == 1
     assert len(pred) == len(data.table)  # every scan is tested exactly once
@@ -91,11 +91,11 @@ def test_survival_cox_cindex_and_pretraining_leakage():
     keys, x, man = _cohort(150)
     spec = _spec("os", kind="survival", target="survival_days")
     data = assemble(spec, keys, x, man)
-    res = run_grid(data, backbone="b", ratios=[1.0], seeds=[0], head_defaults=FAST_HEAD)
+    res = run_grid(data, backbone="b", ratios=[1.0], seeds=[0])
     assert next(iter(res.values()))["metrics"]["cindex"] > 0.6
     test_subject = man.loc[man.split == "test", "subject"].iloc[0]
     with pytest.raises(LeakageError, match=test_subject):
-        run_grid(data, backbone="b", ratios=[1.0], seeds=[0], head_defaults=FAST_HEAD,
+        run_grid(data, backbone="b", ratios=[1.0], seeds=[0],
                  pretrain_subjects=[test_subject])
 
 
@@ -114,7 +114,7 @@ def test_smote_only_touches_training_rows():
     man["pd"] = (np.arange(100) % 4 != 1).astype(float)  # 3:1 imbalance, both classes in train and test
     spec = _spec("pd", kind="classification", target="pd", classes=[0, 1], smote=True)
     data = assemble(spec, keys, x, man)
-    res = run_grid(data, backbone="b", ratios=[1.0], seeds=[0], head_defaults=FAST_HEAD)
+    res = run_grid(data, backbone="b", ratios=[1.0], seeds=[0])
     entry = next(iter(res.values()))
     fold = entry["folds"][0]
     assert fold["n_train_synthetic"] > 0

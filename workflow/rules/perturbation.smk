@@ -1,104 +1,91 @@
-# Test-time perturbations (paper §4.5): perturb raw volumes, preprocess and extract again, then
-# evaluate the clean full-data heads on the perturbed features.
+# Test-time perturbations (paper §4.5; package: brainfm.perturb): perturb raw volumes, preprocess
+# and extract again (the same commands as the clean steps), then evaluate the clean full-data
+# heads on the perturbed features.
 
 
 rule preprocess_perturbed:
     input:
-        manifest=lambda wc: manifest(wc.dataset),
+        manifest=lambda wc: L.manifest(wc.dataset),
     output:
-        report="results/perturbed/{kind}~{severity}/preprocessed/{dataset}/report.json",
+        report=L.preprocess_report("{dataset}", "{perturbation}"),
     log:
-        "results/logs/perturbed/{kind}~{severity}/preprocess_{dataset}.log",
+        L.log("perturbed", "{perturbation}", "preprocess_{dataset}"),
     params:
-        protocol=protocol_json(),
-        skull_strip=config["preprocess"]["skull_strip"],
+        preprocess=CFG.preprocess.to_json(),
         outdir=lambda wc, output: os.path.dirname(output.report),
-        seed=config["seed"],
+        seed=CFG.seed,
+        device=CFG.device,
     threads: 1
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm preprocess --manifest {input.manifest} --out {params.outdir} --protocol {params.protocol:q}"
-        " --products downstream --skull-strip {params.skull_strip} --n-jobs {threads} --seed {params.seed}"
-        " --perturbation {wildcards.kind}:{wildcards.severity} > {log} 2>&1"
+        "brainfm preprocess --manifest {input.manifest} --out {params.outdir} --preprocess {params.preprocess:q}"
+        " --products downstream --n-jobs {threads} --seed {params.seed} --device {params.device}"
+        " --perturbation {wildcards.perturbation} > {log} 2>&1"
 
 
 rule extract_perturbed:
     input:
-        store="results/perturbed/{kind}~{severity}/preprocessed/{dataset}/report.json",
-        weights=lambda wc: backbone_weights(wc.backbone),
+        store=L.preprocess_report("{dataset}", "{perturbation}"),
+        weights=lambda wc: CFG.backbone_weights(wc.backbone),
     output:
-        directory("results/perturbed/{kind}~{severity}/features/{backbone}/{dataset}"),
+        directory(L.features("{backbone}", "{dataset}", "{perturbation}")),
     log:
-        "results/logs/perturbed/{kind}~{severity}/features_{backbone}_{dataset}.log",
+        L.log("perturbed", "{perturbation}", "features_{backbone}_{dataset}"),
     params:
-        spec=lambda wc: backbone_json(wc.backbone),
-        weights=lambda wc, input: input.weights[0] if input.weights else "none",
-        storedir=lambda wc, input: os.path.join(os.path.dirname(input.store), "downstream"),
-        batch_size=config["features"]["batch_size"],
-        central=lambda wc: (
-            ",".join(str(x) for x in config["features"]["central_range"]) if needs_central(wc.dataset) else "none"
-        ),
-        amp="--amp-bf16" if config["features"]["amp_bf16"] else "",
-        device=config["device"],
-    threads: config["features"]["threads"]
+        backbone=lambda wc: CFG.backbones[wc.backbone].to_json(),
+        features=CFG.features.to_json(),
+        store=lambda wc: L.store(wc.dataset, "downstream", wc.perturbation),
+        central=lambda wc: "--central-patches" if CFG.needs_central_patches(wc.dataset) else "",
+        device=CFG.device,
+    threads: CFG.features.threads
     resources:
-        gpu=resources_of(config["features"], "gpu", 0),
+        gpu=resources_of(CFG.features, "gpu"),
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm extract --backbone {params.spec:q} --weights {params.weights} --store {params.storedir}"
-        " --out {output} --batch-size {params.batch_size} --layers none"
-        " --central-range {params.central} {params.amp} --threads {threads} --device {params.device} > {log} 2>&1"
+        "brainfm extract-features --backbone {params.backbone:q} --features {params.features:q}"
+        " --store {params.store} --out {output} --no-layers {params.central} --device {params.device} > {log} 2>&1"
 
 
 rule evaluate_perturbed:
     input:
         unpack(perturbed_inputs),
     output:
-        "results/perturbed/results/{task}/{backbone}.parquet",
+        L.perturbed_results("{task}", "{backbone}"),
     log:
-        "results/logs/perturbed/evaluate_{task}_{backbone}.log",
+        L.log("perturbed", "evaluate_{task}_{backbone}"),
     params:
-        spec=lambda wc: task_json(wc.task),
-        head=to_json(config.get("head", {})),
-        settings=lambda wc, input: " ".join(
-            f"{k}:{fmt_ratio(s)}={p}" for (k, s), p in zip(perturb_settings(), input.perturbed)
-        ),
-        n_boot=config["stats"]["n_boot"],
-        seed=config["stats"]["seed"],
+        task=lambda wc: CFG.tasks[wc.task].to_json(),
+        perturbed=lambda wc, input: [f"{s.tag}={p}" for s, p in zip(CFG.perturbation_settings(), input.perturbed)],
+        stats=STATS,
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm perturbed --task {wildcards.task} --spec {params.spec:q} --head {params.head:q}"
-        " --features {input.features} --perturbed {params.settings} --manifest {input.manifest}"
-        " --backbone {wildcards.backbone} --n-boot {params.n_boot} --stats-seed {params.seed}"
-        " --out {output} > {log} 2>&1"
+        "brainfm evaluate-perturbed --task {params.task:q} --features {input.features}"
+        " --perturbed {params.perturbed} --manifest {input.manifest} --backbone {wildcards.backbone}"
+        " --stats {params.stats:q} --out {output} > {log} 2>&1"
 
 
-rule perturbation_report:
+rule perturbation_stats:
     input:
-        expand(
-            "results/perturbed/results/{task}/{backbone}.parquet",
-            task=PERTURB.get("tasks", []),
-            backbone=perturb_backbones(),
-        ),
+        [L.perturbed_results(t, b) for t in CFG.perturbations.tasks for b in CFG.perturbations.backbones],
     output:
-        table="results/tables/perturbations.md",
+        table=L.table("perturbations"),
         figure=report(
-            "results/figures/perturbations.png",
+            L.figure("perturbations"),
             caption="../report/perturbations.rst",
             category="Figures",
             subcategory="robustness",
         ),
     log:
-        "results/logs/figures/perturbations.log",
+        L.log("stats", "perturbations"),
     params:
-        reference=config["stats"]["reference"],
-        labels=to_json(backbone_labels()),
+        stats=STATS,
+        labels=LABELS,
     localrule: True
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm perturbation-report --inputs {input} --table {output.table} --figure {output.figure}"
-        " --reference {params.reference} --labels {params.labels:q} > {log} 2>&1"
+        "brainfm perturbation-stats --inputs {input} --table {output.table} --figure {output.figure}"
+        " --stats {params.stats:q} --labels {params.labels:q} > {log} 2>&1"

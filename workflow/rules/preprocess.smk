@@ -1,29 +1,30 @@
-# Manifest -> preprocessed sharded stores (paper §4.1.2 / §4.3). The stores live next to the
-# declared report.json (a sentinel) so a killed job resumes from its finished shards.
+# Manifest -> preprocessed sharded stores (paper §4.1.2 / §4.3). Package: brainfm.preprocess.
+# The stores live next to the declared report.json (a sentinel) so a killed job resumes from its
+# finished shards.
 
 
 rule preprocess:
     input:
-        manifest=lambda wc: manifest(wc.dataset),
+        manifest=lambda wc: L.manifest(wc.dataset),
     output:
-        report="results/preprocessed/{dataset}/report.json",
+        report=L.preprocess_report("{dataset}"),
     log:
-        "results/logs/preprocess/{dataset}.log",
+        L.log("preprocess", "{dataset}"),
     benchmark:
-        "results/benchmarks/preprocess/{dataset}.tsv"
+        L.benchmark("preprocess", "{dataset}")
     params:
-        protocol=protocol_json(),
-        products=lambda wc: products(wc.dataset),
-        skull_strip=config["preprocess"]["skull_strip"],
+        preprocess=CFG.preprocess.to_json(),
+        products=lambda wc: ",".join(CFG.products(wc.dataset)),
         outdir=lambda wc, output: os.path.dirname(output.report),
-        seed=config["seed"],
-    threads: config["preprocess"]["n_jobs"]
+        seed=CFG.seed,
+        device=CFG.device,
+    threads: CFG.preprocess.n_jobs
     resources:
-        mem_mb=resources_of(config["preprocess"], "mem_mb", 8000),
-        runtime=resources_of(config["preprocess"], "runtime", 120),
+        mem_mb=resources_of(CFG.preprocess, "mem_mb"),
+        runtime=resources_of(CFG.preprocess, "runtime"),
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm preprocess --manifest {input.manifest} --out {params.outdir}"
-        " --protocol {params.protocol:q} --products {params.products}"
-        " --skull-strip {params.skull_strip} --n-jobs {threads} --seed {params.seed} > {log} 2>&1"
+        "brainfm preprocess --manifest {input.manifest} --out {params.outdir} --preprocess {params.preprocess:q}"
+        " --products {params.products} --n-jobs {threads} --seed {params.seed} --device {params.device}"
+        " > {log} 2>&1"

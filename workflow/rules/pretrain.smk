@@ -1,33 +1,30 @@
-# Self-supervised pretraining (paper §4.2 and the BrainIAC / BrainFound recipes). Checkpoints for
-# resuming live in results/pretrain/{run}/work, outside the declared outputs, so Snakemake does not
-# delete them when a job fails or is killed.
+# Self-supervised pretraining (paper §4.2 and the BrainIAC / BrainFound recipes). Package:
+# brainfm.ssl. Checkpoints for resuming live in the run's work directory, outside the declared
+# outputs, so Snakemake does not delete them when a job fails or is killed.
 
 
 rule pretrain:
     input:
         pretrain_inputs,
     output:
-        weights="results/pretrain/{run}/weights.pth",
-        summary="results/pretrain/{run}/summary.json",
+        weights=L.pretrain_weights("{run}"),
+        summary=L.pretrain_summary("{run}"),
     log:
-        "results/logs/pretrain/{run}.log",
+        L.log("pretrain", "{run}"),
     benchmark:
-        "results/benchmarks/pretrain/{run}.tsv"
+        L.benchmark("pretrain", "{run}")
     params:
-        recipe=lambda wc: PRETRAIN[wc.run]["recipe"],
-        spec=lambda wc: to_json(PRETRAIN[wc.run]),
-        stores=lambda wc: " ".join(f"results/preprocessed/{d}" for d in PRETRAIN[wc.run]["datasets"]),
-        workdir=lambda wc: f"results/pretrain/{wc.run}/work",
-        nproc=lambda wc: resources_of(PRETRAIN[wc.run], "nproc", 1),
-        device=config["device"],
+        spec=lambda wc: CFG.pretrain[wc.run].to_json(),
+        stores=lambda wc: [L.preprocessed(d) for d in CFG.pretrain[wc.run].datasets],
+        workdir=lambda wc: L.pretrain_work(wc.run),
+        device=CFG.device,
     threads: 2
     resources:
-        gpu=pretrain_gpu,
-        mem_mb=lambda wc: resources_of(PRETRAIN[wc.run], "mem_mb", 8000),
-        runtime=lambda wc: resources_of(PRETRAIN[wc.run], "runtime", 60),
+        gpu=lambda wc: resources_of(CFG.pretrain[wc.run], "gpu"),
+        mem_mb=lambda wc: resources_of(CFG.pretrain[wc.run], "mem_mb"),
+        runtime=lambda wc: resources_of(CFG.pretrain[wc.run], "runtime"),
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm pretrain --recipe {params.recipe} --spec {params.spec:q} --stores {params.stores}"
-        " --out {output.weights} --summary {output.summary} --work-dir {params.workdir}"
-        " --nproc {params.nproc} --device {params.device} > {log} 2>&1"
+        "brainfm pretrain --spec {params.spec:q} --stores {params.stores} --out {output.weights}"
+        " --summary {output.summary} --work-dir {params.workdir} --device {params.device} > {log} 2>&1"

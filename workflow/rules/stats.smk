@@ -1,166 +1,186 @@
-# Statistics per task (paper §4.7): comparisons against the reference backbone, tables in CSV,
-# Markdown and LaTeX. One job per task; small and numerous on a cluster, so they are grouped.
+# Statistics per task (paper §4.7; package: brainfm.stats): comparisons against the reference
+# backbone, tables in CSV, Markdown and LaTeX, and the figure of each table. One job per task;
+# small and numerous on a cluster, so they are grouped.
 
 
 rule task_stats:
     wildcard_constraints:
-        task=_alt(head_tasks()),
+        task=_alt(CFG.head_tasks()),
     input:
         lambda wc: run_dirs(wc.task),
     output:
-        comparison="results/stats/{task}/comparison.parquet",
+        comparison=L.stats("{task}", "comparison.parquet"),
         table=report(
-            "results/tables/{task}.md",
+            L.table("{task}"),
             caption="../report/table.rst",
             category="Tables",
             subcategory="{task}",
             labels={"task": "{task}", "kind": "table"},
         ),
         figure=report(
-            "results/figures/ratio_{task}.png",
+            L.figure("ratio_{task}"),
             caption="../report/ratio.rst",
             category="Figures",
             subcategory="{task}",
             labels={"task": "{task}", "kind": "metric vs label ratio"},
         ),
     log:
-        "results/logs/stats/{task}.log",
+        L.log("stats", "{task}"),
     benchmark:
-        "results/benchmarks/stats/{task}.tsv"
+        L.benchmark("stats", "{task}")
     params:
-        spec=lambda wc: task_json(wc.task),
-        outdir=lambda wc: f"results/stats/{wc.task}",
-        reference=config["stats"]["reference"],
-        n_boot=config["stats"]["n_boot"],
-        seed=config["stats"]["seed"],
-        labels=to_json(backbone_labels()),
+        task=lambda wc: CFG.tasks[wc.task].to_json(),
+        outdir=lambda wc: L.stats_dir(wc.task),
+        stats=STATS,
+        labels=LABELS,
     group:
         "stats"
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm stats --task {wildcards.task} --spec {params.spec:q} --runs {input}"
-        " --out-dir {params.outdir} --table {output.table} --figure {output.figure}"
-        " --reference {params.reference} --n-boot {params.n_boot} --seed {params.seed}"
-        " --labels {params.labels:q} > {log} 2>&1"
+        "brainfm task-stats --task {params.task:q} --runs {input} --out-dir {params.outdir}"
+        " --table {output.table} --figure {output.figure} --stats {params.stats:q} --labels {params.labels:q}"
+        " > {log} 2>&1"
 
 
 rule knn_stats:
     wildcard_constraints:
-        task=_alt(knn_tasks()),
+        task=_alt(CFG.knn_tasks()),
     input:
-        lambda wc: knn_outputs(wc.task),
+        lambda wc: [L.knn(wc.task, b) for b in CFG.tasks[wc.task].backbones],
     output:
-        stats="results/stats/{task}/knn.parquet",
+        stats=L.stats("{task}", "knn.parquet"),
         table=report(
-            "results/tables/{task}.md",
+            L.table("{task}"),
             caption="../report/knn.rst",
             category="Tables",
             subcategory="{task}",
             labels={"task": "{task}", "kind": "table"},
         ),
         figure=report(
-            "results/figures/knn_{task}.png",
+            L.figure("knn_{task}"),
             caption="../report/knn.rst",
             category="Figures",
             subcategory="{task}",
             labels={"task": "{task}", "kind": "kNN accuracy vs k"},
         ),
     log:
-        "results/logs/stats/{task}.log",
+        L.log("stats", "{task}"),
     benchmark:
-        "results/benchmarks/stats/{task}.tsv"
+        L.benchmark("stats", "{task}")
     params:
-        outdir=lambda wc: f"results/stats/{wc.task}",
-        reference=config["stats"]["reference"],
-        n_boot=config["stats"]["n_boot"],
-        seed=config["stats"]["seed"],
-        labels=to_json(backbone_labels()),
+        task=lambda wc: CFG.tasks[wc.task].to_json(),
+        outdir=lambda wc: L.stats_dir(wc.task),
+        stats=STATS,
+        labels=LABELS,
     group:
         "stats"
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm knn-report --task {wildcards.task} --inputs {input} --out-dir {params.outdir}"
-        " --table {output.table} --figure {output.figure} --reference {params.reference}"
-        " --n-boot {params.n_boot} --seed {params.seed} --labels {params.labels:q} > {log} 2>&1"
-
+        "brainfm knn-stats --task {params.task:q} --inputs {input} --out-dir {params.outdir}"
+        " --table {output.table} --figure {output.figure} --stats {params.stats:q} --labels {params.labels:q}"
+        " > {log} 2>&1"
 
 
 rule strata_stats:
     """Age strata at full supervision (Fig. 3k, 3m): sign-flip / bootstrap per stratum, Holm within strata."""
     wildcard_constraints:
-        task=_alt(strata_tasks()),
+        task=_alt(CFG.strata_tasks()),
     input:
         lambda wc: run_dirs(wc.task),
     output:
-        stats="results/stats/{task}/strata.parquet",
+        stats=L.stats("{task}", "strata.parquet"),
         table=report(
-            "results/tables/{task}_strata.md",
+            L.table("{task}_strata"),
             caption="../report/strata.rst",
             category="Tables",
             subcategory="{task}",
             labels={"task": "{task}", "kind": "age strata"},
         ),
         figure=report(
-            "results/figures/strata_{task}.png",
+            L.figure("strata_{task}"),
             caption="../report/strata.rst",
             category="Figures",
             subcategory="{task}",
             labels={"task": "{task}", "kind": "age strata"},
         ),
     log:
-        "results/logs/stats/{task}_strata.log",
+        L.log("stats", "{task}_strata"),
     params:
-        spec=lambda wc: task_json(wc.task),
-        outdir=lambda wc: f"results/stats/{wc.task}",
-        reference=config["stats"]["reference"],
-        n_boot=config["stats"]["n_boot"],
-        seed=config["stats"]["seed"],
-        labels=to_json(backbone_labels()),
+        task=lambda wc: CFG.tasks[wc.task].to_json(),
+        outdir=lambda wc: L.stats_dir(wc.task),
+        stats=STATS,
+        labels=LABELS,
     group:
         "stats"
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm strata --task {wildcards.task} --spec {params.spec:q} --runs {input}"
-        " --out-dir {params.outdir} --table {output.table} --figure {output.figure}"
-        " --reference {params.reference} --n-boot {params.n_boot} --seed {params.seed}"
-        " --labels {params.labels:q} > {log} 2>&1"
+        "brainfm strata-stats --task {params.task:q} --runs {input} --out-dir {params.outdir}"
+        " --table {output.table} --figure {output.figure} --stats {params.stats:q} --labels {params.labels:q}"
+        " > {log} 2>&1"
 
 
 rule km_stats:
     """Kaplan-Meier risk groups per ratio and backbone with log-rank p (Fig. 4)."""
     wildcard_constraints:
-        task=_alt(survival_tasks()),
+        task=_alt(CFG.survival_tasks()),
     input:
         lambda wc: run_dirs(wc.task),
     output:
-        stats="results/stats/{task}/km.parquet",
+        stats=L.stats("{task}", "km.parquet"),
         table=report(
-            "results/tables/{task}_km.md",
+            L.table("{task}_km"),
             caption="../report/km.rst",
             category="Tables",
             subcategory="{task}",
             labels={"task": "{task}", "kind": "Kaplan-Meier"},
         ),
         figure=report(
-            "results/figures/km_{task}.png",
+            L.figure("km_{task}"),
             caption="../report/km.rst",
             category="Figures",
             subcategory="{task}",
             labels={"task": "{task}", "kind": "Kaplan-Meier"},
         ),
     log:
-        "results/logs/stats/{task}_km.log",
+        L.log("stats", "{task}_km"),
     params:
-        outdir=lambda wc: f"results/stats/{wc.task}",
-        reference=config["stats"]["reference"],
-        labels=to_json(backbone_labels()),
+        task=lambda wc: CFG.tasks[wc.task].to_json(),
+        outdir=lambda wc: L.stats_dir(wc.task),
+        stats=STATS,
+        labels=LABELS,
     group:
         "stats"
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm km --task {wildcards.task} --runs {input} --out-dir {params.outdir} --table {output.table}"
-        " --figure {output.figure} --reference {params.reference} --labels {params.labels:q} > {log} 2>&1"
+        "brainfm km-stats --task {params.task:q} --runs {input} --out-dir {params.outdir} --table {output.table}"
+        " --figure {output.figure} --stats {params.stats:q} --labels {params.labels:q} > {log} 2>&1"
+
+
+rule finetune_table:
+    """Frozen vs fully fine-tuned encoder on the same folds and subsets (Supplementary Table 6)."""
+    input:
+        frozen=lambda wc: [L.runs(t, wc.backbone) for t in CFG.finetune.tasks],
+        finetuned=lambda wc: [L.finetune_runs(t, wc.backbone) for t in CFG.finetune.tasks],
+    output:
+        report(
+            L.table("finetune_{backbone}"),
+            caption="../report/finetune.rst",
+            category="Tables",
+            subcategory="fine-tuning",
+        ),
+    log:
+        L.log("stats", "finetune_{backbone}"),
+    params:
+        stats=STATS,
+        labels=LABELS,
+    localrule: True
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm finetune-table --backbone {wildcards.backbone} --frozen {input.frozen}"
+        " --finetuned {input.finetuned} --table {output} --stats {params.stats:q} --labels {params.labels:q}"
+        " > {log} 2>&1"

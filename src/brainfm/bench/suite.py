@@ -59,16 +59,16 @@ def bench_heads(out_path: Path, *, n_subjects: int = 160, dims: tuple[int, ...] 
     """
     from brainfm.tasks.data import assemble
     from brainfm.tasks.runner import run_grid
-    from brainfm.tasks.spec import TaskSpec
+    from brainfm.config import TaskSpec
 
     rng = np.random.default_rng(0)
     age = rng.uniform(6, 90, n_subjects)
     manifest = pd.DataFrame({"dataset": "bench", "subject": [f"s{i:04d}" for i in range(n_subjects)],
                              "session": "0", "modality": "T1", "path": "x", "site": "a",
                              "split": np.where(np.arange(n_subjects) % 4 == 0, "test", "train"), "age": age})
-    spec = TaskSpec.from_config("brain_age", {"dataset": "bench", "kind": "regression", "target": "age"},
-                                {"ratios": list(ratios), "seeds": list(seeds)})
     head = head or {"lr": 1e-4, "weight_decay": 1e-5, "batch_size": 16, "max_epochs": 150, "patience": 10}
+    spec = TaskSpec.from_config("brain_age", {"dataset": "bench", "kind": "regression", "target": "age"},
+                                {"ratios": list(ratios), "seeds": list(seeds), "head": head})
     per_backbone = []
     t0 = time.perf_counter()
     for b, dim in enumerate(dims):
@@ -76,7 +76,7 @@ def bench_heads(out_path: Path, *, n_subjects: int = 160, dims: tuple[int, ...] 
         x = rng.normal(size=(n_subjects, dim)) + np.outer((age - 48) / 25, w)
         data = assemble(spec, manifest[["subject", "session"]], x.astype(np.float32), manifest)
         tb = time.perf_counter()
-        res = run_grid(data, backbone=f"b{b}", ratios=ratios, seeds=seeds, head_defaults=head)
+        res = run_grid(data, backbone=f"b{b}", ratios=ratios, seeds=seeds)
         per_backbone.append({"dim": dim, "seconds": time.perf_counter() - tb,
                              "mae_at_1.0": float(np.mean([e["metrics"]["mae"] for k, e in res.items() if k.ratio == 1.0]))})
     total = time.perf_counter() - t0

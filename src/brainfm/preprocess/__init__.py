@@ -22,7 +22,6 @@ _EXPORTS = {
     "preprocess_dataset": "pipeline",
     "process_volume": "pipeline",
     "resolve_protocol": "pipeline",
-    "DEFAULT_PROTOCOL": "pipeline",
     "get_skull_stripper": "skullstrip",
     "sample_slice_indices": "slices",
 }

@@ -36,79 +36,30 @@ import pandas as pd
 from tqdm import tqdm
 
 from brainfm.atomic import atomic_open, write_json
+from brainfm.config import PRODUCTS, PerturbationSetting, ProtocolSpec, canonical_kind
 from brainfm.data.nifti import Volume, load_mask, load_volume
+from brainfm.device import resolve_device
 from brainfm.errors import ConfigError, InputError, ManifestError
 from brainfm.preprocess.skullstrip import STRIPPERS, get_skull_stripper, skull_strip
 from brainfm.preprocess.slices import blank_flags, sample_slice_indices, stable_seed, volume_rng
 from brainfm.preprocess.store import ShardWriter
 from brainfm.preprocess.volume import crop_to_bbox, normalize_intensity, resize, to_dhw
 
-__all__ = ["DEFAULT_PROTOCOL", "PRODUCTS", "KEY_COLUMNS", "resolve_protocol", "process_volume", "preprocess_dataset",
+__all__ = ["PRODUCTS", "KEY_COLUMNS", "resolve_protocol", "process_volume", "preprocess_dataset",
            "projected_store_bytes"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROTOCOL: dict[str, Any] = {
-    "cube": 256,
-    "clip_percentiles": [0.5, 99.5],
-    "pretrain_slices": {"n": 128, "mu": 128, "sigma": 50},
-    "downstream_shape": [128, 256, 256],
-    "blank_threshold": 0.01,
-    "shard_size_volumes": 256,
-    "shard_size_slices": 4096,
-}
-PRODUCTS = ("downstream", "pretrain")
 KEY_COLUMNS = ("dataset", "subject", "session", "modality")
 QUARANTINE_COLUMNS = ("path", "dataset", "subject", "session", "modality", "reason")
 
 
 def resolve_protocol(protocol: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Paper defaults overlaid with ``protocol``; raises ConfigError on unknown keys or bad values."""
-    protocol = dict(protocol or {})
-    unknown = sorted(set(protocol) - set(DEFAULT_PROTOCOL))
-    if unknown:
-        raise ConfigError(f"preprocess protocol: unknown key(s) {unknown}; known: {sorted(DEFAULT_PROTOCOL)}")
-    out = {**DEFAULT_PROTOCOL, **protocol}
-    out["pretrain_slices"] = {**DEFAULT_PROTOCOL["pretrain_slices"], **dict(protocol.get("pretrain_slices") or {})}
-    try:
-        cube = int(out["cube"])
-        lo, hi = (float(v) for v in out["clip_percentiles"])
-        ps = out["pretrain_slices"]
-        n, mu, sigma = int(ps["n"]), float(ps["mu"]), float(ps["sigma"])
-        shape = [int(v) for v in out["downstream_shape"]]
-        blank = float(out["blank_threshold"])
-        ssv, sss = int(out["shard_size_volumes"]), int(out["shard_size_slices"])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ConfigError(f"preprocess protocol: malformed value ({exc})") from exc
-    unknown_ps = sorted(set(ps) - {"n", "mu", "sigma"})
-    problems = []
-    if unknown_ps:
-        problems.append(f"pretrain_slices has unknown key(s) {unknown_ps}")
-    if cube < 8:
-        problems.append(f"cube={cube} must be >= 8")
-    if not 0.0 <= lo < hi <= 100.0:
-        problems.append(f"clip_percentiles {[lo, hi]} must satisfy 0 <= lo < hi <= 100")
-    if not 1 <= n <= cube:
-        problems.append(f"pretrain_slices.n={n} must be in [1, cube={cube}] (for a smaller cube scale n, mu and "
-                        f"sigma with it, e.g. cube 64: n=32, mu=32, sigma=12.5)")
-    if not 0.0 <= mu <= cube or sigma <= 0:
-        problems.append(f"pretrain_slices mu={mu} must lie on the axis [0, {cube}] and sigma={sigma} be > 0")
-    if len(shape) != 3 or min(shape) < 1:
-        problems.append(f"downstream_shape {shape} must be three positive integers (D, H, W)")
-    if not 0.0 <= blank <= 1.0:
-        problems.append(f"blank_threshold={blank} must be in [0, 1]")
-    if ssv < 1 or sss < 1:
-        problems.append("shard sizes must be >= 1")
-    if problems:
-        raise ConfigError("preprocess protocol: " + "; ".join(problems))
-    return {"cube": cube, "clip_percentiles": [lo, hi], "pretrain_slices": {"n": n, "mu": mu, "sigma": sigma},
-            "downstream_shape": shape, "blank_threshold": blank, "shard_size_volumes": ssv,
-            "shard_size_slices": sss}
+    """The protocol with the paper's defaults filled in and checked (see :class:`brainfm.config.ProtocolSpec`)."""
+    return ProtocolSpec.from_dict(dict(protocol or {}), source="preprocess protocol").as_mapping()
 
 
 def _resolve_perturbation(perturbation: Any, seed: int) -> dict[str, Any] | None:
-    from brainfm.perturb import IDENTITY, canonical_kind
-
     if perturbation is None:
         return None
     if isinstance(perturbation, Mapping):
@@ -119,12 +70,12 @@ def _resolve_perturbation(perturbation: Any, seed: int) -> dict[str, Any] | None
         raise ConfigError(f"perturbation must be a dict {{kind, severity[, seed]}} or (kind, severity), "
                           f"got {perturbation!r}")
     try:
-        kind = canonical_kind(str(p["kind"]))
-        severity = float(p["severity"])
+        setting = PerturbationSetting(canonical_kind(str(p["kind"])), float(p["severity"]))
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"perturbation {perturbation!r}: {exc}") from exc
-    out = {"kind": kind, "severity": severity, "seed": int(p.get("seed", seed))}
-    return None if severity == IDENTITY[kind] else out
+    if setting.is_identity:
+        return None
+    return {"kind": setting.kind, "severity": setting.severity, "seed": int(p.get("seed", seed))}
 
 
 def process_volume(volume: Volume, protocol: Mapping[str, Any], *, products: Sequence[str] = PRODUCTS,
@@ -200,14 +151,6 @@ def _mp_context() -> mp.context.BaseContext:
     return mp.get_context("spawn")
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def _run_row(task: dict[str, Any]) -> dict[str, Any]:
     """Validate + process one manifest row (in a worker); InputErrors become quarantine records."""
     key = task["key"]
@@ -222,7 +165,7 @@ def _run_row(task: dict[str, Any]) -> dict[str, Any]:
         res = process_volume(vol, task["protocol"], products=task["products"], skull_stripper=stripper,
                              rng=volume_rng(task["seed"], key, "slices"), label=label,
                              perturbation=task["perturbation"], strip_method=task["skull_strip"],
-                             device="cpu" if task["skull_strip"] == "none" else _resolve_device(task["device"]))
+                             device="cpu" if task["skull_strip"] == "none" else resolve_device(task["device"]))
     except InputError as exc:
         return {"ok": False, "key": key, "path": task["path"], "reason": str(exc)}
     except Exception as exc:  # a bug or an unforeseen data problem: stop, naming the file

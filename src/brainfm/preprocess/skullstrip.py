@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from brainfm.data.nifti import Volume, load_mask, save_volume
+from brainfm.device import resolve_device
 from brainfm.errors import ConfigError, InputError
 
 __all__ = ["SkullStripper", "NoStrip", "DeepBet", "HDBet", "get_skull_stripper", "skull_strip", "STRIPPERS"]
@@ -51,14 +52,6 @@ class NoStrip:
         return volume.data != 0
 
 
-def _resolve_device(device: str | None) -> str:
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
 class DeepBet:
     """deepbet brain extraction on an in-memory volume (CPU or GPU)."""
 
@@ -67,7 +60,7 @@ class DeepBet:
     def __init__(self, device: str | None = "auto", threshold: float = 0.5, n_dilate: int = 0):
         if importlib.util.find_spec("deepbet") is None:
             raise ConfigError("skull_strip='deepbet' needs the deepbet package: pip install deepbet")
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.threshold = float(threshold)
         self.n_dilate = int(n_dilate)
         self._bet: Any = None
@@ -112,7 +105,7 @@ class HDBet:
                 "`pip install hd-bet` (2.x downloads its weights on first use into HD_BET's parameter folder; "
                 "on an offline machine download them once elsewhere and copy that folder), or use "
                 "skull_strip='deepbet' (weights ship with the package) or 'none' for already-stripped images.")
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.tta = bool(tta)
         self.mode = mode
         self._predictor: Any = None

@@ -1,4 +1,4 @@
-"""Self-supervised pretraining recipes (GitHub issue #3).
+"""Self-supervised pretraining recipes.
 
 * BrainDINO (paper §4.2): DINOv3-style self-distillation on axial slices — :func:`train_dino`,
   :class:`DinoConfig` (stage 1 and the high-resolution stage 2).
@@ -6,7 +6,7 @@
 * BrainFound: DINOv2-style self-distillation continued from a ViT initialisation on stacked
   slices — :func:`train_brainfound`, :class:`BrainFoundConfig`.
 
-The workflow calls :func:`brainfm.ssl.entry.run_pretraining`. Modules: ``config`` (dataclasses
+The workflow's ``pretrain`` step is :func:`brainfm.ssl.pretrain`. Modules: ``config`` (dataclasses
 with paper defaults), ``augment``, ``masking``, ``heads``, ``losses``, ``schedules``, ``optim``,
 ``data`` (streaming from the sharded stores), ``distributed``, ``checkpointing``, ``engine``
 (the shared loop), ``dino``, ``simclr``, ``brainfound``, ``export``, ``evaluate`` (probe of
@@ -23,7 +23,7 @@ __all__ = [
     "train_dino",
     "train_simclr",
     "train_brainfound",
-    "run_pretraining",
+    "pretrain",
 ]
 
 
@@ -41,8 +41,8 @@ def __getattr__(name: str):
         from brainfm.ssl.brainfound import train_brainfound
 
         return train_brainfound
-    if name == "run_pretraining":
-        from brainfm.ssl.entry import run_pretraining
+    if name == "pretrain":
+        from brainfm.ssl.entry import pretrain
 
-        return run_pretraining
+        return pretrain
     raise AttributeError(f"module 'brainfm.ssl' has no attribute {name!r}")

@@ -1,18 +1,15 @@
-"""Workflow entry point: one ``pretrain.<run>`` spec -> exported weights + summary.json.
+"""The ``pretrain`` step: one pretraining run (a :class:`~brainfm.config.PretrainSpec`) -> weights + summary.
 
-``brainfm pretrain`` (rule ``pretrain``) calls :func:`run_pretraining` with the run's spec::
-
-    {"recipe": "dino" | "simclr" | "brainfound", "datasets": [...],
-     "params": {...recipe config keys...},
-     "stages": [{...stage 1 overrides...}, {"stage": "2", ...}],   # DINO only, optional
-     "init": "pretrain:<run>" | "<file>" | "none"}                  # BrainFound only, optional
+Rule ``pretrain`` -> ``brainfm pretrain`` -> :func:`pretrain`. The spec holds the recipe
+(``dino`` | ``simclr`` | ``brainfound``), its ``params`` (recipe config keys, checked by
+:mod:`brainfm.ssl.config`), DINO ``stages`` and an ``init`` weights file already resolved by the
+config (BrainFound's starting point).
 
 DINO stages run in order in ``work_dir/stage<i>``; stage ``i > 1`` starts from the final state
 of stage ``i - 1``. Key precedence for a stage-2 config: ``params`` < the paper's stage-2
-values (:data:`~brainfm.ssl.config.STAGE2_DEFAULTS`) < the stage's own keys. ``init:
-pretrain:<run>`` resolves to ``<results>/pretrain/<run>/weights.pth`` (a sibling of this run's
-output directory). With ``nproc > 1`` the work is re-launched under ``torch.distributed.run``;
-every step resumes from its checkpoints when the job is restarted.
+values (:data:`~brainfm.ssl.config.STAGE2_DEFAULTS`) < the stage's own keys. With ``nproc > 1``
+(the spec's ``resources.nproc``) the work is re-launched under ``torch.distributed.run``; every
+step resumes from its checkpoints when the job is restarted.
 """
 
 from __future__ import annotations
@@ -28,19 +25,20 @@ from typing import Any
 import torch
 
 from brainfm.atomic import write_json
+from brainfm.config import RECIPES, PretrainSpec
 from brainfm.errors import BrainfmError, ConfigError
 from brainfm.ssl.config import STAGE2_DEFAULTS, BrainFoundConfig, DinoConfig, SimCLRConfig
 from brainfm.ssl.distributed import cleanup_distributed, init_distributed, launch_torchrun
 from brainfm.ssl.export import encoder_args, sha256_file, timm_weights_path
 
-__all__ = ["run_pretraining", "dino_stage_configs", "resolve_init"]
+__all__ = ["pretrain", "dino_stage_configs"]
 
 log = logging.getLogger("brainfm.ssl")
 
 
-def dino_stage_configs(spec: dict[str, Any]) -> list[DinoConfig]:
-    params = dict(spec.get("params") or {})
-    stages = spec.get("stages") or [{}]
+def dino_stage_configs(spec: PretrainSpec) -> list[DinoConfig]:
+    params = dict(spec.params)
+    stages = spec.stages or ({},)
     out = []
     for i, st in enumerate(stages):
         st = dict(st)
@@ -53,14 +51,6 @@ def dino_stage_configs(spec: dict[str, Any]) -> list[DinoConfig]:
     return out
 
 
-def resolve_init(init: str | None, out: Path) -> Path | None:
-    if init in (None, "", "none"):
-        return None
-    if init.startswith("pretrain:"):
-        return Path(out).parent.parent / init.split(":", 1)[1] / "weights.pth"
-    return Path(init)
-
-
 def _final_state(stage_dir: Path) -> Path:
     from brainfm.ssl.checkpointing import latest_checkpoint
 
@@ -70,12 +60,14 @@ def _final_state(stage_dir: Path) -> Path:
     return path
 
 
-def _run_local(recipe: str, spec: dict[str, Any], stores: list[Path], out: Path, summary: Path, work_dir: Path,
-               device: str) -> dict[str, Any]:
+def run_local(spec: PretrainSpec, stores: list[Path], out: Path, summary: Path, work_dir: Path,
+              device: str) -> dict[str, Any]:
+    """This process's share of :func:`pretrain` (all of it, or one rank under torchrun)."""
     from brainfm.ssl import brainfound, dino, simclr
     from brainfm.ssl.data import SliceSource, StackedSliceSource, VolumeSource
     from brainfm.ssl.export import export_resnet3d, export_teacher
 
+    recipe = spec.recipe
     env = init_distributed(device)
     t0 = time.perf_counter()
     stages_info: list[dict[str, Any]] = []
@@ -98,10 +90,9 @@ def _run_local(recipe: str, spec: dict[str, Any], stores: list[Path], out: Path,
             if finished and env.is_main:
                 export_teacher(method, out, cfgs[-1], result)
         elif recipe == "brainfound":
-            cfg = last_cfg = BrainFoundConfig.from_dict(spec.get("params") or {})
-            init = resolve_init(spec.get("init"), out)
-            if init is not None:
-                cfg.init = str(init)
+            cfg = last_cfg = BrainFoundConfig.from_dict(dict(spec.params))
+            if spec.init:
+                cfg.init = spec.init
             source = StackedSliceSource(stores, stack=cfg.stack, modalities=cfg.modalities, step=cfg.slice_step)
             method, result = dino.run_dino_stage(cfg, source, work_dir, env, method_cls=brainfound.BrainFoundMethod)
             stages_info.append(_stage_info(cfg, result, work_dir))
@@ -109,7 +100,7 @@ def _run_local(recipe: str, spec: dict[str, Any], stores: list[Path], out: Path,
             if finished and env.is_main:
                 export_teacher(method, out, cfg, result)
         elif recipe == "simclr":
-            cfg = last_cfg = SimCLRConfig.from_dict(spec.get("params") or {})
+            cfg = last_cfg = SimCLRConfig.from_dict(dict(spec.params))
             method, result = simclr.run_simclr(cfg, VolumeSource(stores), work_dir, env)
             stages_info.append(_stage_info(cfg, result, work_dir))
             finished = result.finished
@@ -119,7 +110,7 @@ def _run_local(recipe: str, spec: dict[str, Any], stores: list[Path], out: Path,
             raise ConfigError(f"unknown pretraining recipe {recipe!r} (dino | simclr | brainfound)")
         info = {
             "recipe": recipe,
-            "run": Path(out).parent.name,
+            "run": spec.name,
             "finished": finished,
             "stages": stages_info,
             "weights": str(out),
@@ -130,14 +121,14 @@ def _run_local(recipe: str, spec: dict[str, Any], stores: list[Path], out: Path,
         }
         if finished and env.is_main:
             info["weights_sha256"] = sha256_file(out)
+            encoder = RECIPES[recipe].encoder
             if recipe in ("dino", "brainfound"):
                 info["timm_weights"] = str(timm_weights_path(out))
-                info["encoder"] = {"name": "braindino" if recipe == "dino" else "brainfound",
-                                   "args": encoder_args(last_cfg)}
+                info["encoder"] = {"name": encoder, "args": encoder_args(last_cfg)}
             else:
-                info["encoder"] = {"name": "brainiac_simclr", "args": {"arch": last_cfg.arch,
-                                                                       "conv1_stride": last_cfg.conv1_stride,
-                                                                       "img_size": last_cfg.input_size}}
+                info["encoder"] = {"name": encoder, "args": {"arch": last_cfg.arch,
+                                                             "conv1_stride": last_cfg.conv1_stride,
+                                                             "img_size": last_cfg.input_size}}
             write_json(summary, info)
         return info
     finally:
@@ -159,28 +150,26 @@ def _stage_info(cfg: Any, result: Any, work_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_pretraining(recipe: str, spec: dict[str, Any], stores: list[Path], out: Path, summary: Path,
-                    work_dir: Path, nproc: int = 1, device: str = "cpu") -> dict[str, Any]:
+def pretrain(spec: PretrainSpec, stores: list[Path], out: Path, summary: Path, work_dir: Path,
+             device: str = "cpu") -> dict[str, Any]:
     """Run one pretraining spec end to end (resuming from ``work_dir``); returns the summary dict."""
     out, summary, work_dir = Path(out), Path(summary), Path(work_dir)
     stores = [Path(s) for s in stores]
     work_dir.mkdir(parents=True, exist_ok=True)
-    if recipe not in ("dino", "simclr", "brainfound"):
-        raise ConfigError(f"unknown pretraining recipe {recipe!r} (dino | simclr | brainfound)")
-    if recipe == "dino":
+    if spec.recipe == "dino":
         dino_stage_configs(spec)  # validate before launching anything
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+    if spec.nproc > 1 and "WORLD_SIZE" not in os.environ:
         error_file = work_dir / "launch-error.json"
         error_file.unlink(missing_ok=True)
-        payload = {"recipe": recipe, "spec": spec, "stores": [str(s) for s in stores], "out": str(out),
+        payload = {"spec": spec.to_dict() | {"name": spec.name}, "stores": [str(s) for s in stores], "out": str(out),
                    "summary": str(summary), "work_dir": str(work_dir), "device": device,
                    "error_file": str(error_file)}
         try:
-            launch_torchrun(nproc, payload, work_dir)
+            launch_torchrun(spec.nproc, payload, work_dir)
         except RuntimeError as exc:
             if error_file.exists():
                 err = json.loads(error_file.read_text())
                 raise BrainfmError(err.get("message", str(exc))) from exc
             raise
         return json.loads(summary.read_text()) if summary.exists() else {}
-    return _run_local(recipe, spec, stores, out, summary, work_dir, device)
+    return run_local(spec, stores, out, summary, work_dir, device)

@@ -4,9 +4,9 @@
 mean CLS token of its axial slices (the paper's slice-wise protocol), and scores a label with
 subject-grouped cross-validated kNN and logistic-regression probes. :func:`compare_with_random_init`
 runs the probe for the pretrained teacher and for the same architecture at its random
-initialisation (the weights the student started from), which is the "SSL learns" check of
-issue #3. :func:`ssl_learning_evidence` does the whole thing on a phantom cohort (generate ->
-preprocess -> pretrain -> probe) and is what the slow test and the lead call.
+initialisation (the weights the student started from): the "SSL learns" check.
+:func:`ssl_learning_evidence` does the whole thing on a phantom cohort (generate ->
+preprocess -> pretrain -> probe) and is what the slow test calls.
 :func:`benchmark_dino` measures training images/s of a configuration on this machine.
 """
 
@@ -192,7 +192,8 @@ def ssl_learning_evidence(work_dir: Path, params: dict[str, Any], *, pretrain_ge
     """
     from brainfm.atomic import write_json
     from brainfm.ssl.config import DinoConfig
-    from brainfm.ssl.entry import run_pretraining
+    from brainfm.config import PretrainSpec
+    from brainfm.ssl.entry import pretrain
     from brainfm.ssl.export import encoder_args
 
     work_dir = Path(work_dir)
@@ -207,8 +208,9 @@ def ssl_learning_evidence(work_dir: Path, params: dict[str, Any], *, pretrain_ge
         target = f"{label}_above_median"
         labels[target] = np.where(labels[label].isna(), np.nan, (labels[label] > labels[label].median()).astype(float))
     run_dir = work_dir / "pretrain" / "braindino"
-    info = run_pretraining("dino", {"recipe": "dino", "datasets": [pretrain_generator], "params": params},
-                           [pre_store], run_dir / "weights.pth", run_dir / "summary.json", run_dir / "work")
+    spec = PretrainSpec.from_dict({"name": "braindino", "recipe": "dino", "datasets": [pretrain_generator],
+                                   "params": params})
+    info = pretrain(spec, [pre_store], run_dir / "weights.pth", run_dir / "summary.json", run_dir / "work")
     cfg = DinoConfig.from_dict(params)
     scores = compare_with_random_init(run_dir / "weights.pth", "braindino", encoder_args(cfg), probe_store, labels,
                                       target, seed=cfg.seed, slice_range=slice_range)

@@ -1,6 +1,6 @@
 """Worker entry for ``torch.distributed.run``: ``python -m brainfm.ssl.launch <payload.json>``.
 
-:func:`brainfm.ssl.entry.run_pretraining` re-launches itself through this module when asked for
+:func:`brainfm.ssl.entry.pretrain` re-launches itself through this module when asked for
 several processes. A user-facing error (``BrainfmError``) in any worker is written to the
 payload's ``error_file`` so the parent can re-raise it with its message instead of a bare exit code.
 """
@@ -19,11 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     payload = json.loads(Path(argv[0]).read_text())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from brainfm.ssl.entry import _run_local
+    from brainfm.config import PretrainSpec
+    from brainfm.ssl.entry import run_local
 
     try:
-        _run_local(payload["recipe"], payload["spec"], [Path(s) for s in payload["stores"]], Path(payload["out"]),
-                   Path(payload["summary"]), Path(payload["work_dir"]), payload["device"])
+        run_local(PretrainSpec.from_dict(payload["spec"]), [Path(s) for s in payload["stores"]],
+                  Path(payload["out"]), Path(payload["summary"]), Path(payload["work_dir"]), payload["device"])
     except BrainfmError as exc:
         err = payload.get("error_file")
         if err:

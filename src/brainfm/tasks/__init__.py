@@ -1,5 +1,4 @@
-"""Downstream tasks on frozen features: specs, sample assembly, head banks, runners."""
+"""Downstream tasks on frozen features: sample assembly, head banks, runners, fine-tuning.
 
-from brainfm.tasks.spec import SplitSpec, TaskSpec
-
-__all__ = ["TaskSpec", "SplitSpec"]
+Task specifications are :class:`brainfm.config.TaskSpec` (the ``tasks:`` section of the config).
+"""

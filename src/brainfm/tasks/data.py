@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from brainfm.errors import ConfigError, ManifestError
-from brainfm.tasks.spec import TaskSpec
+from brainfm.config import TaskSpec
 
 __all__ = ["TaskData", "build_task_data", "session_labels"]
 

@@ -17,12 +17,10 @@ brain age; segmentation has its own decoder).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from brainfm.config import FinetuneSpec, TaskSpec
 from brainfm.data.splits import nested_ratio_subsets
 from brainfm.errors import ConfigError, InputError
 from brainfm.features.extract import autocast_context
@@ -40,46 +39,11 @@ from brainfm.tasks.heads import HeadBank, init_head_params
 from brainfm.tasks.losses import LOSSES
 from brainfm.tasks.runner import (RunKey, _head_seed, _metrics, _prediction_frame, checked_folds,
                                   head_config_for, subject_rows, summarize_run)
-from brainfm.tasks.spec import TaskSpec
 from brainfm.tasks.train import head_generator
 
-__all__ = ["FinetuneConfig", "finetune_grid", "volume_rows"]
+__all__ = ["finetune_grid", "volume_rows"]
 
 log = logging.getLogger("brainfm.tasks")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Settings of the joint optimisation; the head's own settings come from the task/head config."""
-
-    ratios: tuple[float, ...] = (0.1, 1.0)  # paper: 10% and 100%
-    seeds: tuple[int, ...] = (0,)
-    encoder_lr: float = 1e-5  # the head keeps its frozen-protocol lr; the pretrained encoder moves slower
-    batch_size: int = 8  # volumes per step
-    max_epochs: int = 50
-    patience: int = 5
-    train_slices: int | None = None  # random slices per volume per step (memory); evaluation uses all
-    grad_clip: float | None = 1.0
-    amp_bf16: bool = False
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> FinetuneConfig:
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"finetune: unknown key(s) {unknown}; known keys: {sorted(known)}")
-        for key in ("ratios", "seeds"):
-            if key in d:
-                d[key] = tuple(d[key])
-        cfg = cls(**d)
-        if cfg.batch_size < 1 or cfg.max_epochs < 1 or cfg.patience < 1 or cfg.encoder_lr <= 0:
-            raise ConfigError("finetune: batch_size, max_epochs, patience >= 1 and encoder_lr > 0 required")
-        if cfg.train_slices is not None and cfg.train_slices < 1:
-            raise ConfigError("finetune: train_slices must be >= 1 or null")
-        if not cfg.ratios or any(not 0 < r <= 1 for r in cfg.ratios):
-            raise ConfigError(f"finetune: ratios must be in (0, 1], got {cfg.ratios}")
-        return cfg
 
 
 def volume_rows(spec: TaskSpec, store_index: pd.DataFrame, manifest: pd.DataFrame) -> tuple[TaskData, list[list[int]]]:
@@ -150,7 +114,7 @@ def _features(encoder: Encoder, volumes: Sequence[Sequence[torch.Tensor]], devic
 
 
 def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encoder: Callable[[], Encoder], *,
-                  backbone: str, cfg: FinetuneConfig, head_defaults: dict[str, Any] | None = None,
+                  backbone: str, cfg: FinetuneSpec,
                   pretrain_subjects: Iterable[str] | None = None, device: str = "cpu",
                   progress: bool = True) -> dict[RunKey, dict[str, Any]]:
     """Fine-tune ``make_encoder()`` + head for every (fold, ratio, seed); same outputs as :func:`run_grid`."""
@@ -159,7 +123,7 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
     dev = torch.device(device)
     data, sample_rows = volume_rows(spec, store.index, manifest)
     folds = checked_folds(data, pretrain_subjects)
-    head_cfg, standardize = head_config_for(data, head_defaults)
+    head_cfg, standardize = head_config_for(data)
     loss_fn = LOSSES[head_cfg.loss]
     rows_of = subject_rows(data)
     labels = data.subject_labels
@@ -209,14 +173,15 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
         bar.update(1)
     bar.close()
     for key, entry in results.items():
+        settings = {k: v for k, v in cfg.to_dict().items() if k not in ("tasks", "backbones", "resources")}
         summarize_run(entry, key, data, backbone, mode="finetune",
-                      head=head_cfg.__dict__ | {"standardize_target": standardize}, finetune=dataclasses.asdict(cfg))
+                      head=head_cfg.__dict__ | {"standardize_target": standardize}, finetune=settings)
     return results
 
 
 def _fit_one(spec: TaskSpec, make_encoder: Callable[[], Encoder], load: Callable[[int], list[torch.Tensor]],
              y: torch.Tensor, train_rows: np.ndarray, val_rows: np.ndarray, test_rows: np.ndarray, head_cfg: Any,
-             loss_fn: Callable, cfg: FinetuneConfig, seed: int, dev: torch.device) -> tuple[np.ndarray, dict[str, Any]]:
+             loss_fn: Callable, cfg: FinetuneSpec, seed: int, dev: torch.device) -> tuple[np.ndarray, dict[str, Any]]:
     """Train one encoder + head; return test outputs (N_test, K) from the best-validation epoch."""
     encoder = make_encoder().to(dev)
     for p in encoder.parameters():  # registry encoders come frozen

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from brainfm.errors import ManifestError
-from brainfm.perturb import IDENTITY
+from brainfm.config import IDENTITY
 from brainfm.stats import bootstrap_ci
 from brainfm.tasks.data import build_task_data
 from brainfm.tasks.runner import run_grid
-from brainfm.tasks.spec import TaskSpec
+from brainfm.config import TaskSpec
 
 __all__ = ["evaluate_perturbations", "PRIMARY_METRIC"]
 
@@ -48,7 +48,7 @@ def _score(spec: TaskSpec, pred: pd.DataFrame, n_boot: int, seed: int) -> dict[s
 
 
 def evaluate_perturbations(spec: TaskSpec, clean, perturbed: Mapping[tuple[str, float], Any],
-                           manifest: pd.DataFrame, *, backbone: str, head_defaults: dict[str, Any] | None = None,
+                           manifest: pd.DataFrame, *, backbone: str,
                            n_boot: int = 2000, seed: int = 42) -> pd.DataFrame:
     """One row per (perturbation, severity), the clean setting included at each family's identity."""
     data = build_task_data(spec, clean, manifest)
@@ -60,8 +60,7 @@ def evaluate_perturbations(spec: TaskSpec, clean, perturbed: Mapping[tuple[str, 
             raise ManifestError(f"perturbed features {store.path} do not cover the same scans as {clean.path}")
         eval_sets[setting] = other.x
     seeds = list(spec.seeds)
-    results = run_grid(data, backbone=backbone, ratios=[1.0], seeds=seeds, head_defaults=head_defaults,
-                       eval_sets=eval_sets)
+    results = run_grid(data, backbone=backbone, ratios=[1.0], seeds=seeds, eval_sets=eval_sets)
     clean_pred = pd.concat([e["predictions"] for e in results.values()], ignore_index=True)
     rows = []
     metric = PRIMARY_METRIC[spec.kind]

@@ -30,25 +30,11 @@ from brainfm.data.splits import (
 )
 from brainfm.errors import ConfigError
 from brainfm.tasks.data import TaskData
-from brainfm.tasks.spec import TaskSpec
+from brainfm.config import TaskSpec
 from brainfm.tasks.metrics import classification_metrics, regression_metrics, survival_metrics
 from brainfm.tasks.train import FitResult, HeadConfig, HeadJob, fit_heads
 
 __all__ = ["plan_folds", "checked_folds", "subject_rows", "summarize_run", "training_subjects", "RunKey", "run_grid", "write_run", "run_dir", "head_config_for"]
-
-HEAD_DEFAULTS: dict[str, Any] = {
-    "hidden": None,
-    "dropout": 0.0,
-    "optimizer": "adam",
-    "lr": 1e-4,
-    "weight_decay": 1e-5,
-    "batch_size": 16,
-    "max_epochs": 200,
-    "patience": 10,
-    "standardize_target": True,
-    "standardize_features": True,
-}
-
 
 class RunKey(NamedTuple):
     ratio: float
@@ -129,9 +115,10 @@ def summarize_run(entry: dict[str, Any], key: RunKey, data: TaskData, backbone: 
     return entry
 
 
-def head_config_for(data: TaskData, head_defaults: dict[str, Any] | None = None) -> tuple[HeadConfig, bool]:
+def head_config_for(data: TaskData) -> tuple[HeadConfig, bool]:
+    """The head bank's settings from the task's (already merged) head spec; whether to z-score targets."""
     spec = data.spec
-    merged = {**HEAD_DEFAULTS, **(head_defaults or {}), **spec.head}
+    merged = spec.head.to_dict()
     standardize = bool(merged.pop("standardize_target")) and spec.kind == "regression"
     cfg = HeadConfig.from_dict({**merged, "loss": spec.loss, "n_out": spec.n_out, "loss_kwargs": spec.loss_kwargs})
     if spec.kind == "survival" and merged.get("batch_size") is not None:
@@ -157,7 +144,6 @@ def _smote(x: np.ndarray, y: np.ndarray, rows: np.ndarray, seed: int) -> tuple[n
 
 
 def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: Sequence[int],
-             head_defaults: dict[str, Any] | None = None,
              pretrain_subjects: Iterable[str] | None = None,
              eval_sets: dict[Any, np.ndarray] | None = None) -> dict[RunKey, dict[str, Any]]:
     """Train every (fold, ratio, seed) head for one backbone; return predictions and metrics per run.
@@ -170,7 +156,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
     if spec.kind == "knn":
         raise ConfigError(f"task {spec.name} is a kNN probe; use brainfm.analysis.knn")
     folds = checked_folds(data, pretrain_subjects)
-    cfg, standardize = head_config_for(data, head_defaults)
+    cfg, standardize = head_config_for(data)
     rows_of = subject_rows(data)
     labels = data.subject_labels
 

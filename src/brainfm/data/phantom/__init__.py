@@ -31,13 +31,13 @@ from brainfm.data.phantom.cohorts import PHANTOM_DATASETS, Options, PhantomDatas
     sample_subject
 from brainfm.data.phantom.contrast import CLASSES, MODALITIES
 from brainfm.data.phantom.generate import BIDS_SUFFIX, assign_splits, generate_dataset, image_relpath, \
-    mask_relpath, sample_cohort
+    mask_relpath, phantom_dataset, sample_cohort
 from brainfm.data.phantom.lesions import BRATS_LABELS
 from brainfm.data.phantom.render import Rendered, render_session
 from brainfm.data.phantom.template import Template, load_template
 
 __all__ = [
-    "generate_dataset", "PHANTOM_DATASETS", "PhantomDataset", "Options", "SubjectSpec", "SessionSpec",
+    "generate_dataset", "phantom_dataset", "PHANTOM_DATASETS", "PhantomDataset", "Options", "SubjectSpec", "SessionSpec",
     "sample_subject", "sample_cohort", "assign_splits", "render_session", "Rendered", "load_template", "Template",
     "image_relpath", "mask_relpath", "BIDS_SUFFIX", "BRATS_LABELS", "CLASSES", "MODALITIES",
     "phantom_pretrain", "phantom_brainage", "phantom_adni", "phantom_oasis", "phantom_abide", "phantom_ppmi",

@@ -304,3 +304,15 @@ def generate_dataset(name: str, out_dir: str | Path, n_subjects: int, seed: int 
                  len(todo), n_img, time.perf_counter() - t0, float(np.mean(seconds)))
     manifest.attrs["root"] = str(out_dir.resolve())
     return manifest
+
+
+def phantom_dataset(dataset: Any, settings: Any, out_dir: str | Path) -> pd.DataFrame:
+    """The ``phantom_dataset`` step: generate a ``source: phantom`` dataset of the config.
+
+    ``dataset`` is a :class:`brainfm.config.DatasetSpec` (its ``registry`` names the generator,
+    ``options`` are the generator options), ``settings`` the run's :class:`brainfm.config.PhantomSpec`.
+    """
+    return generate_dataset(dataset.registry, out_dir, dataset.n_subjects, seed=settings.seed,
+                            voxel_size=settings.voxel_size, n_sites=settings.n_sites,
+                            test_fraction=settings.test_fraction, n_jobs=settings.n_jobs,
+                            cache_dir=settings.cache_dir or None, **dataset.options)

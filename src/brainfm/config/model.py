@@ -1,0 +1,258 @@
+"""The whole configuration as typed, frozen specs, with every cross-reference checked once.
+
+:func:`load_config` reads a YAML file (or takes the dict Snakemake loaded), validates it against
+the schema (filling defaults), builds one spec per section, checks that every name a section
+refers to exists (datasets of a run, backbones of a task, ``pretrain:<run>`` weights...), and
+resolves what depends on several sections: a backbone's weights file and layers, a task's
+inherited ratios/seeds/head and backbones, a subset's cohort. The workflow and the CLI both
+work from the resulting :class:`Config`; nothing downstream re-validates or re-defaults a value.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from brainfm.config.backbones import BackboneSpec, FeaturesSpec, WeightsRef
+from brainfm.config.datasets import DatasetSpec, PhantomSpec
+from brainfm.config.finetune import FinetuneSpec
+from brainfm.config.layout import ResultsLayout
+from brainfm.config.outputs import AnalysisSpec, ReportSpec, StatsSpec
+from brainfm.config.perturbations import PerturbationSetting, PerturbationsSpec
+from brainfm.config.preprocess import PreprocessSpec
+from brainfm.config.pretrain import RECIPES, PretrainSpec
+from brainfm.config.schema import load_yaml, validate
+from brainfm.config.tasks import HeadSpec, TaskSpec
+from brainfm.errors import ConfigError
+
+__all__ = ["Config", "load_config", "UserWeights"]
+
+
+@dataclass(frozen=True)
+class UserWeights:
+    """A weights file the user must supply: the config key naming it and the encoder it feeds."""
+
+    path: str
+    key: str
+    encoder: str
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    values: dict[str, Any]  # the validated config with every default filled in
+    run_name: str
+    device: str
+    seed: int
+    layout: ResultsLayout
+    datasets: dict[str, DatasetSpec]
+    phantom: PhantomSpec
+    preprocess: PreprocessSpec
+    pretrain: dict[str, PretrainSpec]
+    backbones: dict[str, BackboneSpec]
+    features: FeaturesSpec
+    head: HeadSpec
+    ratios: tuple[float, ...]
+    seeds: tuple[int, ...]
+    tasks: dict[str, TaskSpec]
+    finetune: FinetuneSpec
+    perturbations: PerturbationsSpec
+    analysis: AnalysisSpec
+    stats: StatsSpec
+    report: ReportSpec
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], source: str = "config") -> Config:
+        v = validate(copy.deepcopy(dict(raw)), source=source)
+        layout = ResultsLayout(v["results"])
+
+        def section(spec_cls: Any, key: str) -> Any:
+            return spec_cls._build(v[key], name=None, source=source, where=key)
+
+        datasets = {n: DatasetSpec._build(d, name=n, source=source, where=f"datasets.{n}")
+                    for n, d in v["datasets"].items()}
+        _check_datasets(datasets, v, source)
+        datasets = {n: replace(d, cohort=_cohort(n, datasets)) for n, d in datasets.items()}
+
+        pretrain = {}
+        for n, d in v["pretrain"].items():
+            missing = [ds for ds in d["datasets"] if ds not in datasets]
+            if missing:
+                raise ConfigError(f"{source}: pretrain.{n}.datasets: {missing[0]!r} is not declared under datasets")
+            init = _resolve_weights(WeightsRef.parse(d["init"], f"{source}: pretrain.{n}.init"), v["pretrain"],
+                                    layout, f"{source}: pretrain.{n}.init")
+            spec = PretrainSpec._build({**d, "init": init[0]}, name=n, source=source, where=f"pretrain.{n}")
+            pretrain[n] = replace(spec, init_run=init[1])
+
+        features = section(FeaturesSpec, "features")
+        backbones = {}
+        for n, d in v["backbones"].items():
+            where = f"{source}: backbones.{n}.weights"
+            path, run = _resolve_weights(WeightsRef.parse(d["weights"], where), v["pretrain"], layout, where)
+            d = {**d, "weights": path, "layers": d.get("layers", list(features.layers))}
+            backbones[n] = replace(BackboneSpec._build(d, name=n, source=source, where=f"backbones.{n}"),
+                                   pretrain_run=run)
+
+        head = section(HeadSpec, "head")
+        tasks = {}
+        for n, d in v["tasks"].items():
+            if d["dataset"] not in datasets:
+                raise ConfigError(f"{source}: tasks.{n}.dataset: {d['dataset']!r} is not declared under datasets")
+            unknown = [b for b in d.get("backbones", []) if b not in backbones]
+            if unknown:
+                raise ConfigError(f"{source}: tasks.{n}.backbones: {unknown[0]!r} is not declared under backbones")
+            tasks[n] = TaskSpec.from_config(n, d, {"ratios": v["ratios"], "seeds": v["seeds"], "head": v["head"]},
+                                            backbones=tuple(d.get("backbones") or backbones), source=source)
+        for n, d in datasets.items():
+            if d.source == "subset":
+                if d.train_of not in tasks:
+                    raise ConfigError(f"{source}: datasets.{n}.train_of: {d.train_of!r} is not a task")
+                if tasks[d.train_of].dataset != d.of:
+                    raise ConfigError(f"{source}: datasets.{n}: task {d.train_of!r} does not use dataset {d.of!r}")
+
+        finetune = section(FinetuneSpec, "finetune")
+        for t in finetune.tasks:
+            if t not in tasks or tasks[t].kind not in ("classification", "regression"):
+                raise ConfigError(f"{source}: finetune.tasks: {t!r} is not a classification or regression task")
+        _check_names(finetune.backbones, backbones, f"{source}: finetune.backbones", "a backbone")
+
+        v["perturbations"]["backbones"] = v["perturbations"]["backbones"] or list(backbones)
+        perturbations = section(PerturbationsSpec, "perturbations")
+        _check_names(perturbations.tasks, tasks, f"{source}: perturbations.tasks", "a task")
+        _check_names(perturbations.backbones, backbones, f"{source}: perturbations.backbones", "a backbone")
+
+        analysis = section(AnalysisSpec, "analysis")
+        _check_names(analysis.cka.datasets, datasets, f"{source}: analysis.cka.datasets", "a dataset")
+        stats = section(StatsSpec, "stats")
+        _check_names([stats.reference], backbones, f"{source}: stats.reference", "a backbone")
+
+        return cls(source=source, values=v, run_name=v["run_name"], device=v["device"], seed=v["seed"],
+                   layout=layout, datasets=datasets, phantom=section(PhantomSpec, "phantom"),
+                   preprocess=PreprocessSpec._build(v["preprocess"], name=None, source=source, where="preprocess"),
+                   pretrain=pretrain, backbones=backbones, features=features, head=head,
+                   ratios=tuple(float(r) for r in v["ratios"]), seeds=tuple(v["seeds"]), tasks=tasks,
+                   finetune=finetune, perturbations=perturbations, analysis=analysis, stats=stats,
+                   report=section(ReportSpec, "report"))
+
+    # ------------------------------------------------------------------ datasets and stores
+    def pretrain_datasets(self) -> list[str]:
+        return sorted({d for run in self.pretrain.values() for d in run.datasets})
+
+    def task_datasets(self) -> list[str]:
+        return sorted({t.dataset for t in self.tasks.values()})
+
+    def datasets_of(self, source: str) -> list[str]:
+        return sorted(n for n, d in self.datasets.items() if d.source == source)
+
+    def products(self, dataset: str) -> tuple[str, ...]:
+        """The stores the preprocessing of ``dataset`` must write (tasks: volumes; runs: their recipe's)."""
+        out = set()
+        if dataset in self.task_datasets():
+            out.add("downstream")
+        for run in self.pretrain.values():
+            if dataset in run.datasets:
+                out.add(RECIPES[run.recipe].product)
+        return tuple(sorted(out)) or ("downstream",)
+
+    def pretrain_manifests_for(self, dataset: str) -> list[str]:
+        """Manifests of pretraining datasets of the same cohort: none of their subjects may be tested."""
+        cohort = self.datasets[dataset].cohort
+        return sorted({self.layout.manifest(d) for d in self.pretrain_datasets()
+                       if self.datasets[d].cohort == cohort})
+
+    def needs_central_patches(self, dataset: str) -> bool:
+        return any(t.dataset == dataset and t.features == "patch_central" for t in self.tasks.values())
+
+    # ------------------------------------------------------------------ weights
+    def backbone_weights(self, backbone: str) -> list[str]:
+        w = self.backbones[backbone].weights
+        return [w] if w else []
+
+    def user_weights(self) -> dict[str, UserWeights]:
+        """Files the user must supply (baseline weights, pretraining inits), by path."""
+        out = {}
+        for n, run in self.pretrain.items():
+            if run.init and not run.init_run:
+                out[run.init] = UserWeights(run.init, f"pretrain.{n}.init", RECIPES[run.recipe].encoder)
+        for n, bb in self.backbones.items():
+            if bb.weights and not bb.pretrain_run:
+                out[bb.weights] = UserWeights(bb.weights, f"backbones.{n}.weights", bb.encoder)
+        return out
+
+    def labels(self) -> dict[str, str]:
+        return {n: b.label for n, b in self.backbones.items()}
+
+    # ------------------------------------------------------------------ tasks
+    def head_tasks(self) -> list[str]:
+        return [t for t, s in self.tasks.items() if not s.is_knn]
+
+    def knn_tasks(self) -> list[str]:
+        return [t for t, s in self.tasks.items() if s.is_knn]
+
+    def strata_tasks(self) -> list[str]:
+        return [t for t in self.head_tasks() if self.tasks[t].strata]
+
+    def survival_tasks(self) -> list[str]:
+        return [t for t in self.head_tasks() if self.tasks[t].kind == "survival"]
+
+    def finetune_backbones(self) -> tuple[str, ...]:
+        return self.finetune.backbones if self.finetune.tasks else ()
+
+    def perturbation_settings(self) -> list[PerturbationSetting]:
+        return self.perturbations.settings
+
+
+def _check_names(names: Any, known: Mapping[str, Any], where: str, what: str) -> None:
+    for n in names:
+        if n not in known:
+            raise ConfigError(f"{where}: {n!r} is not {what} of this config (known: {', '.join(sorted(known))})")
+
+
+def _check_datasets(datasets: Mapping[str, DatasetSpec], v: Mapping[str, Any], source: str) -> None:
+    for n, d in datasets.items():
+        for p in d.parts:
+            if p not in datasets:
+                raise ConfigError(f"{source}: datasets.{n}.parts: {p!r} is not declared under datasets")
+        if d.source == "union" and len(d.parts) < 2:
+            raise ConfigError(f"{source}: datasets.{n}: a union needs 'parts' (two datasets or more)")
+        if d.source == "subset" and (d.of not in datasets or not d.train_of):
+            raise ConfigError(f"{source}: datasets.{n}: a subset needs 'of' (a dataset) and 'train_of' (a task)")
+
+
+def _cohort(name: str, datasets: Mapping[str, DatasetSpec]) -> str:
+    d = datasets[name]
+    if d.cohort:
+        return d.cohort
+    return _cohort(d.of, datasets) if d.source == "subset" and d.of else name
+
+
+def _resolve_weights(ref: WeightsRef, runs: Mapping[str, Any], layout: ResultsLayout,
+                     where: str) -> tuple[str | None, str | None]:
+    """(weights file, producing run): a run's output path in the layout, or the user's file."""
+    if ref.run is not None:
+        if ref.run not in runs:
+            raise ConfigError(f"{where}: 'pretrain:{ref.run}' names no run under pretrain")
+        return layout.pretrain_weights(ref.run), ref.run
+    return ref.file, None
+
+
+def load_config(config: str | Path | Mapping[str, Any], *, source: str | None = None) -> Config:
+    """Read and check a config file (or an already-loaded dict, naming ``source`` in errors)."""
+    if isinstance(config, (str, Path)):
+        import yaml
+
+        path = Path(config)
+        try:
+            raw = load_yaml(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
+        return Config.from_dict(raw, source or str(path))
+    return Config.from_dict(config, source or "config")
