@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -73,6 +75,10 @@ def test_meta_records_encoder_weights_and_timing(tiny_kwargs, encoder, volume_st
     m = fs.meta
     assert m["encoder"] == "braindino" and m["embed_dim"] == 64 and m["n_volumes"] == 6
     assert m["weights"]["sha256"] == enc.weights_info["sha256"] and m["weights"]["format"] == "dinov3_teacher"
+    # the whole load info travels with the features: layout, RoPE precision, LayerNorm eps
+    assert m["weights"] == json.loads(json.dumps(enc.weights_info))
+    assert m["weights"]["layout"] == "DINOv3 teacher" and m["weights"]["rope_dtype"] == "float32"
+    assert m["weights"]["layernorm_eps"] == 1e-5
     assert m["n_slices"] == 7 and m["total_slices"] == 42 and m["seconds"] > 0 and m["slices_per_s"] > 0
     assert m["protocol"]["store_protocol"] == {"test": "features"} and m["encoder_config"]["img_size"] == 32
 

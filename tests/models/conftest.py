@@ -40,3 +40,39 @@ def images() -> Callable[..., torch.Tensor]:
         return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
     return make
+
+
+def _native_by_hand(vit: torch.nn.Module, k_bias_seed: int | None = None, mask: bool = True) -> dict:
+    """timm Eva state dict -> Meta DINOv3 names, written independently of brainfm's exporter.
+
+    ``k_bias_seed`` fills the key part of ``qkv.bias`` with noise; ``mask`` adds DINOv3's
+    ``bias_mask`` (1 for q and v, 0 for k: ``mask_k_bias=True``).
+    """
+    sd = vit.state_dict()
+    out = {}
+    for k, v in sd.items():
+        if k.endswith("attn.v_bias"):
+            continue
+        if k.endswith("attn.q_bias"):
+            v_b = sd[k.replace("q_bias", "v_bias")]
+            k_b = torch.zeros_like(v) if k_bias_seed is None else torch.randn(
+                v.shape, generator=torch.Generator().manual_seed(k_bias_seed))
+            out[k.replace("q_bias", "qkv.bias")] = torch.cat([v, k_b, v_b])
+            if mask:
+                out[k.replace("q_bias", "qkv.bias_mask")] = torch.cat(
+                    [torch.ones_like(v), torch.zeros_like(v), torch.ones_like(v)])
+            continue
+        name = {"reg_token": "storage_tokens"}.get(k, k)
+        name = name.replace("gamma_1", "ls1.gamma").replace("gamma_2", "ls2.gamma")
+        out[name] = v.clone()
+    head_dim = vit.embed_dim // vit.blocks[0].attn.num_heads
+    # DINOv3 RopePositionEmbedding: periods = base ** (2 * arange(D/4) / (D/2)), base 100
+    out["rope_embed.periods"] = 100.0 ** (2 * torch.arange(head_dim // 4, dtype=torch.float32) / (head_dim // 2))
+    out["mask_token"] = torch.randn(1, vit.embed_dim)
+    return out
+
+
+@pytest.fixture
+def native_by_hand() -> Callable[..., dict]:
+    """A timm DINOv3 ViT's weights in Meta's native names, written independently of brainfm's exporter."""
+    return _native_by_hand

@@ -62,6 +62,7 @@ def test_released_state_dict_loads_and_cls_matches_monai_vit(released, modality:
     enc = create_encoder("bmmae", weights=path, modalities=modality, **TINY)
     assert sorted(enc.weights_info["declared_unexpected"]) == ["decoder.blocks.0.norm1.weight",
                                                                "decoder.decoder_embed.weight", "decoder.mask_tokens"]
+    assert (enc.weights_info["format"], enc.weights_info["layout"]) == ("bmmae_raw", "BM-MAE raw")
     ref = monai_reference(net, modality)
     x = torch.randn(2, 1, 32, 32, 32, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -105,6 +106,7 @@ def test_uppercase_or_unknown_modality_is_an_error_not_a_random_tokenizer(releas
     with pytest.raises(CheckpointError) as err:
         create_encoder("bmmae", weights=upper, **TINY)
     assert "tokenizers.T1.patch_embedding" in str(err.value) and "tokenizers.t1.patch_embedding" in str(err.value)
+    assert "recognised layout: BM-MAE raw; bare state dict" in str(err.value)
 
 
 def test_missing_tokenizers_need_declaring_and_decoder_only_is_ignored(released, tmp_path) -> None:

@@ -72,6 +72,7 @@ def test_v1_released_layout_loads_and_matches_upstream_model(tmp_path) -> None:
     enc = create_encoder("brainiac_v1", weights=path, img_size=32)
     assert enc.embed_dim == 2048 and enc.layer_names == ["layer1", "layer2", "layer3", "layer4"]
     assert enc.weights_info["ignored"] == sorted(heads)
+    assert (enc.weights_info["format"], enc.weights_info["layout"]) == ("lightning", "Lightning")
     x = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         out = enc.forward_features(x, layers=["layer2", 3])
@@ -87,6 +88,7 @@ def test_v1_released_layout_loads_and_matches_upstream_model(tmp_path) -> None:
         enc.load_weights(bad)
     msg = str(err.value)
     assert str(bad) in msg and "missing key" in msg and "bn1.weight" in msg and "BrainIAC v1" in msg
+    assert "recognised layout: Lightning; Lightning checkpoint {'state_dict': ...}" in msg
     nested = tmp_path / "nested.ckpt"
     torch.save(lightning_ckpt({"model.backbone.conv1.weight": ref.backbone.conv1.weight.detach()}, {}), nested)
     with pytest.raises(CheckpointError, match="model.backbone.conv1.weight"):
@@ -99,6 +101,8 @@ def test_v2_released_layout_first_token_matches_monai_vit(v2_file) -> None:
     enc = create_encoder("brainiac", weights=path, **V2_TINY)
     info = enc.weights_info
     assert info["ignored"] == ["projection_head.0.weight"]
+    assert (info["format"], info["layout"]) == ("lightning", "Lightning")
+    assert info["container"] == "Lightning checkpoint {'state_dict': ...}"
     assert all("norm_cross_attn" in k for k in info["declared_missing"])  # MONAI >= 1.4 dead keys only
     x = torch.randn(2, 1, 32, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -127,7 +131,8 @@ def test_v2_accepts_monai_14_dead_keys_and_bare_state_but_not_unknown_keys(v2_fi
 
     bare = tmp_path / "bare.pth"
     torch.save({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}, bare)
-    create_encoder("brainiac", weights=bare, **V2_TINY)
+    info = create_encoder("brainiac", weights=bare, **V2_TINY).weights_info
+    assert (info["format"], info["layout"], info["container"]) == ("monai", "MONAI", "bare state dict")
 
     extra = tmp_path / "extra.ckpt"
     torch.save({"state_dict": {**state, "backbone.blocks.0.attn.rel_pos": torch.zeros(3)}}, extra)
@@ -195,6 +200,7 @@ def test_simclr_export_roundtrip_and_metadata_checks(tmp_path) -> None:
     export_resnet3d(backbone, path, SimpleNamespace(arch="resnet10", conv1_stride=2))
     enc = create_encoder("brainiac_simclr", weights=path, arch="resnet10", img_size=32)
     assert enc.embed_dim == 512 and enc.input_perm == (0, 1, 2)  # trained on canonical store volumes
+    assert enc.weights_info["layout"] == "brainfm SimCLR export"
     vol = torch.randn(20, 24, 28, generator=torch.Generator().manual_seed(2))
     x = enc.preprocess(vol)
     torch.testing.assert_close(x, torch.nn.functional.interpolate(vol[None, None], size=(32, 32, 32),

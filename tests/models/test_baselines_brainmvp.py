@@ -47,7 +47,10 @@ def released(tmp_path_factory):
 def test_pretraining_checkpoint_loads_like_the_downstream_loader(released) -> None:
     path, net = released
     enc = create_encoder("brainmvp", weights=path, **TINY)
-    assert enc.weights_info["ignored"] == ["decoder.out_1.conv.conv.weight", "rep_template"]
+    info = enc.weights_info
+    assert info["ignored"] == ["decoder.out_1.conv.conv.weight", "rep_template"]
+    assert (info["format"], info["layout"]) == ("brainmvp_recmodel", "BrainMVP RecModel")
+    assert info["stripped_prefixes"] == {"module.": len(net.state_dict()) + 2}
     own = enc.net.state_dict()
     assert all(torch.equal(own[k], v) for k, v in net.state_dict().items())
     x = torch.randn(2, 1, 32, 32, 32, generator=torch.Generator().manual_seed(2))
@@ -65,14 +68,14 @@ def test_bare_uniformer_state_dict_and_strictness(released, tmp_path) -> None:
     path, net = released
     bare = tmp_path / "BrainMVP.pt"
     torch.save(net.state_dict(), bare)
-    create_encoder("brainmvp", weights=bare, **TINY)
+    assert create_encoder("brainmvp", weights=bare, **TINY).weights_info["layout"] == "UniFormer"
     state = dict(net.state_dict())
     del state["blocks3.1.attn.qkv.bias"]
     p = tmp_path / "missing.pt"
     torch.save({"state_dict": {f"module.encoder.uniformer.{k}": v for k, v in state.items()}}, p)
     with pytest.raises(CheckpointError, match="blocks3.1.attn.qkv.bias") as err:
         create_encoder("brainmvp", weights=p, **TINY)
-    assert "BrainMVP" in str(err.value)
+    assert "recognised layout: BrainMVP RecModel" in str(err.value)
     extra = tmp_path / "extra.pt"
     torch.save({**net.state_dict(), "head.weight": torch.zeros(2, 32)}, extra)
     with pytest.raises(CheckpointError, match="head.weight"):

@@ -107,3 +107,26 @@ def test_biased_downsample_files_are_refused(tmp_path) -> None:
     torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, p)
     with pytest.raises(CheckpointError, match="downsample.0.bias"):
         create_encoder("medicalnet", weights=p, arch="resnet10", img_size=32)
+
+
+def test_dataparallel_layout_is_named_and_a_stray_key_is_reported_as_itself(released, tmp_path, caplog) -> None:
+    path, ref = released
+    with caplog.at_level("WARNING", logger="brainfm.models"):
+        enc = create_encoder("medicalnet", weights=path, arch="resnet10", img_size=32)
+    info = enc.weights_info
+    assert (info["format"], info["layout"]) == ("medicalnet_dataparallel", "MedicalNet DataParallel")
+    assert info["stripped_prefixes"] == {"module.": len(ref.state_dict()) + 1}
+    assert any("conv_seg.0.weight" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    # one key saved without DataParallel's prefix among the prefixed ones: that key, and only it, is named
+    state = torch.load(path, weights_only=True)["state_dict"]
+    stray = tmp_path / "stray.pth"
+    torch.save({"state_dict": {**state, "fc.weight": torch.zeros(2, 512)}}, stray)
+    with pytest.raises(CheckpointError) as err:
+        create_encoder("medicalnet", weights=stray, arch="resnet10", img_size=32)
+    msg = str(err.value)
+    assert "recognised layout: MedicalNet DataParallel" in msg and "1 unexpected key(s): fc.weight [" in msg
+    assert "missing" not in msg
+    # the bare MONAI/MedicalNet state dict (no DataParallel wrapper) is named as such
+    bare = tmp_path / "bare.pth"
+    torch.save({k: v for k, v in ref.state_dict().items()}, bare)
+    assert create_encoder("medicalnet", weights=bare, arch="resnet10", img_size=32).weights_info["layout"] == "MONAI"

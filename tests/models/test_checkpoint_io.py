@@ -28,36 +28,6 @@ def _same(a, b):
 X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
 
 
-def _native_by_hand(vit, k_bias_seed=None, mask=True):
-    """timm Eva state dict -> Meta DINOv3 names, written independently of brainfm's exporter.
-
-    ``k_bias_seed`` fills the key part of ``qkv.bias`` with noise; ``mask`` adds DINOv3's
-    ``bias_mask`` (1 for q and v, 0 for k: ``mask_k_bias=True``).
-    """
-    sd = vit.state_dict()
-    out = {}
-    for k, v in sd.items():
-        if k.endswith("attn.v_bias"):
-            continue
-        if k.endswith("attn.q_bias"):
-            v_b = sd[k.replace("q_bias", "v_bias")]
-            k_b = torch.zeros_like(v) if k_bias_seed is None else torch.randn(
-                v.shape, generator=torch.Generator().manual_seed(k_bias_seed))
-            out[k.replace("q_bias", "qkv.bias")] = torch.cat([v, k_b, v_b])
-            if mask:
-                out[k.replace("q_bias", "qkv.bias_mask")] = torch.cat(
-                    [torch.ones_like(v), torch.zeros_like(v), torch.ones_like(v)])
-            continue
-        name = {"reg_token": "storage_tokens"}.get(k, k)
-        name = name.replace("gamma_1", "ls1.gamma").replace("gamma_2", "ls2.gamma")
-        out[name] = v.clone()
-    head_dim = vit.embed_dim // vit.blocks[0].attn.num_heads
-    # DINOv3 RopePositionEmbedding: periods = base ** (2 * arange(D/4) / (D/2)), base 100
-    out["rope_embed.periods"] = 100.0 ** (2 * torch.arange(head_dim // 4, dtype=torch.float32) / (head_dim // 2))
-    out["mask_token"] = torch.randn(1, vit.embed_dim)
-    return out
-
-
 # ----------------------------------------------------------------------------- round trips
 @pytest.mark.parametrize("which", ["tiny", "tiny_qkvb"])
 def test_teacher_and_timm_exports_round_trip_exactly(which, request, perturb, tmp_path):
@@ -98,13 +68,13 @@ def test_timm_pth_wrappers_and_ddp_prefix(tiny, perturb, tmp_path):
         assert _same(src, dst), name
 
 
-def test_native_dinov3_state_dict_matches_source_and_timm_converter(tiny_qkvb, perturb, tmp_path):
+def test_native_dinov3_state_dict_matches_source_and_timm_converter(native_by_hand, tiny_qkvb, perturb, tmp_path):
     import timm
     from timm.models.eva import checkpoint_filter_fn
 
     src = create_encoder("vit_random", **tiny_qkvb)
     perturb(src.model)
-    native = _native_by_hand(src.model)
+    native = native_by_hand(src.model)
     torch.save(native, tmp_path / "native.pth")
     dst = create_encoder("dinov3", weights=tmp_path / "native.pth", **tiny_qkvb)
     assert dst.weights_info["format"] == "dinov3_native" and "mask_token" in dst.weights_info["ignored"]
@@ -117,14 +87,14 @@ def test_native_dinov3_state_dict_matches_source_and_timm_converter(tiny_qkvb, p
     assert set(theirs) == set(mine) and all(torch.equal(theirs[k], mine[k]) for k in mine)
 
 
-def test_key_bias_masked_loads_unmasked_is_refused(tiny_qkvb, perturb, tmp_path):
+def test_key_bias_masked_loads_unmasked_is_refused(native_by_hand, tiny_qkvb, perturb, tmp_path):
     """DINOv3's bias_mask zeroes the key bias; a live key bias matters under RoPE and timm cannot hold it."""
     src = create_encoder("vit_random", **tiny_qkvb)
     perturb(src.model)
-    torch.save(_native_by_hand(src.model, k_bias_seed=3, mask=True), tmp_path / "masked.pth")
+    torch.save(native_by_hand(src.model, k_bias_seed=3, mask=True), tmp_path / "masked.pth")
     dst = create_encoder("dinov3", weights=tmp_path / "masked.pth", **tiny_qkvb)
     assert _same(src, dst)
-    torch.save(_native_by_hand(src.model, k_bias_seed=3, mask=False), tmp_path / "live.pth")
+    torch.save(native_by_hand(src.model, k_bias_seed=3, mask=False), tmp_path / "live.pth")
     with pytest.raises(CheckpointError, match="non-zero key bias"):
         create_encoder("dinov3", weights=tmp_path / "live.pth", **tiny_qkvb)
     # why it must be refused: the same source with that key bias switched on computes other features
@@ -134,10 +104,10 @@ def test_key_bias_masked_loads_unmasked_is_refused(tiny_qkvb, perturb, tmp_path)
     assert not torch.allclose(_feats(src, X)[0], _feats(dst, X)[0], atol=1e-3)
 
 
-def test_bf16_rounded_rope_periods_are_used(tiny, perturb, tmp_path):
+def test_bf16_rounded_rope_periods_are_used(native_by_hand, tiny, perturb, tmp_path):
     src = create_encoder("vit_random", **tiny)
     perturb(src.model)
-    native = _native_by_hand(src.model)
+    native = native_by_hand(src.model)
     rounded = native["rope_embed.periods"].to(torch.bfloat16)
     native["rope_embed.periods"] = rounded  # what Meta's trainer stores with bf16 RoPE
     torch.save(native, tmp_path / "bf16.pth")
@@ -149,25 +119,25 @@ def test_bf16_rounded_rope_periods_are_used(tiny, perturb, tmp_path):
     assert _same(src, dst)
 
 
-def test_rope_base_mismatch_is_an_error(tiny, tmp_path):
-    native = _native_by_hand(create_encoder("vit_random", **tiny).model)
+def test_rope_base_mismatch_is_an_error(native_by_hand, tiny, tmp_path):
+    native = native_by_hand(create_encoder("vit_random", **tiny).model)
     native["rope_embed.periods"] = native["rope_embed.periods"] ** 1.5  # a different RoPE base
     torch.save(native, tmp_path / "rope.pth")
     with pytest.raises(CheckpointError, match="RoPE base"):
         create_encoder("dinov3", weights=tmp_path / "rope.pth", **tiny)
 
 
-def test_qkv_bias_into_bias_free_arch(tiny, tiny_qkvb, perturb, tmp_path):
+def test_qkv_bias_into_bias_free_arch(native_by_hand, tiny, tiny_qkvb, perturb, tmp_path):
     src = create_encoder("vit_random", **tiny_qkvb)
     perturb(src.model)  # non-zero q/v biases
-    torch.save(_native_by_hand(src.model), tmp_path / "biased.pth")
+    torch.save(native_by_hand(src.model), tmp_path / "biased.pth")
     with pytest.raises(CheckpointError, match="_qkvb"):
         create_encoder("dinov3", weights=tmp_path / "biased.pth", **tiny)
     with torch.no_grad():
         for blk in src.model.blocks:
             blk.attn.q_bias.zero_()
             blk.attn.v_bias.zero_()
-    torch.save(_native_by_hand(src.model, k_bias_seed=1), tmp_path / "zero.pth")  # like Meta's distilled ViTs
+    torch.save(native_by_hand(src.model, k_bias_seed=1), tmp_path / "zero.pth")  # like Meta's distilled ViTs
     dst = create_encoder("dinov3", weights=tmp_path / "zero.pth", **tiny)
     assert "blocks.0.attn.qkv.bias" in dst.weights_info["ignored"]
     with torch.no_grad():
@@ -176,8 +146,8 @@ def test_qkv_bias_into_bias_free_arch(tiny, tiny_qkvb, perturb, tmp_path):
     torch.testing.assert_close(a, b, rtol=0, atol=2e-5)
 
 
-def test_uninitialised_bias_mask_is_rejected(tiny_qkvb, tmp_path):
-    native = _native_by_hand(create_encoder("vit_random", **tiny_qkvb).model)
+def test_uninitialised_bias_mask_is_rejected(native_by_hand, tiny_qkvb, tmp_path):
+    native = native_by_hand(create_encoder("vit_random", **tiny_qkvb).model)
     native["blocks.0.attn.qkv.bias_mask"] = torch.full((192,), float("nan"))
     torch.save(native, tmp_path / "nanmask.pth")
     with pytest.raises(CheckpointError, match="bias_mask"):
@@ -256,15 +226,81 @@ def test_unreadable_files(tiny, tmp_path):
         load_encoder_weights(enc, tmp_path / "good.pth", fmt="onnx")
 
 
-def test_key_prefix_selects_a_submodule(tiny, perturb, tmp_path):
+def test_key_prefix_selects_a_submodule_and_reports_what_it_ignores(tiny, perturb, tmp_path, caplog):
     src = create_encoder("vit_random", **tiny)
     perturb(src.model)
     lightning = {"state_dict": {**{f"backbone.{k}": v for k, v in src.model.state_dict().items()},
-                                "classifier.weight": torch.zeros(2, 64)}, "epoch": 9}
+                                "classifier.weight": torch.zeros(2, 64)}, "epoch": 9, "global_step": 90}
     torch.save(lightning, tmp_path / "lightning.ckpt")
     enc = create_encoder("vit_random", **tiny)
-    with pytest.raises(CheckpointError, match="outside prefix"):
-        load_encoder_weights(enc, tmp_path / "lightning.ckpt", key_prefix="backbone.")
-    info = load_encoder_weights(enc, tmp_path / "lightning.ckpt", key_prefix="backbone.",
-                                expected_unexpected=("classifier.*",))
-    assert "classifier.weight" in info["ignored"] and _same(src, enc)
+    with caplog.at_level("WARNING", logger="brainfm.models"):
+        info = load_encoder_weights(enc, tmp_path / "lightning.ckpt", key_prefix="backbone.")
+    assert info["ignored"] == ["classifier.weight"] and _same(src, enc)
+    assert info["layout"] == "timm (Lightning checkpoint)" and info["container"].startswith("Lightning checkpoint")
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "classifier.weight" in warned[0] and "1 key(s) outside the backbone" in warned[0]
+    with pytest.raises(CheckpointError, match="no keys under prefix 'encoder.'"):
+        load_encoder_weights(enc, tmp_path / "lightning.ckpt", key_prefix="encoder.")
+
+
+# ----------------------------------------------------------------------------- wrapper prefixes, layouts
+def test_one_stray_key_among_ddp_prefixed_keys_is_reported_as_itself(tiny, perturb, tmp_path):
+    src = create_encoder("vit_random", **tiny)
+    perturb(src.model)
+    sd = src.model.state_dict()
+    ddp = {f"module.{k}": v for k, v in sd.items()}
+    torch.save({"state_dict": {**ddp, "stray.weight": torch.zeros(3)}, "epoch": 1}, tmp_path / "stray.pth")
+    with pytest.raises(CheckpointError) as err:
+        create_encoder("vit_dinov3", weights=tmp_path / "stray.pth", **tiny)
+    msg = str(err.value)
+    assert msg.endswith("1 unexpected key(s): stray.weight") and "missing" not in msg
+    assert f"'module.' removed from {len(sd)} key(s)" in msg
+    # the same file loads once the stray key is declared, and a valid key without the prefix is itself
+    enc = create_encoder("vit_dinov3", weights=tmp_path / "stray.pth", expected_unexpected=("stray.*",), **tiny)
+    assert _same(src, enc) and enc.weights_info["stripped_prefixes"] == {"module.": len(sd)}
+    mixed = {**ddp, "norm.weight": sd["norm.weight"]}
+    del mixed["module.norm.weight"]
+    torch.save(mixed, tmp_path / "mixed.pth")
+    enc = create_encoder("vit_dinov3", weights=tmp_path / "mixed.pth", **tiny)
+    assert _same(src, enc) and enc.weights_info["stripped_prefixes"] == {"module.": len(sd) - 1}
+    # a prefixed and an unprefixed copy of one parameter: ambiguous, both named
+    torch.save({**ddp, "norm.weight": sd["norm.weight"]}, tmp_path / "twice.pth")
+    with pytest.raises(CheckpointError, match="'module.norm.weight' and 'norm.weight'"):
+        create_encoder("vit_dinov3", weights=tmp_path / "twice.pth", **tiny)
+    compiled = {f"module._orig_mod.{k}": v for k, v in sd.items()}  # DDP around torch.compile
+    torch.save(compiled, tmp_path / "compiled.pth")
+    enc = create_encoder("vit_dinov3", weights=tmp_path / "compiled.pth", **tiny)
+    assert _same(src, enc) and enc.weights_info["stripped_prefixes"] == {"module.": len(sd), "_orig_mod.": len(sd)}
+
+
+def test_recognised_layout_is_named_in_load_info_and_errors(native_by_hand, tiny_qkvb, perturb, tmp_path, caplog):
+    src = create_encoder("vit_random", **tiny_qkvb)
+    perturb(src.model)
+    export_dinov3_teacher(src, tmp_path / "teacher.pth", heads={"dino_head": torch.nn.Linear(64, 7)})
+    torch.save(native_by_hand(src.model), tmp_path / "native.pth")
+    export_timm(src, tmp_path / "timm.safetensors")
+    expect = {"teacher.pth": ("dinov3_teacher", "DINOv3 teacher"), "native.pth": ("dinov3_native", "DINOv3 native"),
+              "timm.safetensors": ("timm", "timm")}
+    for name, (fmt, layout) in expect.items():
+        with caplog.at_level("WARNING", logger="brainfm.models"):
+            caplog.clear()
+            info = create_encoder("dinov3", weights=tmp_path / name, **tiny_qkvb).weights_info
+        assert (info["format"], info["layout"]) == (fmt, layout), name
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        if name == "teacher.pth":  # the heads are outside the backbone: ignored, listed and logged
+            assert {"dino_head.weight", "dino_head.bias"} <= set(info["ignored"])
+            assert len(warned) == 1 and "dino_head.bias, dino_head.weight" in warned[0]
+        else:
+            assert not warned
+    teacher = torch.load(tmp_path / "teacher.pth", weights_only=True)
+    del teacher["teacher"]["backbone.norm.weight"]
+    torch.save(teacher, tmp_path / "broken.pth")
+    with pytest.raises(CheckpointError, match=r"recognised layout: DINOv3 teacher; \{'teacher'.*missing key\(s\): "
+                                              r"norm.weight$"):
+        create_encoder("dinov3", weights=tmp_path / "broken.pth", **tiny_qkvb)
+    st = load_file(str(tmp_path / "timm.safetensors"))
+    st["extra.bias"] = torch.zeros(2)
+    torch.save({"model": st}, tmp_path / "wrapped.pth")
+    with pytest.raises(CheckpointError, match=r"recognised layout: timm; \{'model': \.\.\.\}\): 1 unexpected key\(s\): "
+                                              r"extra.bias$"):
+        create_encoder("dinov3", weights=tmp_path / "wrapped.pth", **tiny_qkvb)

@@ -235,8 +235,8 @@ def extract_features(encoder: Encoder, store: Any, out_dir: str | Path, *, batch
         "encoder_class": type(encoder).__name__,
         "input_kind": encoder.input_kind,
         "embed_dim": dim,
-        "weights": {"path": weights.get("path"), "sha256": weights.get("sha256"), "format": weights.get("format")}
-        if weights else None,
+        # the whole load info: file, sha256, recognised layout, ignored keys, RoPE precision, LayerNorm eps
+        "weights": dict(weights) if weights else None,
         "encoder_config": dict(encoder.config),
         "protocol": {
             "pooling": ("mean over axial slices of the per-slice CLS token after the final norm"

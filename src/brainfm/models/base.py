@@ -48,12 +48,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from brainfm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from brainfm.models.checkpoint import Layout
 
 __all__ = ["Encoder", "INPUT_KINDS"]
 
@@ -96,8 +99,14 @@ class Encoder(nn.Module):
         """The module whose ``state_dict`` a checkpoint file holds (default: the encoder itself)."""
         return self
 
-    def convert_state_dict(self, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
-        """Hook for encoder-specific key renames before the strict key check (default: none)."""
+    def convert_state_dict(self, state: dict[str, torch.Tensor], path: Path,
+                           layout: Layout | None = None) -> dict[str, torch.Tensor]:
+        """Hook for encoder-specific key renames before the strict key check (default: none).
+
+        ``layout`` (:class:`~brainfm.models.checkpoint.Layout`) is what the loader recognised in
+        the file; a hook that knows its authors' layouts names the one it found
+        (``layout.recognise``) and lists the keys it drops outside the backbone in ``layout.outside``.
+        """
         return state
 
     def load_weights(self, path: str | Path, **kwargs: Any) -> dict[str, Any]:

@@ -7,22 +7,45 @@ the file, or present in the file but not in the model, is an error unless the ca
 expected (shell-style patterns, e.g. ``"head.*"``); a shape mismatch is always an error. Nothing is
 resized or interpolated behind the user's back.
 
-Formats (``fmt="auto"`` detects them):
+Layouts. The loader names the layout it recognised (:class:`Layout`) in every error and in the
+load info stored with features. It unwraps containers itself and lets the encoder recognise its
+authors' layouts (:meth:`brainfm.models.base.Encoder.convert_state_dict`):
 
-``dinov3_teacher``
+``DINOv3 teacher``
     ``{"teacher": {"backbone.<name>": ..., "dino_head.*": ..., "ibot_head.*": ...}}``, the
-    evaluation checkpoint the DINOv3 trainer writes (and our pretraining exports). Head keys are
-    ignored by declaration. Backbone names may be native DINOv3 or timm names.
-``dinov3_native``
+    evaluation checkpoint the DINOv3 trainer writes (and our pretraining exports). Keys outside
+    ``backbone.`` are ignored, as Meta's evaluation loader does. Backbone names may be native
+    DINOv3 or timm names.
+``DINOv3 native``
     A DINOv3 backbone state dict in Meta's naming (``storage_tokens``, ``blocks.N.ls1.gamma``,
     ``blocks.N.attn.qkv.bias`` + ``bias_mask``, ``rope_embed.periods``, ``mask_token``), detected
     by those names when the target is a timm DINOv3 (``Eva``) model and converted by
     :func:`dinov3_to_timm` (renames only; numerically verified against timm's
-    ``eva.checkpoint_filter_fn`` and by round trips in the tests).
+    ``eva.checkpoint_filter_fn`` and by round trips in the tests). Native weights must carry
+    ``rope_embed.periods`` (Meta's loader refuses a file without them) unless the caller passes
+    ``allow_missing_rope_periods=True``.
 ``timm``
     A state dict in the target module's own names: ``.safetensors``, ``.pth``/``.pt``, possibly
-    wrapped as ``{"model": ...}``, ``{"state_dict": ...}`` or ``{"model_ema": ...}`` and with a DDP
-    ``module.`` prefix.
+    wrapped as ``{"model": ...}``, ``{"state_dict": ...}`` (``Lightning`` when the wrapper carries
+    Lightning's training metadata) or ``{"model_ema": ...}``.
+Encoder layouts
+    The 3D baselines recognise their authors' files: ``Lightning`` (BrainIAC), ``MONAI`` (bare
+    MONAI networks), ``MedicalNet DataParallel``, ``BrainMVP RecModel``, ``BM-MAE raw`` ... (see
+    :mod:`brainfm.models.baselines`). Keys those authors' loaders drop (heads, decoders) are
+    ignored, listed in the load info and logged at WARNING.
+
+Wrapper prefixes (``module.`` of DataParallel/DDP, ``_orig_mod.`` of ``torch.compile``) are
+removed key by key, so a stray key is reported as itself.
+
+RoPE precision (timm DINOv3 targets, :mod:`brainfm.models.rope`). ``rope_dtype="auto"`` follows
+the code that produced the file: a DINOv3 teacher checkpoint with bf16 ``rope_embed.periods``
+comes from Meta's trainer, which computes RoPE in bf16, and is run that way; native backbone files
+(Meta's releases, read by its hub builder with fp32 RoPE), teachers with float32 periods (our
+pretraining) and timm files run in float32. ``"float32"``/``"bfloat16"`` force a choice. The
+choice and its reason are recorded in the load info. LayerNorm epsilon is not recorded in any of
+these files (Meta's trainer default ``layernorm`` is 1e-6, timm's DINOv3 ViTs use 1e-5): it is an
+encoder argument (``norm_eps``, :func:`brainfm.models.vit.build_slice_encoder`); the load info
+records the value in use.
 
 Files are read with ``torch.load(weights_only=True)`` or safetensors (never unpickling code), and
 the sha256 of the file is returned so feature metadata can pin the exact weights.
@@ -34,6 +57,7 @@ import fnmatch
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +66,16 @@ from torch import nn
 
 from brainfm.atomic import atomic_path, save_torch
 from brainfm.errors import CheckpointError, ConfigError
+from brainfm.models.rope import has_dinov3_rope, rope_dtype_of, set_rope_dtype
 
 __all__ = [
     "FORMATS",
+    "ROPE_DTYPE_OPTIONS",
+    "Layout",
     "load_encoder_weights",
     "read_checkpoint",
     "extract_state_dict",
+    "strip_wrapper_prefixes",
     "dinov3_to_timm",
     "timm_to_dinov3",
     "export_dinov3_teacher",
@@ -58,10 +86,42 @@ __all__ = [
 log = logging.getLogger("brainfm.models")
 
 FORMATS = ("auto", "dinov3_teacher", "dinov3_native", "timm")
-_HEAD_PREFIXES = ("dino_head.", "ibot_head.")
+ROPE_DTYPE_OPTIONS = ("auto", "float32", "bfloat16")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP, torch.compile
+# keys a Lightning checkpoint writes next to its 'state_dict'
+_LIGHTNING_KEYS = ("pytorch-lightning_version", "global_step", "optimizer_states", "lr_schedulers", "loops",
+                   "callbacks", "hyper_parameters")
 # training-only entries of native DINO checkpoints that a frozen timm backbone has no use for
 _NATIVE_TRAINING_ONLY = ("mask_token", "local_cls_norm.*")
 _MAX_LISTED = 10
+
+
+@dataclass
+class Layout:
+    """The checkpoint layout the loader recognised: named in errors, recorded in the load info.
+
+    ``format`` is a stable identifier (``dinov3_teacher``, ``dinov3_native``, ``timm``,
+    ``lightning``, ``monai``, ...), ``name`` the human name, ``container`` how the tensors were
+    wrapped in the file, ``stripped`` the wrapper prefixes removed (prefix -> number of keys).
+    ``ignored`` are entries dropped on purpose inside the backbone (training-only tensors),
+    ``outside`` the keys outside the backbone that the authors' loaders drop (heads, decoders).
+    """
+
+    format: str
+    name: str
+    container: str
+    stripped: dict[str, int] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    outside: list[str] = field(default_factory=list)
+
+    def recognise(self, fmt: str, name: str) -> None:
+        self.format, self.name = fmt, name
+
+    def describe(self) -> str:
+        text = f"recognised layout: {self.name}; {self.container}"
+        for prefix, n in self.stripped.items():
+            text += f"; {prefix!r} removed from {n} key(s)"
+        return text
 
 
 # ----------------------------------------------------------------------------- reading
@@ -102,52 +162,78 @@ def _listed(keys: Iterable[str]) -> str:
     return head + (f" ... (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
 
 
-def extract_state_dict(obj: Any, path: str | Path, fmt: str = "auto") -> tuple[dict[str, torch.Tensor], str, list[str]]:
-    """Unwrap a loaded checkpoint object to a flat tensor dict.
+def strip_wrapper_prefixes(state: Mapping[str, torch.Tensor], path: str | Path,
+                           stripped: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """Remove leading ``module.`` / ``_orig_mod.`` from each key that has them (counted in ``stripped``).
 
-    Returns ``(state, detected_format, ignored_keys)``; ``ignored_keys`` are DINO/iBOT head
-    entries of a teacher checkpoint (ignored by declaration, reported in the load info).
+    Key by key, so one key without the prefix stays itself; two keys that become the same name
+    are an error naming both.
+    """
+    out: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    counts = stripped if stripped is not None else {}
+    for key, value in state.items():
+        name = key
+        while True:
+            prefix = next((p for p in WRAPPER_PREFIXES if name.startswith(p)), None)
+            if prefix is None:
+                break
+            name = name[len(prefix):]
+            counts[prefix] = counts.get(prefix, 0) + 1
+        if name in out:
+            raise CheckpointError(path, f"keys {origin[name]!r} and {key!r} are the same parameter {name!r} once "
+                                        "wrapper prefixes are removed")
+        out[name], origin[name] = value, key
+    return out
+
+
+def extract_state_dict(obj: Any, path: str | Path, fmt: str = "auto") -> tuple[dict[str, torch.Tensor], Layout]:
+    """Unwrap a loaded checkpoint object to a flat tensor dict and the :class:`Layout` recognised.
+
+    A DINOv3 teacher keeps its ``backbone.*`` keys (prefix removed); its other keys (DINO/iBOT
+    heads) land in ``layout.outside``. Other containers are unwrapped (``model_ema`` / ``model``
+    / ``state_dict``, nested once at most). Wrapper prefixes are removed key by key.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown checkpoint format {fmt!r}; one of {FORMATS}")
-    ignored: list[str] = []
+    stripped: dict[str, int] = {}
     if isinstance(obj, Mapping) and isinstance(obj.get("teacher"), Mapping):
         teacher = obj["teacher"]
         if not _is_tensor_dict(teacher):
             raise CheckpointError(path, "'teacher' entry is empty or holds non-tensor values")
-        state: dict[str, torch.Tensor] = {}
-        for k, v in teacher.items():
-            if k.startswith("backbone."):
-                state[k[len("backbone."):]] = v
-            elif k.startswith(_HEAD_PREFIXES):
-                ignored.append(k)
-            else:
-                state[k] = v  # not a backbone key: surfaces as 'unexpected' unless declared
-        if not any(k.startswith("backbone.") for k in teacher):
+        teacher = strip_wrapper_prefixes(teacher, path, stripped)
+        state = {k[len("backbone."):]: v for k, v in teacher.items() if k.startswith("backbone.")}
+        if not state:
             raise CheckpointError(path, "DINOv3 teacher checkpoint has no 'backbone.*' keys")
-        detected = "dinov3_teacher"
-    else:
-        detected = "timm"
-        for _ in range(2):  # {"model": {...}} / {"state_dict": {...}} / {"model_ema": ...}, possibly nested once
-            if _is_tensor_dict(obj):
-                break
-            if isinstance(obj, Mapping):
-                inner = next((obj[k] for k in ("model_ema", "model", "state_dict") if isinstance(obj.get(k), Mapping)),
-                             None)
-                if inner is not None:
-                    obj = inner
-                    continue
-            break
-        if not _is_tensor_dict(obj):
-            what = f"keys {_listed(map(str, obj))}" if isinstance(obj, Mapping) else type(obj).__name__
-            raise CheckpointError(path, "no tensor state dict found (expected a DINOv3 {'teacher': ...}, a timm state "
-                                        f"dict, or a {{'model'|'state_dict': ...}} wrapper); got {what}")
-        state = dict(obj)
-        if all(k.startswith("module.") for k in state):  # DistributedDataParallel prefix
-            state = {k[len("module."):]: v for k, v in state.items()}
-    if fmt == "dinov3_teacher" and detected != "dinov3_teacher":
+        layout = Layout("dinov3_teacher", "DINOv3 teacher", "{'teacher': {'backbone.*', ...}}", stripped,
+                        outside=sorted(k for k in teacher if not k.startswith("backbone.")))
+        return state, layout
+    if fmt == "dinov3_teacher":
         raise CheckpointError(path, "expected a DINOv3 teacher checkpoint {'teacher': {'backbone.*': ...}}")
-    return state, detected, ignored
+    wrappers: list[str] = []
+    lightning = False
+    for _ in range(2):  # {"model": {...}} / {"state_dict": {...}} / {"model_ema": ...}, possibly nested once
+        if _is_tensor_dict(obj) or not isinstance(obj, Mapping):
+            break
+        key = next((k for k in ("model_ema", "model", "state_dict") if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
+            break
+        lightning = lightning or (key == "state_dict" and any(k in obj for k in _LIGHTNING_KEYS))
+        wrappers.append(key)
+        obj = obj[key]
+    if not _is_tensor_dict(obj):
+        what = f"keys {_listed(map(str, obj))}" if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(path, "no tensor state dict found (expected a DINOv3 {'teacher': ...}, a timm state "
+                                    f"dict, or a {{'model'|'state_dict': ...}} wrapper); got {what}")
+    state = strip_wrapper_prefixes(obj, path, stripped)
+    container = "bare state dict"
+    for key in reversed(wrappers):
+        container = f"{{{key!r}: {container if container != 'bare state dict' else '...'}}}"
+    if lightning:
+        container = f"Lightning checkpoint {container}"
+    layout = Layout("lightning" if lightning else "state_dict", "Lightning" if lightning else "state dict",
+                    container, stripped)
+    return state, layout
 
 
 # ----------------------------------------------------------------------------- DINOv3 <-> timm names
@@ -244,27 +330,76 @@ def timm_to_dinov3(model: nn.Module) -> dict[str, torch.Tensor]:
         out[k] = v
     rope = getattr(model, "rope", None)
     if rope is not None and torch.is_tensor(getattr(rope, "periods", None)):
-        out["rope_embed.periods"] = rope.periods.detach().float()
+        # in the precision the model computes RoPE: bf16 periods tell the loader to run RoPE in bf16
+        dtype = torch.bfloat16 if rope_dtype_of(model) == "bfloat16" else torch.float32
+        out["rope_embed.periods"] = rope.periods.detach().to(dtype)
     return out
 
 
-def _apply_rope_periods(model: nn.Module, periods: torch.Tensor, path: str | Path) -> None:
-    """Use the checkpoint's RoPE periods (upstream stores them rounded to bf16) after checking them."""
-    rope = getattr(model, "rope", None)
-    current = getattr(rope, "periods", None)
-    if not torch.is_tensor(current):
-        raise CheckpointError(path, "checkpoint has rope_embed.periods but the architecture has no RoPE periods")
+def _check_rope_periods(model: nn.Module, periods: torch.Tensor, path: str | Path) -> None:
+    """The file's RoPE periods (upstream stores them rounded to bf16) must fit the architecture's."""
+    current = model.rope.periods
     if tuple(periods.shape) != tuple(current.shape):
         raise CheckpointError(path, f"rope_embed.periods shape {tuple(periods.shape)} != model {tuple(current.shape)} "
                                     "(head dimension mismatch)")
-    p = periods.detach().float().to(current.device)
-    if not torch.allclose(p, current.float(), rtol=1e-2, atol=0.0):
+    default = model.rope._compute_periods(device="cpu", dtype=torch.float32)
+    if not torch.allclose(periods.detach().float().cpu(), default, rtol=1e-2, atol=0.0):
         raise CheckpointError(path, "rope_embed.periods differ from the architecture's (RoPE base/temperature "
                                     "mismatch): choose the matching arch")
-    with torch.no_grad():
-        current.copy_(p.to(current.dtype))
-    if getattr(rope, "feat_shape", None) is not None and hasattr(rope, "_cache_embed"):
-        rope._cache_embed(rope.feat_shape)  # refresh the cached sin/cos table for fixed-size models
+
+
+@dataclass
+class _RopePlan:
+    dtype: str
+    reason: str
+    periods: torch.Tensor | None
+    allow_missing: bool
+
+    def info(self) -> dict[str, Any]:
+        return {"rope_dtype": self.dtype, "rope_dtype_reason": self.reason,
+                "rope_periods": "checkpoint" if self.periods is not None else "architecture",
+                "allow_missing_rope_periods": self.allow_missing}
+
+
+def _plan_rope(target: nn.Module, layout: Layout, native: bool, periods: torch.Tensor | None, rope_dtype: str,
+               allow_missing: bool, path: Path) -> _RopePlan | None:
+    """Decide (before any weight is touched) which periods and which precision the RoPE will use."""
+    if rope_dtype not in ROPE_DTYPE_OPTIONS:
+        raise ConfigError(f"rope_dtype must be one of {ROPE_DTYPE_OPTIONS}, got {rope_dtype!r}")
+    if not has_dinov3_rope(target):
+        if periods is not None:
+            raise CheckpointError(path, "checkpoint has rope_embed.periods but the architecture has no DINOv3 RoPE")
+        if rope_dtype != "auto":
+            raise ConfigError(f"rope_dtype={rope_dtype!r} applies to timm DINOv3 ViTs, not {type(target).__name__}")
+        return None
+    teacher = layout.format == "dinov3_teacher"
+    if native and periods is None and not allow_missing:
+        key = "backbone.rope_embed.periods" if teacher else "rope_embed.periods"
+        raise CheckpointError(path, f"{layout.name} weights have no {key!r} (Meta's loader refuses such a file); "
+                                    "pass allow_missing_rope_periods=True to use the periods of the architecture's "
+                                    "RoPE base instead")
+    if periods is not None:
+        _check_rope_periods(target, periods, path)
+    if rope_dtype != "auto":
+        reason = "rope_dtype option"
+        dtype = rope_dtype
+    elif teacher and periods is not None and periods.dtype == torch.bfloat16:
+        dtype = "bfloat16"
+        reason = "bf16 rope_embed.periods in a DINOv3 teacher checkpoint: Meta's trainer computes RoPE in bf16"
+    else:
+        dtype = "float32"
+        if native and not teacher:
+            reason = "DINOv3 native backbone file: Meta's hub builder computes RoPE in fp32"
+        elif periods is not None:
+            reason = f"{str(periods.dtype).replace('torch.', '')} rope_embed.periods"
+        else:
+            reason = "no RoPE periods in the file: timm's float32 RoPE"
+    return _RopePlan(dtype, reason, periods, bool(allow_missing))
+
+
+def _layernorm_eps(module: nn.Module) -> float | list[float] | None:
+    eps = sorted({float(m.eps) for m in module.modules() if isinstance(m, nn.LayerNorm)})
+    return None if not eps else eps[0] if len(eps) == 1 else eps
 
 
 # ----------------------------------------------------------------------------- loading
@@ -274,7 +409,8 @@ def _matches(key: str, patterns: Sequence[str]) -> bool:
 
 def load_encoder_weights(model: nn.Module, path: str | Path, *, fmt: str = "auto",
                          expected_missing: Sequence[str] = (), expected_unexpected: Sequence[str] = (),
-                         key_prefix: str | None = None) -> dict[str, Any]:
+                         key_prefix: str | None = None, rope_dtype: str = "auto",
+                         allow_missing_rope_periods: bool = False) -> dict[str, Any]:
     """Load ``path`` into ``model`` checking every key; returns a JSON-able load report.
 
     ``model`` is an :class:`~brainfm.models.base.Encoder` (its ``weight_module()`` receives the
@@ -282,7 +418,10 @@ def load_encoder_weights(model: nn.Module, path: str | Path, *, fmt: str = "auto
     ``expected_unexpected`` are shell-style patterns of model keys that may stay at their
     initialisation / file keys that may be left unused. ``key_prefix`` selects the file keys
     under that prefix (e.g. ``"backbone."`` in a Lightning checkpoint) and strips it; the other
-    keys count as unexpected. Raises :class:`CheckpointError` naming the file on any problem.
+    keys are ignored like the keys outside a DINOv3 teacher's backbone (listed, logged at WARNING).
+    ``rope_dtype`` (``"auto"``, ``"float32"``, ``"bfloat16"``) and ``allow_missing_rope_periods``
+    concern timm DINOv3 targets (see the module docstring). Raises :class:`CheckpointError` naming
+    the file and the recognised layout on any problem.
     """
     from brainfm.models.base import Encoder
 
@@ -290,16 +429,13 @@ def load_encoder_weights(model: nn.Module, path: str | Path, *, fmt: str = "auto
     expected_missing, expected_unexpected = tuple(expected_missing), tuple(expected_unexpected)
     target = model.weight_module() if isinstance(model, Encoder) else model
     obj = read_checkpoint(path)
-    state, detected, ignored = extract_state_dict(obj, path, fmt)
+    state, layout = extract_state_dict(obj, path, fmt)
     if key_prefix:
         outside = [k for k in state if not k.startswith(key_prefix)]
         state = {k[len(key_prefix):]: v for k, v in state.items() if k.startswith(key_prefix)}
-        bad = [k for k in outside if not _matches(k, expected_unexpected)]
-        if bad:
-            raise CheckpointError(path, f"{len(bad)} unexpected key(s) outside prefix {key_prefix!r}: {_listed(bad)}")
-        ignored += outside
         if not state:
-            raise CheckpointError(path, f"no keys under prefix {key_prefix!r}")
+            raise CheckpointError(path, f"no keys under prefix {key_prefix!r} ({layout.describe()})")
+        layout.outside += outside
 
     periods = None
     if fmt == "dinov3_native":
@@ -313,18 +449,24 @@ def load_encoder_weights(model: nn.Module, path: str | Path, *, fmt: str = "auto
     if native:
         if not _is_eva(target):
             raise CheckpointError(path, f"native DINOv3 weights need a timm DINOv3 (Eva) architecture, "
-                                        f"not {type(target).__name__}")
+                                        f"not {type(target).__name__} ({layout.describe()})")
         state, dropped, periods = dinov3_to_timm(state, target, path)
-        ignored += dropped
-        if detected == "timm":
-            detected = "dinov3_native"
+        layout.ignored += dropped
+        if layout.format != "dinov3_teacher":
+            layout.recognise("dinov3_native", "DINOv3 native")
+    elif layout.format != "dinov3_teacher" and type(target).__module__.startswith("timm."):
+        if layout.format == "lightning":
+            layout.recognise("timm", "timm (Lightning checkpoint)")
+        else:
+            layout.recognise("timm", "timm")
+    rope = _plan_rope(target, layout, native, periods, rope_dtype, allow_missing_rope_periods, path)
     if isinstance(model, Encoder):
-        state = model.convert_state_dict(state, path)
+        state = model.convert_state_dict(state, path, layout)
 
     own = target.state_dict()
-    if detected == "dinov3_teacher" and "mask_token" in state and "mask_token" not in own:
+    if layout.format == "dinov3_teacher" and "mask_token" in state and "mask_token" not in own:
         del state["mask_token"]  # iBOT mask token of a DINO teacher: training-only
-        ignored.append("backbone.mask_token")
+        layout.ignored.append("mask_token")
     missing = [k for k in own if k not in state and not _matches(k, expected_missing)]
     unexpected = [k for k in state if k not in own and not _matches(k, expected_unexpected)]
     shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
@@ -337,35 +479,39 @@ def load_encoder_weights(model: nn.Module, path: str | Path, *, fmt: str = "auto
     if shapes:
         problems.append(f"{len(shapes)} shape mismatch(es): {_listed(shapes)}")
     if problems:
-        raise CheckpointError(path, f"does not match {type(target).__name__} ({detected} format): "
+        raise CheckpointError(path, f"does not match {type(target).__name__} ({layout.describe()}): "
                                     + "; ".join(problems))
     nonfinite = [k for k, v in state.items() if k in own and v.is_floating_point() and not torch.isfinite(v).all()]
     if nonfinite:
         raise CheckpointError(path, f"non-finite values in {len(nonfinite)} tensor(s): {_listed(nonfinite)}")
 
-    rope_source = None
-    if periods is not None:  # checked (and applied) before any weight is touched
-        _apply_rope_periods(target, periods, path)
-        rope_source = "checkpoint"
     loadable = {k: v for k, v in state.items() if k in own}
     result = target.load_state_dict(loadable, strict=False)
     # every remaining missing key was declared; anything else would be a bug in the checks above
     assert not result.unexpected_keys, result.unexpected_keys
-    declared_missing = sorted(k for k in own if k not in state)
-    declared_unexpected = sorted(k for k in state if k not in own)
-    info = {
+    if rope is not None:
+        set_rope_dtype(target, rope.dtype, rope.periods)
+    info: dict[str, Any] = {
         "path": str(path),
         "sha256": sha256_file(path),
-        "format": detected,
+        "format": layout.format,
+        "layout": layout.name,
+        "container": layout.container,
         "n_tensors": len(loadable),
-        "ignored": sorted(ignored),
-        "declared_missing": declared_missing,
-        "declared_unexpected": declared_unexpected,
+        "ignored": sorted(set(layout.ignored) | set(layout.outside)),
+        "declared_missing": sorted(k for k in own if k not in state),
+        "declared_unexpected": sorted(k for k in state if k not in own),
     }
-    if rope_source:
-        info["rope_periods"] = rope_source
-    log.info("loaded %s (%s, %d tensors, %d ignored, sha256 %s)", path, detected, len(loadable), len(ignored),
-             info["sha256"][:12])
+    if layout.stripped:
+        info["stripped_prefixes"] = dict(layout.stripped)
+    if rope is not None:
+        info.update(rope.info())
+        info["layernorm_eps"] = _layernorm_eps(target)
+    if layout.outside:
+        log.warning("%s (%s): %d key(s) outside the backbone ignored, as the authors' loader does: %s", path,
+                    layout.name, len(layout.outside), _listed(layout.outside))
+    log.info("loaded %s (%s, %d tensors, %d ignored, sha256 %s%s)", path, layout.name, len(loadable),
+             len(info["ignored"]), info["sha256"][:12], f", RoPE {rope.dtype}" if rope is not None else "")
     return info
 
 
@@ -399,19 +545,21 @@ def export_dinov3_teacher(model: nn.Module, path: str | Path,
 def export_timm(model: nn.Module, path: str | Path) -> dict[str, Any]:
     """Write the timm-named state dict as safetensors (loadable by timm ``load_state_dict``) atomically.
 
-    Note: timm recomputes RoPE periods, so a model whose periods came from a native checkpoint
-    (bf16-rounded upstream) is only reproduced exactly by :func:`export_dinov3_teacher`.
+    Note: timm recomputes RoPE periods in float32 and runs RoPE in float32, so a model whose periods
+    came from a native checkpoint (bf16-rounded upstream) or that computes RoPE in bf16 is only
+    reproduced exactly by :func:`export_dinov3_teacher`.
     """
     from safetensors.torch import save_file
 
     module = _module(model)
     state = {k: _cpu(v) for k, v in module.state_dict().items()}
-    rope = getattr(module, "rope", None)
-    if rope is not None and torch.is_tensor(getattr(rope, "periods", None)) and hasattr(rope, "_compute_periods"):
-        default = rope._compute_periods(device=rope.periods.device, dtype=rope.periods.dtype)
-        if not torch.equal(default, rope.periods):
-            log.warning("export_timm(%s): RoPE periods differ from timm's defaults and are not stored in timm "
-                        "format; use export_dinov3_teacher for an exact copy", path)
+    if has_dinov3_rope(module):
+        rope = module.rope
+        default = rope._compute_periods(device=rope.periods.device, dtype=torch.float32)
+        if rope_dtype_of(module) != "float32" or not torch.equal(default, rope.periods.float()):
+            log.warning("export_timm(%s): the model's RoPE (%s, periods %s timm's) cannot be stored in timm format; "
+                        "use export_dinov3_teacher for an exact copy", path, rope_dtype_of(module),
+                        "equal to" if torch.equal(default, rope.periods.float()) else "differing from")
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     return {"path": str(path), "sha256": sha256_file(path)}

@@ -26,11 +26,25 @@ Choices, each deliberate:
   models are built with the architecture's own ``img_size`` (it fixes the shape of DINOv2's
   absolute position table, so checkpoints from pretraining and from Meta load) and run at any
   multiple of the patch size thanks to ``dynamic_img_size``.
+
+Numerics that a weights file cannot fully tell (encoder args, i.e. ``backbones.<name>.args``):
+
+* ``norm_eps``: LayerNorm epsilon. timm's DINOv3 ViTs use 1e-5, as Meta's hub models
+  (``norm_layer="layernormbf16"``) and our own pretraining; Meta's *trainer* default
+  ``norm_layer: layernorm`` is 1e-6. No checkpoint records it, so weights from a default DINOv3
+  training run need ``norm_eps: 1.0e-6`` (a warning says so when such a checkpoint is loaded with
+  another value). The value in use is recorded in the load info (``layernorm_eps``).
+* ``rope_dtype``: ``"auto"`` (default) runs RoPE in bf16 for a DINOv3 trainer teacher checkpoint
+  with bf16 periods (Meta's trainer default) and in float32 otherwise; ``"float32"`` /
+  ``"bfloat16"`` force it (:mod:`brainfm.models.rope`). Recorded in the load info.
+* ``allow_missing_rope_periods``: accept native DINOv3 weights without ``rope_embed.periods``
+  (refused by default, as by Meta's loader); recorded in the load info.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +59,10 @@ from brainfm.models.registry import register_encoder
 
 __all__ = ["SliceEncoder2D", "build_slice_encoder", "ARCH_PATTERNS"]
 
+log = logging.getLogger("brainfm.models")
+
 ARCH_PATTERNS = ("vit_*_dinov3*", "vit_*_dinov2*")
+META_TRAINER_NORM_EPS = 1e-6  # DINOv3 trainer default norm_layer "layernorm"
 STACKINGS = ("replicate", "adjacent")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -157,7 +174,8 @@ def build_slice_encoder(arch: str = "vit_base_patch16_dinov3", *, img_size: int 
     for CPU demos; ``img_size`` is the input resolution (default: the architecture's own).
     ``norm_eps`` sets every LayerNorm's epsilon: timm's DINOv3 ViTs use 1e-5 (Meta's
     ``layernormbf16``, the released hub models), but Meta's trainer default ``norm_layer:
-    layernorm`` is 1e-6 -- a value no state dict records, so it must be given for such weights.
+    layernorm`` is 1e-6 -- a value no state dict records, so it must be given for such weights
+    (see the module docstring).
     """
     _check_arch(arch)
     kwargs: dict[str, Any] = dict(arch_overrides or {})
@@ -187,10 +205,21 @@ def build_slice_encoder(arch: str = "vit_base_patch16_dinov3", *, img_size: int 
 
 
 def _with_weights(enc: SliceEncoder2D, weights: str | None, weights_format: str,
-                  expected_missing: Sequence[str], expected_unexpected: Sequence[str]) -> SliceEncoder2D:
-    if weights:
-        enc.load_weights(weights, fmt=weights_format, expected_missing=tuple(expected_missing),
-                         expected_unexpected=tuple(expected_unexpected))
+                  expected_missing: Sequence[str], expected_unexpected: Sequence[str], rope_dtype: str = "auto",
+                  allow_missing_rope_periods: bool = False) -> SliceEncoder2D:
+    if not weights:
+        if rope_dtype != "auto" or allow_missing_rope_periods:
+            raise ConfigError("rope_dtype / allow_missing_rope_periods apply to loaded weights; no weights given")
+        return enc
+    info = enc.load_weights(weights, fmt=weights_format, expected_missing=tuple(expected_missing),
+                            expected_unexpected=tuple(expected_unexpected), rope_dtype=rope_dtype,
+                            allow_missing_rope_periods=allow_missing_rope_periods)
+    if (info.get("format") == "dinov3_teacher" and info.get("rope_dtype") == "bfloat16"
+            and enc.config.get("norm_eps") is None and info.get("layernorm_eps") != META_TRAINER_NORM_EPS):
+        log.warning("%s: a DINOv3 trainer checkpoint (bf16 RoPE); the trainer's default norm_layer 'layernorm' has "
+                    "LayerNorm eps %g, this encoder uses %s: set norm_eps: %g in the encoder args unless the run "
+                    "used norm_layer 'layernormbf16' (eps 1e-5)", weights, META_TRAINER_NORM_EPS,
+                    info.get("layernorm_eps"), META_TRAINER_NORM_EPS)
     return enc
 
 
@@ -204,29 +233,40 @@ def _require(name: str, weights: str | None) -> None:
 @register_encoder("vit_dinov3")
 def vit_dinov3(weights: str | None = None, *, arch: str = "vit_base_patch16_dinov3", weights_format: str = "auto",
                expected_missing: Sequence[str] = (), expected_unexpected: Sequence[str] = (),
+               rope_dtype: str = "auto", allow_missing_rope_periods: bool = False,
                **kwargs: Any) -> SliceEncoder2D:
     """Generic timm DINOv3 (or DINOv2) ViT slice encoder; random init when ``weights`` is None.
 
     kwargs: img_size, embed_dim, depth, num_heads, patch_size, arch_overrides, stacking,
-    stack_step, normalize, seed (see :func:`build_slice_encoder`).
+    stack_step, normalize, norm_eps, seed (see :func:`build_slice_encoder`); ``rope_dtype`` and
+    ``allow_missing_rope_periods`` go to the loader (see the module docstring).
     """
     enc = build_slice_encoder(arch, **kwargs)
-    return _with_weights(enc, weights, weights_format, expected_missing, expected_unexpected)
+    return _with_weights(enc, weights, weights_format, expected_missing, expected_unexpected, rope_dtype,
+                        allow_missing_rope_periods)
 
 
 @register_encoder("braindino")
 def braindino(weights: str | None = None, *, arch: str = "vit_base_patch16_dinov3", weights_format: str = "auto",
               expected_missing: Sequence[str] = (), expected_unexpected: Sequence[str] = (),
+              rope_dtype: str = "auto", allow_missing_rope_periods: bool = False,
               **kwargs: Any) -> SliceEncoder2D:
-    """BrainDINO: ViT-B/16 DINOv3 (RoPE, 4 registers) with weights from our pretraining export."""
+    """BrainDINO: ViT-B/16 DINOv3 (RoPE, 4 registers) with weights from our pretraining export.
+
+    A checkpoint from Meta's DINOv3 trainer (``{"teacher": ...}`` with bf16 RoPE periods) runs RoPE
+    in bf16 as the trainer did; give ``norm_eps=1e-6`` if it was trained with the default
+    ``norm_layer: layernorm`` (see the module docstring).
+    """
     _require("braindino", weights)
     enc = build_slice_encoder(arch, **kwargs)
-    return _with_weights(enc, weights, weights_format, expected_missing, expected_unexpected)
+    return _with_weights(enc, weights, weights_format, expected_missing, expected_unexpected, rope_dtype,
+                        allow_missing_rope_periods)
 
 
 @register_encoder("dinov3")
 def dinov3(weights: str | None = None, *, arch: str = "vit_base_patch16_dinov3", weights_format: str = "auto",
            expected_missing: Sequence[str] = (), expected_unexpected: Sequence[str] = (),
+           rope_dtype: str = "auto", allow_missing_rope_periods: bool = False,
            **kwargs: Any) -> SliceEncoder2D:
     """Natural-image DINOv3 (user-supplied timm ``.safetensors`` or Meta ``.pth``), same slice protocol.
 
@@ -235,7 +275,8 @@ def dinov3(weights: str | None = None, *, arch: str = "vit_base_patch16_dinov3",
     """
     _require("dinov3", weights)
     enc = build_slice_encoder(arch, **kwargs)
-    return _with_weights(enc, weights, weights_format, expected_missing, expected_unexpected)
+    return _with_weights(enc, weights, weights_format, expected_missing, expected_unexpected, rope_dtype,
+                        allow_missing_rope_periods)
 
 
 @register_encoder("vit_random")
@@ -256,7 +297,8 @@ def vit_random(weights: str | None = None, *, arch: str = "vit_base_patch16_dino
 @register_encoder("brainfound")
 def brainfound(weights: str | None = None, *, arch: str = "vit_large_patch14_dinov2", img_size: int = 224,
                stacking: str = "adjacent", weights_format: str = "auto", expected_missing: Sequence[str] = (),
-               expected_unexpected: Sequence[str] = (), **kwargs: Any) -> SliceEncoder2D:
+               expected_unexpected: Sequence[str] = (), rope_dtype: str = "auto",
+               allow_missing_rope_periods: bool = False, **kwargs: Any) -> SliceEncoder2D:
     """BrainFound: a DINO ViT whose 3 input channels are adjacent axial slices (k-step, k, k+step).
 
     Defaults follow our BrainFound pretraining recipe (DINOv2 ViT-L/14 at 224 px,
@@ -264,4 +306,5 @@ def brainfound(weights: str | None = None, *, arch: str = "vit_large_patch14_din
     """
     _require("brainfound", weights)
     enc = build_slice_encoder(arch, img_size=img_size, stacking=stacking, **kwargs)
-    return _with_weights(enc, weights, weights_format, expected_missing, expected_unexpected)
+    return _with_weights(enc, weights, weights_format, expected_missing, expected_unexpected, rope_dtype,
+                        allow_missing_rope_periods)

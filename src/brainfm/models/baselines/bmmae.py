@@ -61,6 +61,7 @@ from brainfm.models.baselines.common import (
     seeded,
     size3,
 )
+from brainfm.models.checkpoint import Layout
 from brainfm.models.registry import register_encoder
 
 __all__ = ["BMMAE_MODALITIES", "CANONICAL_TO_BMMAE", "bmmae_key", "MRITokenizer3D", "BMMAEViT", "BMMAEEncoder"]
@@ -140,7 +141,7 @@ class BMMAEViT(nn.Module):
 class BMMAEEncoder(VolumeEncoder3D):
     """Frozen BM-MAE: ``cls`` = final-normed CLS token (768-d)."""
 
-    layout = ("BM-MAE raw state dict {'cls_token', 'norm.*', 'blocks.N.*', "
+    expected_layout = ("BM-MAE raw state dict {'cls_token', 'norm.*', 'blocks.N.*', "
               "'tokenizers.<t1|t1ce|t2|flair>.patch_embedding.*', 'decoder.*' (unused)}")
     expected_missing = MONAI_DEAD_KEYS
     expected_unexpected = MONAI_DEAD_KEYS + ("decoder.*",)
@@ -210,8 +211,9 @@ class BMMAEEncoder(VolumeEncoder3D):
             out["patch"] = self.grid_to_canonical(patch)
         return out
 
-    def select_state(self, state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-        return state, []
+    def select_state(self, state: dict[str, torch.Tensor], path: Path, layout: Layout) -> dict[str, torch.Tensor]:
+        layout.recognise("bmmae_raw", "BM-MAE raw")  # decoder.* are declared unused (expected_unexpected)
+        return state
 
 
 # ============================================================================ registry

@@ -11,7 +11,8 @@ Two incompatible public versions exist (``notes/anchors.md`` §4); BrainDINO com
     Released file: a Lightning checkpoint ``{"state_dict": {"backbone.<resnet key>": ...,
     <other heads>}, ...}``; ``load_brainiac.py`` keeps the keys *containing* ``backbone`` and loads
     them strictly into ``ResNet50_3D`` (whose own keys are ``backbone.<resnet key>``). Here the same
-    keys are selected, ``backbone.`` is stripped, everything else is reported as ignored.
+    keys are selected, ``backbone.`` is stripped, everything else is reported as ignored (layout
+    ``Lightning``; a bare MONAI resnet state dict is layout ``MONAI``).
     Input (``dataset2.py``, validation transform): the NIfTI array in nibabel (x, y, z) order,
     ``Resized(128^3)`` with MONAI's default ``area`` mode, then ``ScaleIntensity(0, 1)`` (min-max).
     Layers for CKA: the four residual stages ``layer1..layer4`` (GAP of each).
@@ -78,7 +79,7 @@ from brainfm.models.baselines.common import (
     size3,
     strip_prefix,
 )
-from brainfm.models.checkpoint import read_checkpoint
+from brainfm.models.checkpoint import Layout, read_checkpoint
 from brainfm.models.registry import register_encoder
 
 __all__ = ["ResNetEncoder3D", "BrainIACViT", "RESNET_FEATURES", "build_monai_resnet"]
@@ -129,7 +130,7 @@ class ResNetEncoder3D(VolumeEncoder3D):
     def __init__(self, *, arch: str = "resnet50", recipe: str = "brainiac_v1", img_size: int | Sequence[int] = 128,
                  conv1_stride: int = 2, shortcut_type: str = "B", bias_downsample: bool = True,
                  dilated: bool = False, input_perm: Sequence[int] = AXES_XYZ, seed: int = 0,
-                 layout: str = "") -> None:
+                 expected_layout: str = "") -> None:
         super().__init__(input_perm=input_perm, grid_axes=input_perm)
         self.recipe = _check_choice(recipe, RESNET_RECIPES, "recipe")
         self.img_size = size3(img_size)
@@ -142,7 +143,7 @@ class ResNetEncoder3D(VolumeEncoder3D):
         self.embed_dim = RESNET_FEATURES[arch]
         self.layer_names = ["layer1", "layer2", "layer3", "layer4"]
         self.cka_layers = early_mid_late(len(self.layer_names))
-        self.layout = layout
+        self.expected_layout = expected_layout
         self.config = {"arch": arch, "recipe": recipe, "img_size": list(self.img_size),
                        "conv1_stride": int(conv1_stride), "shortcut_type": shortcut_type,
                        "bias_downsample": bool(bias_downsample), "dilated": bool(dilated),
@@ -179,20 +180,25 @@ class ResNetEncoder3D(VolumeEncoder3D):
         return self.pool_stages(stages, layers, return_patch)
 
     # ------------------------------------------------------------------ weights
-    def select_state(self, state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-        if self.recipe == "brainiac_v1" and any("backbone" in k for k in state):
+    def select_state(self, state: dict[str, torch.Tensor], path: Path, layout: Layout) -> dict[str, torch.Tensor]:
+        if self.recipe == "brainiac_v1":
+            if not any("backbone" in k for k in state):
+                layout.recognise("monai", "MONAI")
+                return state
             # load_brainiac.py: keep keys containing 'backbone'; ResNet50_3D names them 'backbone.<key>'
-            kept, dropped = {}, []
-            for k, v in state.items():
-                if "backbone" not in k:
-                    dropped.append(k)
-                else:
-                    kept[k[len("backbone."):] if k.startswith("backbone.") else k] = v
-            return kept, sorted(dropped)
+            layout.recognise("lightning", "Lightning")
+            layout.outside += sorted(k for k in state if "backbone" not in k)
+            return {k[len("backbone."):] if k.startswith("backbone.") else k: v
+                    for k, v in state.items() if "backbone" in k}
         if self.recipe == "medicalnet":
-            dropped = sorted(k for k in state if k.startswith("conv_seg."))  # MedicalNet segmentation head
-            return {k: v for k, v in state.items() if not k.startswith("conv_seg.")}, dropped
-        return state, []
+            if "module." in layout.stripped:
+                layout.recognise("medicalnet_dataparallel", "MedicalNet DataParallel")
+            else:
+                layout.recognise("monai", "MONAI")
+            layout.outside += sorted(k for k in state if k.startswith("conv_seg."))  # segmentation head
+            return {k: v for k, v in state.items() if not k.startswith("conv_seg.")}
+        layout.recognise("simclr_export", "brainfm SimCLR export")
+        return state
 
     def load_weights(self, path: str | Path, **kwargs: Any) -> dict[str, Any]:
         if self.recipe == "simclr":
@@ -214,7 +220,7 @@ class ResNetEncoder3D(VolumeEncoder3D):
 class BrainIACViT(VolumeEncoder3D):
     """BrainIAC v2: MONAI 3D ViT-B/16 at 96^3, no CLS token (see module docstring for ``pool``)."""
 
-    layout = ("BrainIAC v2 Lightning checkpoint {'state_dict': {'backbone.<MONAI ViT key>': ...}} "
+    expected_layout = ("BrainIAC v2 Lightning checkpoint {'state_dict': {'backbone.<MONAI ViT key>': ...}} "
               "(patch_embedding.*, blocks.N.*, norm.*), or the bare MONAI ViT state dict")
     expected_missing = MONAI_DEAD_KEYS
     expected_unexpected = MONAI_DEAD_KEYS
@@ -276,10 +282,14 @@ class BrainIACViT(VolumeEncoder3D):
             out["patch"] = self.grid_to_canonical(final.reshape(final.shape[0], *self.grid, final.shape[-1]))
         return out
 
-    def select_state(self, state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    def select_state(self, state: dict[str, torch.Tensor], path: Path, layout: Layout) -> dict[str, torch.Tensor]:
         if any(k.startswith("backbone.") for k in state):  # ViTBackboneNet: keep backbone.*, strip it
-            return strip_prefix(state, "backbone.")
-        return state, []
+            layout.recognise("lightning", "Lightning")
+            kept, outside = strip_prefix(state, "backbone.")
+            layout.outside += outside
+            return kept
+        layout.recognise("monai", "MONAI")
+        return state
 
 
 # ============================================================================ registry
@@ -303,7 +313,7 @@ def _no_weights(name: str, weights: str | None) -> None:
 
 def _v1(img_size: int | Sequence[int], seed: int) -> ResNetEncoder3D:
     return ResNetEncoder3D(arch="resnet50", recipe="brainiac_v1", img_size=img_size, conv1_stride=2,
-                           input_perm=AXES_XYZ, seed=seed, layout=_V1_LAYOUT)
+                           input_perm=AXES_XYZ, seed=seed, expected_layout=_V1_LAYOUT)
 
 
 @register_encoder("brainiac_v1")
@@ -330,7 +340,7 @@ def brainiac_simclr(weights: str | None = None, *, arch: str = "resnet50", conv1
     """The BrainIAC v1 architecture with weights written by our SimCLR recipe (``brainfm.ssl.simclr``)."""
     path = _need("brainiac_simclr", weights)
     enc = ResNetEncoder3D(arch=arch, recipe="simclr", img_size=img_size, conv1_stride=conv1_stride,
-                          input_perm=AXES_CANONICAL, seed=seed, layout=_SIMCLR_LAYOUT)
+                          input_perm=AXES_CANONICAL, seed=seed, expected_layout=_SIMCLR_LAYOUT)
     enc.load_weights(path)
     return enc
 

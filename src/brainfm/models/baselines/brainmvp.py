@@ -35,8 +35,9 @@ Checkpoint. ``BrainMVP_uniformer.pt`` is the pretraining checkpoint ``{"current_
     ``module.`` and ``uniformer.`` from every key, drops ``encoder.patch_embed1.proj.{weight,bias}``
     (its downstream nets have 4 input channels, pretraining had 1) and loads with ``strict=False``.
     Here the same renaming is applied, the ``encoder.*`` keys are selected, decoder and templates
-    are reported as ignored, and the rest is checked strictly. A file that is already a bare
-    UniFormer state dict (BrainDINO's ``BrainMVP.pt``) loads too. A stem whose input channels
+    are reported as ignored, and the rest is checked strictly (layout ``BrainMVP RecModel``). A file
+    that is already a bare UniFormer state dict (BrainDINO's ``BrainMVP.pt``, layout ``UniFormer``)
+    loads too. A stem whose input channels
     differ from ``in_chans`` is an error unless declared: ``stem_mismatch="reinit"`` (the official
     loader's choice: a seeded random stem) or ``"repeat"`` (tile the pretrained kernel over the new
     channels and divide by the tiling factor, BrainDINO's segmentation adaptation); the choice is
@@ -68,6 +69,7 @@ from brainfm.models.baselines.common import (
     seeded,
     size3,
 )
+from brainfm.models.checkpoint import Layout
 from brainfm.models.registry import register_encoder
 
 __all__ = ["UniFormer3D", "BrainMVPEncoder", "UNIFORMER_S"]
@@ -217,7 +219,7 @@ class UniFormer3D(nn.Module):
 class BrainMVPEncoder(VolumeEncoder3D):
     """Frozen BrainMVP UniFormer-S: ``cls`` = GAP of the normed last stage (512-d)."""
 
-    layout = ("BrainMVP checkpoint {'state_dict': {'module.encoder.uniformer.<UniFormer key>', "
+    expected_layout = ("BrainMVP checkpoint {'state_dict': {'module.encoder.uniformer.<UniFormer key>', "
               "'module.decoder.*', 'module.rep_template'}} or a bare UniFormer state dict")
 
     def __init__(self, *, in_chans: int = 1, img_size: int | Sequence[int] | None = None, protocol: str = "native",
@@ -266,17 +268,19 @@ class BrainMVPEncoder(VolumeEncoder3D):
         return self.pool_stages(stages, layers, return_patch)
 
     # ------------------------------------------------------------------ weights
-    def select_state(self, state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    def select_state(self, state: dict[str, torch.Tensor], path: Path, layout: Layout) -> dict[str, torch.Tensor]:
         # Downstream/train_script.py: drop 'module.' and 'uniformer.' everywhere in the key
         renamed = {k.replace("module.", "").replace("uniformer.", ""): v for k, v in state.items()}
         if len(renamed) != len(state):
             raise CheckpointError(path, "keys collide after removing 'module.'/'uniformer.'")
-        dropped: list[str] = []
         if any(k.startswith("encoder.") for k in renamed):  # RecModel / UniUnet checkpoint
-            dropped = sorted(k for k in renamed if not k.startswith("encoder."))
+            layout.recognise("brainmvp_recmodel", "BrainMVP RecModel")
+            layout.outside += sorted(k for k in renamed if not k.startswith("encoder."))
             renamed = {k[len("encoder."):]: v for k, v in renamed.items() if k.startswith("encoder.")}
+        else:
+            layout.recognise("uniformer", "UniFormer")
         self._adapt_stem(renamed, path)
-        return renamed, dropped
+        return renamed
 
     def _adapt_stem(self, state: dict[str, torch.Tensor], path: Path) -> None:
         key = "patch_embed1.proj.weight"

@@ -29,11 +29,15 @@ Intensity recipes
 
 Loading
     :class:`VolumeEncoder3D` runs :func:`brainfm.models.checkpoint.load_encoder_weights` (read with
-    ``weights_only=True``, every key checked, shapes checked, non-finite values refused) after the
-    encoder's :meth:`select_state` hook has reproduced the public loader's unwrapping (prefix
-    selection and stripping). Keys the public loader drops on purpose (projection heads, decoders)
-    are reported in the load info under ``ignored``; any other surplus or missing key is a
-    :class:`~brainfm.errors.CheckpointError` naming the file, the keys, and the expected layout.
+    ``weights_only=True``, wrapper prefixes such as DataParallel's ``module.`` removed key by key,
+    every key checked, shapes checked, non-finite values refused) after the encoder's
+    :meth:`select_state` hook has recognised the authors' layout (``Lightning``, ``MONAI``,
+    ``MedicalNet DataParallel``, ``BrainMVP RecModel``, ``BM-MAE raw`` ...) and reproduced the
+    public loader's unwrapping (prefix selection and stripping). Keys the public loader drops on
+    purpose (projection heads, decoders) are listed in the load info under ``ignored`` and logged
+    at WARNING; any other surplus or missing key is a :class:`~brainfm.errors.CheckpointError`
+    naming the file, the keys, the recognised layout and the expected one. The recognised layout is
+    recorded in the load info (``format``, ``layout``, ``container``).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from torch import nn
 
 from brainfm.errors import CheckpointError, ConfigError
 from brainfm.models.base import Encoder
-from brainfm.models.checkpoint import load_encoder_weights
+from brainfm.models.checkpoint import Layout, load_encoder_weights
 
 __all__ = [
     "VolumeEncoder3D",
@@ -196,13 +200,13 @@ def rebase_background(x: torch.Tensor) -> torch.Tensor:
 class VolumeEncoder3D(Encoder):
     """Base of the 3D baselines: axis bookkeeping and layout-aware strict loading.
 
-    Subclasses set ``input_perm`` / ``grid_axes`` (see the module docstring), ``layout`` (a short
-    description of the released checkpoint layout, quoted in errors) and implement
+    Subclasses set ``input_perm`` / ``grid_axes`` (see the module docstring), ``expected_layout``
+    (a short description of the released checkpoint layout, quoted in errors) and implement
     :meth:`select_state`, :meth:`preprocess` and :meth:`forward_features`.
     """
 
     input_kind = "volume3d"
-    layout: str = ""
+    expected_layout: str = ""
     # declared patterns for load_encoder_weights (model keys that may stay at init / file keys left unused)
     expected_missing: tuple[str, ...] = ()
     expected_unexpected: tuple[str, ...] = ()
@@ -214,7 +218,6 @@ class VolumeEncoder3D(Encoder):
                 raise ValueError(f"not a permutation of the 3 canonical axes: {perm}")
         self.input_perm = tuple(int(a) for a in input_perm)
         self.grid_axes = tuple(int(a) for a in grid_axes)
-        self._dropped: list[str] = []
         self._notes: dict[str, Any] = {}
         self.cka_layers: tuple[int, ...] = ()  # early / mid / late indices into layer_names (set by subclasses)
 
@@ -247,20 +250,25 @@ class VolumeEncoder3D(Encoder):
         return grid.permute(order)
 
     # ------------------------------------------------------------------ weights
-    def select_state(self, state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """Public-loader unwrapping: ``(state in weight_module() names, keys dropped on purpose)``."""
-        return state, []
+    def select_state(self, state: dict[str, torch.Tensor], path: Path, layout: Layout) -> dict[str, torch.Tensor]:
+        """Public-loader unwrapping: the state in ``weight_module()`` names.
 
-    def convert_state_dict(self, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
-        kept, dropped = self.select_state(dict(state), Path(path))
-        self._dropped = list(dropped)
-        return kept
+        Implementations name the layout they recognise (``layout.recognise``) and put the keys the
+        authors' loader drops on purpose (heads, decoders) in ``layout.outside``.
+        """
+        return state
+
+    def convert_state_dict(self, state: dict[str, torch.Tensor], path: Path,
+                           layout: Layout | None = None) -> dict[str, torch.Tensor]:
+        if layout is None:
+            layout = Layout("state_dict", "state dict", "bare state dict")
+        return self.select_state(dict(state), Path(path), layout)
 
     def load_weights(self, path: str | Path, **kwargs: Any) -> dict[str, Any]:
         """Strictly load a file in the released layout (see :meth:`select_state`)."""
         if kwargs:
             raise ConfigError(f"{type(self).__name__}.load_weights takes no options, got {sorted(kwargs)}")
-        self._dropped, self._notes = [], {}
+        self._notes = {}
         try:
             info = load_encoder_weights(self, path, expected_missing=self.expected_missing,
                                         expected_unexpected=self.expected_unexpected)
@@ -271,9 +279,7 @@ class VolumeEncoder3D(Encoder):
                            " which are never unpickled here. If you trust its source, keep only the tensors once: "
                            "python -c \"import torch; c = torch.load('IN', weights_only=False); "
                            "torch.save({'state_dict': c['state_dict']}, 'OUT')\"")
-            raise CheckpointError(exc.path, f"{reason} [expected layout: {self.layout}]") from exc
-        info["ignored"] = sorted(set(info.get("ignored", [])) | set(self._dropped))
-        info["layout"] = self.layout
+            raise CheckpointError(exc.path, f"{reason} [expected layout: {self.expected_layout}]") from exc
         info.update(self._notes)
         self.weights_info = info
         return info

@@ -15,9 +15,10 @@ Architecture. MedicalNet's 3D ResNets (``models/resnet.py``) have MONAI's module
     (same parameters, 8x finer last-stage grid, more compute); ``dilated=False`` is MONAI's port.
     ``cls`` is the global average of ``layer4`` (2048-d for ResNet50).
 
-Checkpoint. ``{"state_dict": {"module.<resnet key>": ...}}`` (a DataParallel model); the ``module.``
-    prefix is stripped (as MONAI does) and every key must match; a segmentation head ``conv_seg.*``
-    (present in MedicalNet's fine-tuned models, not in the pretrained ones) is reported as ignored.
+Checkpoint. ``{"state_dict": {"module.<resnet key>": ...}}`` (a DataParallel model, recognised as the
+    ``MedicalNet DataParallel`` layout); the ``module.`` prefix is stripped key by key (as MONAI
+    does) and every key must match; a segmentation head ``conv_seg.*`` (present in MedicalNet's
+    fine-tuned models, not in the pretrained ones) is ignored, listed in the load info and logged.
 
 Input. MedicalNet stores volumes transposed to (z, y, x) ("from WHD format to DHW") and normalises
     them with mean/std over voxels > 0, filling the background with N(0, 1) noise during training.
@@ -50,7 +51,7 @@ def medicalnet_encoder(*, arch: str = "resnet50", dilated: bool = True, img_size
     bias_downsample, shortcut_type = get_medicalnet_pretrained_resnet_args(int(arch[len("resnet"):]))
     return ResNetEncoder3D(arch=arch, recipe="medicalnet", img_size=img_size, conv1_stride=2,
                            shortcut_type=shortcut_type, bias_downsample=bias_downsample, dilated=dilated,
-                           input_perm=AXES_ZYX, seed=seed, layout=_LAYOUT)
+                           input_perm=AXES_ZYX, seed=seed, expected_layout=_LAYOUT)
 
 
 @register_encoder("medicalnet")
