@@ -66,7 +66,8 @@ def cmd_phantom(a: argparse.Namespace) -> None:
 
 def cmd_dataset(a: argparse.Namespace) -> None:
     from brainfm.atomic import write_json
-    from brainfm.data.registry import build_manifest, check_dataset, fetch_dataset, load_dataset_entry
+    from brainfm.data.datasets import build_manifest, check_dataset, load_dataset_entry
+    from brainfm.data.fetch import fetch_dataset
 
     entry = load_dataset_entry(a.registry)
     root = Path(a.root)
