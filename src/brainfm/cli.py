@@ -67,7 +67,8 @@ def cmd_phantom_dataset(a: argparse.Namespace) -> None:
 
 def cmd_real_dataset(a: argparse.Namespace) -> None:
     from brainfm.atomic import write_json
-    from brainfm.data.registry import build_manifest, check_dataset, fetch_dataset, load_dataset_entry
+    from brainfm.data.datasets import build_manifest, check_dataset, load_dataset_entry
+    from brainfm.data.fetch import fetch_dataset
 
     spec = a.dataset
     entry = load_dataset_entry(spec.registry)

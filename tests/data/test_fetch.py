@@ -26,7 +26,8 @@ import pytest
 import yaml
 
 from brainfm.data.fetch import download, extract, fetch_dataset, file_digest
-from brainfm.data.registry import build_manifest, load_dataset_entry
+from brainfm.data.datasets import build_manifest, load_dataset_entry
+from brainfm.data.datasets.catalog import BUILTIN_ENTRIES
 from brainfm.errors import ConfigError, DataMissingError, InputError
 
 
@@ -317,6 +318,6 @@ def test_fetch_dataset_then_build_manifest(server, tmp_path):
     n = len(st.log)
     fetch_dataset(entry, root, progress=False)  # finished items are skipped without network
     assert len(st.log) == n
-    no_download = load_dataset_entry("adni", (Path(__file__).resolve().parents[2] / "config" / "datasets",))
+    no_download = load_dataset_entry("adni", (BUILTIN_ENTRIES,))
     with pytest.raises(ConfigError, match="(?s)no `download` section .*access: dua.*adni.loni.usc.edu"):
         fetch_dataset(no_download, tmp_path / "adni")

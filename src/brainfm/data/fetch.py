@@ -23,7 +23,6 @@ import tarfile
 import time
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import Request, urlopen
@@ -31,10 +30,8 @@ from urllib.request import Request, urlopen
 from tqdm.auto import tqdm
 
 from brainfm.atomic import atomic_dir, write_json
+from brainfm.data.datasets.entry import DatasetEntry
 from brainfm.errors import ConfigError, DataMissingError, InputError
-
-if TYPE_CHECKING:  # registry imports this module; keep the dependency one-way at run time
-    from brainfm.data.registry import DatasetEntry
 
 __all__ = ["download", "extract", "fetch_dataset", "file_digest"]
 
