@@ -148,3 +148,17 @@ def test_optional_plugin_absent_is_tolerated_but_broken_plugin_raises(monkeypatc
         registry.load_plugins()
     sys.modules.pop("brainfm_broken_plugin_xyz", None)
     monkeypatch.setattr(registry, "_plugins_loaded", True)
+
+
+def test_the_catalogue_is_the_one_list_of_built_in_encoders():
+    """Every built-in encoder is catalogued with the module that registers it, and nothing else is."""
+    import importlib
+
+    from brainfm.models import list_encoders
+    from brainfm.models.catalog import ENCODERS
+    from brainfm.models.registry import _REGISTRY
+
+    assert set(list_encoders()) == set(ENCODERS)
+    for name, info in ENCODERS.items():
+        importlib.import_module(info.module)
+        assert _REGISTRY[name].__module__ == info.module, name

@@ -10,27 +10,26 @@ registry lookup (``create_encoder``, ``list_encoders``; see :func:`load_plugins`
 time, so a module that registers encoders can import from here without a cycle.
 """
 
-from brainfm.models.base import INPUT_KINDS, Encoder
-from brainfm.models.checkpoint import (
-    export_dinov3_teacher,
-    export_timm,
-    load_encoder_weights,
-    read_checkpoint,
-    sha256_file,
-)
-from brainfm.models.registry import create_encoder, get_factory, list_encoders, load_plugins, register_encoder
+from __future__ import annotations
 
-__all__ = [
-    "Encoder",
-    "INPUT_KINDS",
-    "register_encoder",
-    "create_encoder",
-    "list_encoders",
-    "get_factory",
-    "load_plugins",
-    "load_encoder_weights",
-    "read_checkpoint",
-    "export_dinov3_teacher",
-    "export_timm",
-    "sha256_file",
-]
+import importlib
+from typing import Any
+
+# attribute -> submodule; imported on first use so that the torch-free catalogue
+# (brainfm.models.catalog) can be read without importing torch
+_EXPORTS = {
+    "Encoder": "base", "INPUT_KINDS": "base",
+    "register_encoder": "registry", "create_encoder": "registry", "list_encoders": "registry",
+    "get_factory": "registry", "load_plugins": "registry",
+    "load_encoder_weights": "checkpoint", "read_checkpoint": "checkpoint", "export_dinov3_teacher": "checkpoint",
+    "export_timm": "checkpoint", "sha256_file": "checkpoint",
+    "ENCODERS": "catalog", "EncoderInfo": "catalog", "encoder_info": "catalog",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

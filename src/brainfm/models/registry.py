@@ -19,6 +19,7 @@ from typing import Any
 
 from brainfm.errors import ConfigError
 from brainfm.models.base import Encoder
+from brainfm.models.catalog import ENCODERS
 
 __all__ = ["register_encoder", "create_encoder", "list_encoders", "get_factory", "load_plugins"]
 
@@ -28,17 +29,6 @@ Factory = Callable[..., Any]
 _REGISTRY: dict[str, Factory] = {}
 _PLUGINS = ("brainfm.models.vit", "brainfm.models.baselines")  # baselines: optional package
 _plugins_loaded = False
-# Where the built-in names live, so creating one encoder imports only its module (a 3D baseline
-# pulls in MONAI, a few seconds per process that every extraction job would otherwise pay).
-_BASELINES = "brainfm.models.baselines."
-_KNOWN_MODULES: dict[str, str] = {
-    **{n: "brainfm.models.vit" for n in ("vit_dinov3", "braindino", "dinov3", "vit_random", "brainfound")},
-    **{n: _BASELINES + "brainiac" for n in ("brainiac", "brainiac_scratch", "brainiac_v1", "brainiac_v1_scratch",
-                                            "brainiac_simclr")},
-    **{n: _BASELINES + "bmmae" for n in ("bmmae", "bmmae_scratch")},
-    **{n: _BASELINES + "brainmvp" for n in ("brainmvp", "brainmvp_scratch")},
-    **{n: _BASELINES + "medicalnet" for n in ("medicalnet", "medicalnet_scratch")},
-}
 
 
 def register_encoder(name: str) -> Callable[[Factory], Factory]:
@@ -84,8 +74,8 @@ def list_encoders(pattern: str | None = None) -> list[str]:
 
 
 def get_factory(name: str) -> Factory:
-    if name not in _REGISTRY and name in _KNOWN_MODULES:
-        importlib.import_module(_KNOWN_MODULES[name])
+    if name not in _REGISTRY and name in ENCODERS:
+        importlib.import_module(ENCODERS[name].module)
     if name in _REGISTRY:
         return _REGISTRY[name]
     load_plugins()

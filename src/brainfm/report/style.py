@@ -22,33 +22,26 @@ import matplotlib as mpl
 from matplotlib.figure import Figure
 
 from brainfm.atomic import atomic_path
+from brainfm.models.catalog import ENCODERS
 
 __all__ = [
     "KNOWN_COLORS", "EXTRA_COLORS", "DISPLAY_NAMES", "backbone_color", "palette", "display_name", "marker",
     "order_backbones", "metric_label", "ratio_label", "style", "new_figure", "save_figure", "RC",
 ]
 
-KNOWN_COLORS: dict[str, str] = {
-    "braindino": "#d62728",  # red
-    "dinov3": "#1f77b4",  # blue
-    "brainiac": "#2ca02c",  # green
-    "brainiac_simclr": "#98df8a",  # light green (the SimCLR recipe trained here)
-    "bmmae": "#ff7f0e",  # orange
-    "brainmvp": "#9467bd",  # purple
-    "brainfound": "#8c564b",  # brown
-    "scratch": "#7f7f7f",  # grey
-    "vit_random": "#17becf",  # cyan
-    "medicalnet": "#e377c2",  # pink
-}
+# colours and names of the built-in encoders (brainfm.models.catalog, the one list of encoders),
+# plus "scratch", the paper's name for a randomly initialised backbone
+KNOWN_COLORS: dict[str, str] = {}
+for _name, _info in ENCODERS.items():
+    if _info.color:
+        KNOWN_COLORS[_name] = _info.color
+    if _name == "brainfound":  # the paper's order: the random-init controls after the pretrained encoders
+        KNOWN_COLORS["scratch"] = "#7f7f7f"
 EXTRA_COLORS: tuple[str, ...] = (  # saturated, and distinct from the known colours above
     "#bcbd22", "#393b79", "#637939", "#8c6d31", "#7b4173", "#a55194", "#000000", "#e7ba52",
     "#5254a3", "#8ca252", "#843c39", "#6baed6",
 )
-DISPLAY_NAMES: dict[str, str] = {
-    "braindino": "BrainDINO", "dinov3": "DINOv3", "brainiac": "BrainIAC", "brainiac_simclr": "BrainIAC (SimCLR)",
-    "bmmae": "BM-MAE", "brainmvp": "BrainMVP", "brainfound": "BrainFound", "scratch": "Scratch",
-    "vit_random": "ViT (random init)", "medicalnet": "MedicalNet",
-}
+DISPLAY_NAMES: dict[str, str] = {**{n: e.label for n, e in ENCODERS.items()}, "scratch": "Scratch"}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
 _KNOWN_ORDER = list(KNOWN_COLORS)
 _METRIC_LABELS = {
