@@ -125,7 +125,7 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
 
     run_pretraining(recipe=a.recipe, spec=a.spec, stores=[Path(s) for s in a.stores], out=Path(a.out),
                     summary=Path(a.summary), work_dir=Path(a.work_dir), nproc=a.nproc,
-                    device=resolve_device(a.device))
+                    device=resolve_device(a.device), nnodes=a.nnodes, rdzv_endpoint=a.rdzv_endpoint)
 
 
 def build_backbone(spec: dict[str, Any], weights: str | None):
@@ -395,7 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="exported weights for the encoder registry")
     s.add_argument("--summary", required=True)
     s.add_argument("--work-dir", required=True, help="checkpoints for resuming (kept across failures)")
-    s.add_argument("--nproc", type=int, default=1, help="processes (torchrun-style DDP)")
+    s.add_argument("--nproc", type=int, default=1, help="processes per node (torchrun-style DDP)")
+    s.add_argument("--nnodes", type=int, default=1,
+                   help="nodes; inside a SLURM allocation one launcher per node is started with srun")
+    s.add_argument("--rdzv-endpoint", default=None,
+                   help="HOST:PORT of the c10d rendezvous: this process is one node's launcher (outside SLURM)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_pretrain)
 

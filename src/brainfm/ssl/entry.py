@@ -11,7 +11,8 @@ DINO stages run in order in ``work_dir/stage<i>``; stage ``i > 1`` starts from t
 of stage ``i - 1``. Key precedence for a stage-2 config: ``params`` < the paper's stage-2
 values (:data:`~brainfm.ssl.config.STAGE2_DEFAULTS`) < the stage's own keys. ``init:
 pretrain:<run>`` resolves to ``<results>/pretrain/<run>/weights.pth`` (a sibling of this run's
-output directory). With ``nproc > 1`` the work is re-launched under ``torch.distributed.run``;
+output directory). With ``nproc > 1`` or ``nnodes > 1`` the work is re-launched under
+``torch.distributed.run`` (one launcher per node, c10d rendezvous across nodes);
 every step resumes from its checkpoints when the job is restarted.
 """
 
@@ -160,8 +161,12 @@ def _stage_info(cfg: Any, result: Any, work_dir: Path) -> dict[str, Any]:
 
 
 def run_pretraining(recipe: str, spec: dict[str, Any], stores: list[Path], out: Path, summary: Path,
-                    work_dir: Path, nproc: int = 1, device: str = "cpu") -> dict[str, Any]:
-    """Run one pretraining spec end to end (resuming from ``work_dir``); returns the summary dict."""
+                    work_dir: Path, nproc: int = 1, device: str = "cpu", nnodes: int = 1,
+                    rdzv_endpoint: str | None = None) -> dict[str, Any]:
+    """Run one pretraining spec end to end (resuming from ``work_dir``); returns the summary dict.
+
+    ``nproc`` processes per node on ``nnodes`` nodes (see :func:`brainfm.ssl.distributed.launch_torchrun`).
+    """
     out, summary, work_dir = Path(out), Path(summary), Path(work_dir)
     stores = [Path(s) for s in stores]
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -169,14 +174,16 @@ def run_pretraining(recipe: str, spec: dict[str, Any], stores: list[Path], out: 
         raise ConfigError(f"unknown pretraining recipe {recipe!r} (dino | simclr | brainfound)")
     if recipe == "dino":
         dino_stage_configs(spec)  # validate before launching anything
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+    if nnodes < 1 or nproc < 1:
+        raise ConfigError(f"nproc ({nproc}) and nnodes ({nnodes}) must be at least 1")
+    if (nproc > 1 or nnodes > 1 or rdzv_endpoint) and "WORLD_SIZE" not in os.environ:
         error_file = work_dir / "launch-error.json"
         error_file.unlink(missing_ok=True)
         payload = {"recipe": recipe, "spec": spec, "stores": [str(s) for s in stores], "out": str(out),
                    "summary": str(summary), "work_dir": str(work_dir), "device": device,
                    "error_file": str(error_file)}
         try:
-            launch_torchrun(nproc, payload, work_dir)
+            launch_torchrun(nproc, payload, work_dir, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint)
         except RuntimeError as exc:
             if error_file.exists():
                 err = json.loads(error_file.read_text())
