@@ -30,6 +30,13 @@ stop "$STATE/run/slurmdbd.pid"
 stop "$STATE/run/mariadbd.pid"
 stop "$STATE/run/munged.pid"
 
+# the default-path link to this cluster's config, if it is still ours
+if [ -f "$STATE/run/system-conf-link" ]; then
+    link=$(cat "$STATE/run/system-conf-link")
+    if [ -L "$link" ] && [ "$(readlink "$link")" = "$STATE/etc/slurm.conf" ]; then rm -f "$link"; fi
+    rm -f "$STATE/run/system-conf-link"
+fi
+
 if [ "$PURGE" = "--purge" ]; then
     rm -rf "$STATE"
 fi

@@ -175,6 +175,21 @@ export SLURM_TEST_STATE=$STATE
 EOF
 export SLURM_CONF="$STATE/etc/slurm.conf"
 
+# Clients inside jobs must find the config without SLURM_CONF: the Snakemake jobstep plugin drops
+# every SLURM_* variable but the job's identity before its `srun`. So the default path points here,
+# as on a real cluster's nodes (refusing to replace a real installation's file).
+SYSTEM_CONF=/etc/slurm/slurm.conf
+if [ -L "$SYSTEM_CONF" ] && [ ! -e "$SYSTEM_CONF" ]; then
+    rm -f "$SYSTEM_CONF"  # left by a test cluster whose state directory is gone
+fi
+if [ -e "$SYSTEM_CONF" ]; then
+    log "$SYSTEM_CONF exists ($(readlink -f "$SYSTEM_CONF")): another SLURM (or test cluster) owns this host"
+    exit 1
+fi
+mkdir -p /etc/slurm
+ln -s "$STATE/etc/slurm.conf" "$SYSTEM_CONF"
+echo "$SYSTEM_CONF" > "$STATE/run/system-conf-link"
+
 # ------------------------------------------------------------------ daemons
 # slurmdbd reads slurmdbd.conf from the directory of $SLURM_CONF
 slurmdbd

@@ -166,12 +166,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _allocation_nodes(job: str, env: Mapping[str, str]) -> int:
+    """Nodes of SLURM job ``job`` (from the environment, else asked of squeue: job-step launchers
+    such as Snakemake's may strip the SLURM_* variables)."""
+    n = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")
+    if n:
+        return int(n)
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%D"], capture_output=True, text=True, check=False)
+    return int(out.stdout.split()[0]) if out.returncode == 0 and out.stdout.strip() else 1
+
+
 def slurm_fanout(nnodes: int, env: Mapping[str, str] | None = None) -> tuple[list[str], str, str]:
     """``srun`` prefix that runs one launcher on each of ``nnodes`` nodes of this SLURM allocation.
 
     Returns (srun prefix, rendezvous endpoint, rendezvous id). The batch script runs on the
     allocation's first node, so the rendezvous store lives here, on a free port
-    (``BRAINFM_RDZV_PORT`` fixes it, e.g. when a firewall allows only some ports).
+    (``BRAINFM_RDZV_PORT`` fixes it, e.g. when a firewall allows only some ports). Without
+    ``--exact`` each launcher's step gets all CPUs of its node, and by default all its GPUs.
     """
     from brainfm.errors import ConfigError
 
@@ -180,13 +191,11 @@ def slurm_fanout(nnodes: int, env: Mapping[str, str] | None = None) -> tuple[lis
     if not job:
         raise ConfigError(f"--nnodes {nnodes}: not inside a SLURM allocation (no SLURM_JOB_ID); outside SLURM "
                           "start one launcher per node with --rdzv-endpoint HOST:PORT")
-    have = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+    have = _allocation_nodes(job, env)
     if have < nnodes:
         raise ConfigError(f"--nnodes {nnodes}: SLURM job {job} has only {have} node(s); request nodes={nnodes}")
     port = int(env.get("BRAINFM_RDZV_PORT") or _free_port())
     srun = ["srun", f"--nodes={nnodes}", f"--ntasks={nnodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
-    if env.get("SLURM_CPUS_PER_TASK"):  # srun does not inherit the batch job's --cpus-per-task
-        srun.append(f"--cpus-per-task={env['SLURM_CPUS_PER_TASK']}")
     return srun, f"{socket.gethostname()}:{port}", f"slurm-{job}"
 
 
