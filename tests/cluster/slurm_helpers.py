@@ -55,15 +55,17 @@ def snakemake(wf: Path, *args: str, profile: str | None = "profiles/slurm", time
               **popen) -> subprocess.CompletedProcess:
     prof = ["--workflow-profile", profile or "none"]
     extra = POLL if profile else []
-    return subprocess.run([SNAKEMAKE, *prof, *extra, "--configfile", "config/test.yaml", *args], cwd=wf,
+    # targets first: --configfile takes every word after it
+    return subprocess.run([SNAKEMAKE, *args, *prof, *extra, "--configfile", "config/test.yaml"], cwd=wf,
                           capture_output=True, text=True, timeout=timeout, env=ENV, **popen)
 
 
-def start_snakemake(wf: Path, *args: str, log: Path) -> subprocess.Popen:
-    fh = open(log, "w")  # noqa: SIM115 (closed with the process by the caller's wait)
-    return subprocess.Popen([SNAKEMAKE, "--workflow-profile", "profiles/slurm", *POLL, "--configfile",
-                             "config/test.yaml", *args], cwd=wf, stdout=fh, stderr=subprocess.STDOUT, text=True,
-                            env=ENV, start_new_session=True)
+def start_snakemake(wf: Path, *args: str, log: Path, profile: str | None = "profiles/slurm") -> subprocess.Popen:
+    """Snakemake in the background (its own process group), output to ``log``."""
+    prof = ["--workflow-profile", profile or "none"] + (POLL if profile else [])
+    with open(log, "w") as fh:
+        return subprocess.Popen([SNAKEMAKE, *args, *prof, "--configfile", "config/test.yaml"], cwd=wf, stdout=fh,
+                                stderr=subprocess.STDOUT, text=True, env=ENV, start_new_session=True)
 
 
 def run_ids(text: str) -> list[str]:

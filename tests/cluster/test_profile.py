@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import filecmp
+import os
 import re
+import signal
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from slurm_helpers import copy_workflow, run_ids, sacct, snakemake, tiny_config
+from slurm_helpers import copy_workflow, run_ids, sacct, snakemake, start_snakemake, tiny_config
 
 pytestmark = pytest.mark.cluster
 
@@ -26,8 +28,17 @@ LOCAL_RULES = {"all", "cka_figure", "summary_table", "finetune_table", "perturba
 GROUPS = {"heads": {"fit_heads", "knn_probe"}, "stats": {"task_stats", "knn_stats", "strata_stats", "km_stats"}}
 
 
+def _group_of(comment: str) -> str | None:
+    """Group jobs carry --comment rule_<group>_<its rules, sorted>, e.g. rule_heads_fit_heads_knn_probe."""
+    for group, rules in GROUPS.items():
+        if comment.startswith(f"rule_{group}_") and set(comment[len(f"rule_{group}_"):].split("_")) <= {
+                part for rule in rules for part in rule.split("_")}:
+            return group
+    return None
+
+
 def _rule_of(comment: str, rules: set[str]) -> str:
-    """The plugin's --comment is rule_<rule>[_wildcards_<values>] (group_<group> for group jobs)."""
+    """The plugin's --comment is rule_<rule>[_wildcards_<values>] for one job."""
     for rule in sorted(rules, key=len, reverse=True):
         if comment == f"rule_{rule}" or comment.startswith(f"rule_{rule}_wildcards_"):
             return rule
@@ -43,6 +54,28 @@ def test_tiny_demo_dag_through_the_slurm_profile(slurm, tmp_path):
     wf_local = copy_workflow(tmp_path / "local", cfg)
     planned = _planned_jobs(wf_local)
 
+    # the reference: the same DAG run locally, alongside (the SLURM run mostly waits on the scheduler)
+    local = start_snakemake(wf_local, "--cores", "2", log=tmp_path / "local.log", profile=None)
+    try:
+        _check_slurm_run(wf_slurm, planned)
+        assert local.wait(timeout=3600) == 0, (tmp_path / "local.log").read_text()[-6000:]
+    finally:
+        if local.poll() is None:
+            os.killpg(local.pid, signal.SIGTERM)
+            local.wait()
+
+    # the same DAG run locally gives byte-identical tables
+    tables_slurm, tables_local = wf_slurm / "results" / "tables", wf_local / "results" / "tables"
+    names = sorted(p.name for p in tables_local.iterdir())
+    assert names == sorted(p.name for p in tables_slurm.iterdir()) and len(names) >= 15
+    match, mismatch, errors = filecmp.cmpfiles(tables_local, tables_slurm, names, shallow=False)
+    assert not mismatch and not errors, mismatch + errors
+
+    again = snakemake(wf_slurm, "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _check_slurm_run(wf_slurm: Path, planned: Counter) -> None:
     proc = snakemake(wf_slurm)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
@@ -54,15 +87,17 @@ def test_tiny_demo_dag_through_the_slurm_profile(slurm, tmp_path):
 
     # every job that is not a local rule went through sbatch, one allocation each, except the groups
     grouped = set().union(*GROUPS.values())
-    single = [r for r in rows if not r["Comment"].startswith("group_")]
+    single = [r for r in rows if _group_of(r["Comment"]) is None]
     per_rule = Counter(_rule_of(r["Comment"], set(planned)) for r in single)
     expected = Counter({rule: n for rule, n in planned.items() if rule not in LOCAL_RULES | grouped})
     assert per_rule == expected
     # grouped head/statistics jobs: 12 + 6 jobs in a handful of allocations
-    group_rows = [r for r in rows if r["Comment"].startswith("group_")]
+    group_rows = [r for r in rows if _group_of(r["Comment"])]
     n_grouped = sum(planned[r] for r in grouped)
     assert n_grouped >= 15 and 2 <= len(group_rows) <= 4, group_rows
-    assert {r["Comment"].split("_")[1] for r in group_rows} == set(GROUPS)
+    assert {_group_of(r["Comment"]) for r in group_rows} == set(GROUPS)
+    for r in group_rows:  # jobs run side by side on the profile's `cores` (4), memory summed over them
+        assert r["ReqCPUS"] == "4" and r["ReqMem"] == "16000M", r
 
     # resources from the config and the profile reached SLURM
     by_rule: dict[str, list[dict]] = {}
@@ -74,19 +109,7 @@ def test_tiny_demo_dag_through_the_slurm_profile(slurm, tmp_path):
         assert r["ReqCPUS"] == "2" and r["ReqMem"] == "4000M" and r["Timelimit"] == "01:00:00", r
     (dino,) = [r for r in by_rule["pretrain"] if r["Comment"].endswith("braindino")]
     assert (dino["Partition"], dino["ReqMem"], dino["Timelimit"]) == ("gpu", "3000M", "00:17:00"), dino
-    assert "gres/gpu=1" in dino["AllocTRES"] and dino["ReqCPUS"] == "8", dino  # profile: cpus_per_gpu 8
+    assert "gres/gpu=1" in dino["AllocTRES"] and "cpu=8" in dino["AllocTRES"], dino  # profile: cpus_per_gpu 8
     (simclr,) = [r for r in by_rule["pretrain"] if r["Comment"].endswith("brainiac_simclr")]
     assert simclr["Partition"] == "cpu" and "gres/gpu" not in simclr["AllocTRES"], simclr
     assert all(r["Account"] == "brainfm" for r in rows)  # the user's default account (none in the profile)
-
-    # the same DAG run locally gives byte-identical tables
-    local = snakemake(wf_local, "--cores", "2", profile=None)
-    assert local.returncode == 0, local.stderr[-6000:]
-    tables_slurm, tables_local = wf_slurm / "results" / "tables", wf_local / "results" / "tables"
-    names = sorted(p.name for p in tables_local.iterdir())
-    assert names == sorted(p.name for p in tables_slurm.iterdir()) and len(names) >= 15
-    match, mismatch, errors = filecmp.cmpfiles(tables_local, tables_slurm, names, shallow=False)
-    assert not mismatch and not errors, mismatch + errors
-
-    again = snakemake(wf_slurm, "-n")
-    assert "Nothing to be done" in again.stdout + again.stderr
