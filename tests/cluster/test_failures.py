@@ -87,6 +87,7 @@ def test_cancelled_pretraining_is_retried_and_resumes_to_identical_weights(wf, t
     summary = json.loads((wf / "results/pretrain/long/summary.json").read_text())
     resumed_at = summary["stages"][0]["start_iteration"]
     assert 0 < resumed_at < 60 and summary["stages"][0]["final_iteration"] == 60, summary["stages"][0]
+    print(f"cancelled job {running[0]['id']}; the retry resumed at iteration {resumed_at} of 60")
 
     # an uninterrupted run of the same rule, from scratch
     resumed = _teacher(wf / target)
@@ -118,6 +119,8 @@ def test_killed_snakemake_then_rerun_finishes(wf, tmp_path):
     assert unlock.returncode == 0, unlock.stderr[-3000:]
     rerun = snakemake(wf, *targets)
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-6000:]
+    redone = [r["Comment"] for r in sacct(name=run_ids(rerun.stdout + rerun.stderr)[0])]
+    print(f"killed Snakemake left {len(orphans)} running job(s); the rerun submitted {redone}")
     for t in targets:
         assert json.loads((wf / t).read_text())
     assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(snakemake(wf, *targets, "-n"))
