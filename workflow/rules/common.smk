@@ -275,6 +275,15 @@ def pretrain_gpu(wc):
     return resources_of(PRETRAIN[wc.run], "gpu", 0)
 
 
+def pretrain_nodes(wc):
+    return resources_of(PRETRAIN[wc.run], "nodes", 1)
+
+
+def pretrain_multinode(wc, value):
+    """`value` for a multi-node pretraining job, unset (None) on one node (see rules/pretrain.smk)."""
+    return value if pretrain_nodes(wc) > 1 else None
+
+
 def task_inputs(wc):
     dataset = TASKS[wc.task]["dataset"]
     return {

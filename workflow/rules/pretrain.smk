@@ -10,15 +10,6 @@
 # launcher per node (c10d rendezvous on the first node).
 
 
-def pretrain_nodes(wc):
-    return resources_of(PRETRAIN[wc.run], "nodes", 1)
-
-
-def _multinode(wc, value):
-    """`value` for a multi-node pretraining job, unset (None) on one node."""
-    return value if pretrain_nodes(wc) > 1 else None
-
-
 rule pretrain:
     input:
         pretrain_inputs,
@@ -40,11 +31,11 @@ rule pretrain:
     threads: 2
     resources:
         gpu=lambda wc: None if pretrain_nodes(wc) > 1 else pretrain_gpu(wc),
-        gres=lambda wc: _multinode(wc, f"gpu:{pretrain_gpu(wc)}" if pretrain_gpu(wc) else None),
+        gres=lambda wc: pretrain_multinode(wc, f"gpu:{pretrain_gpu(wc)}" if pretrain_gpu(wc) else None),
         nodes=pretrain_nodes,
-        tasks=lambda wc: _multinode(wc, pretrain_nodes(wc)),
-        tasks_per_gpu=lambda wc: _multinode(wc, 0),
-        mpi=lambda wc: _multinode(wc, "srun"),
+        tasks=lambda wc: pretrain_multinode(wc, pretrain_nodes(wc)),
+        tasks_per_gpu=lambda wc: pretrain_multinode(wc, 0),
+        mpi=lambda wc: pretrain_multinode(wc, "srun"),
         mem_mb=lambda wc: resources_of(PRETRAIN[wc.run], "mem_mb", 8000),
         runtime=lambda wc: resources_of(PRETRAIN[wc.run], "runtime", 60),
     conda:
