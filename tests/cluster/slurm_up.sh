@@ -25,7 +25,7 @@ STATE=${1:?usage: slurm_up.sh STATE_DIR}
 mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
-NODE_CPUS=${SLURM_TEST_NODE_CPUS:-8}
+NODE_CPUS=${SLURM_TEST_NODE_CPUS:-16}
 NODE_MEM_MB=${SLURM_TEST_NODE_MEM_MB:-64000}
 NODE_GPUS=${SLURM_TEST_NODE_GPUS:-2}
 CLUSTER=brainfm

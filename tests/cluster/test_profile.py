@@ -96,11 +96,11 @@ def _check_slurm_run(wf_slurm: Path, planned: Counter) -> None:
     n_grouped = sum(planned[r] for r in grouped)
     assert n_grouped >= 15 and 2 <= len(group_rows) <= 4, group_rows
     assert {_group_of(r["Comment"]) for r in group_rows} == set(GROUPS)
-    # a group's jobs (1 thread, 4000 MB, 60 min each) run side by side on the profile's `cores` (8):
+    # a group's jobs (1 thread, 4000 MB, 60 min each) run side by side on the profile's `cores` (16):
     # CPUs and memory are summed over one round, time over the rounds
     for r in group_rows:
         n = sum(planned[rule] for rule in GROUPS[_group_of(r["Comment"])])
-        width, rounds = min(n, 8), -(-n // 8)
+        width, rounds = min(n, 16), -(-n // 16)
         assert (r["ReqCPUS"], r["ReqMem"], r["Timelimit"]) == (str(width), f"{4000 * width}M",
                                                                 f"{rounds:02d}:00:00"), r
 
