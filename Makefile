@@ -1,6 +1,8 @@
 # brainfm: every entry point bootstraps its own virtual environment (.venv) on first use.
 #   make demo    run the whole workflow on the embedded phantom cohort (config/config.yaml)
 #   make test    run the test suite (fast set; includes the tiny end-to-end demo DAG)
+#   make test-cluster  start a one-host SLURM cluster (root; installs Debian's slurm-wlm, munge,
+#                      mariadb when missing), run the cluster tests through profiles/slurm, stop it
 # Other targets: test-slow, paper-dryrun, lint, bench, report, clean.
 
 PYTHON   ?= python3
@@ -15,7 +17,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 SMK      := $(BIN)/snakemake --workflow-profile profiles/default --cores $(CORES)
 STAMP    := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow paper-dryrun lint bench report clean
+.PHONY: venv demo test test-slow test-cluster paper-dryrun lint bench report clean
 
 venv: $(STAMP)
 
@@ -32,10 +34,13 @@ demo: $(STAMP)
 	$(SMK) --configfile config/config.yaml --report results/report.html
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" -n $(CORES) --dist loadgroup
+	$(BIN)/python -m pytest -q -m "not slow and not cluster" -n $(CORES) --dist loadgroup
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m "slow and not cluster"
+
+test-cluster: $(STAMP)
+	BRAINFM_REQUIRE_SLURM=1 bash tests/cluster/with_slurm.sh $(BIN)/python -m pytest -q -m cluster tests/cluster
 
 paper-dryrun: $(STAMP)
 	$(SMK) --configfile config/paper.yaml -n

@@ -135,7 +135,7 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     from brainfm.ssl.entry import pretrain
 
     pretrain(a.spec, [Path(s) for s in a.stores], Path(a.out), Path(a.summary), Path(a.work_dir),
-             device=resolve_device(a.device))
+             device=resolve_device(a.device), rdzv_endpoint=a.rdzv_endpoint)
 
 
 def build_backbone(spec: Any):
@@ -388,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="exported weights for the encoder registry")
     s.add_argument("--summary", required=True)
     s.add_argument("--work-dir", required=True, help="checkpoints for resuming (kept across failures)")
+    s.add_argument("--rdzv-endpoint", default=None,
+                   help="HOST:PORT of the c10d rendezvous: this process is one node's launcher (outside SLURM)")
     s.add_argument("--device", default="auto")
 
     s = step("extract-features", cmd_extract_features, "frozen feature extraction into a feature store")

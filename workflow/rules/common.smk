@@ -48,6 +48,11 @@ def resources_of(section, key):
     return section.resources[key]
 
 
+def pretrain_multinode(wc, value):
+    """``value`` for a multi-node pretraining job, unset (None) on one node (see rules/pretrain.smk)."""
+    return value if CFG.pretrain[wc.run].nnodes > 1 else None
+
+
 # ---------------------------------------------------------------- rule inputs
 def task_inputs(wc):
     dataset = CFG.tasks[wc.task].dataset

@@ -1,6 +1,13 @@
 # Self-supervised pretraining (paper §4.2 and the BrainIAC / BrainFound recipes). Package:
 # brainfm.ssl. Checkpoints for resuming live in the run's work directory, outside the declared
 # outputs, so Snakemake does not delete them when a job fails or is killed.
+#
+# Resources (config pretrain.<run>.resources): `gpu` GPUs per node, `nproc` processes per node,
+# `nodes` nodes. One node: the SLURM plugin asks for --gpus=<gpu> and runs the job under its own
+# `srun -n1`; `brainfm pretrain` starts torchrun --standalone. Several nodes: the job asks for
+# --nodes=N --ntasks=N --gres=gpu:<gpu> (per node) and, through the `mpi` resource, runs without the
+# plugin's srun wrapper so that `brainfm pretrain` can `srun` one torch.distributed.run launcher per
+# node (c10d rendezvous on the first node).
 
 
 rule pretrain:
@@ -20,7 +27,13 @@ rule pretrain:
         device=CFG.device,
     threads: 2
     resources:
-        gpu=lambda wc: resources_of(CFG.pretrain[wc.run], "gpu"),
+        gpu=lambda wc: None if CFG.pretrain[wc.run].nnodes > 1 else resources_of(CFG.pretrain[wc.run], "gpu"),
+        gres=lambda wc: pretrain_multinode(wc, f"gpu:{resources_of(CFG.pretrain[wc.run], 'gpu')}"
+                                           if resources_of(CFG.pretrain[wc.run], "gpu") else None),
+        nodes=lambda wc: CFG.pretrain[wc.run].nnodes,
+        tasks=lambda wc: pretrain_multinode(wc, CFG.pretrain[wc.run].nnodes),
+        tasks_per_gpu=lambda wc: pretrain_multinode(wc, 0),
+        mpi=lambda wc: pretrain_multinode(wc, "srun"),
         mem_mb=lambda wc: resources_of(CFG.pretrain[wc.run], "mem_mb"),
         runtime=lambda wc: resources_of(CFG.pretrain[wc.run], "runtime"),
     conda:

@@ -50,4 +50,9 @@ class PretrainSpec(Spec):
 
     @property
     def nproc(self) -> int:
-        return int(self.resources.get("nproc", 1))
+        """Processes per node."""
+        return int(self.resources["nproc"])
+
+    @property
+    def nnodes(self) -> int:
+        return int(self.resources["nodes"])

@@ -8,8 +8,9 @@ config (BrainFound's starting point).
 DINO stages run in order in ``work_dir/stage<i>``; stage ``i > 1`` starts from the final state
 of stage ``i - 1``. Key precedence for a stage-2 config: ``params`` < the paper's stage-2
 values (:data:`~brainfm.ssl.config.STAGE2_DEFAULTS`) < the stage's own keys. With ``nproc > 1``
-(the spec's ``resources.nproc``) the work is re-launched under ``torch.distributed.run``; every
-step resumes from its checkpoints when the job is restarted.
+processes per node or ``nodes > 1`` (the spec's ``resources``) the work is re-launched under
+``torch.distributed.run`` (one launcher per node, c10d rendezvous across nodes); every step
+resumes from its checkpoints when the job is restarted.
 """
 
 from __future__ import annotations
@@ -151,21 +152,26 @@ def _stage_info(cfg: Any, result: Any, work_dir: Path) -> dict[str, Any]:
 
 
 def pretrain(spec: PretrainSpec, stores: list[Path], out: Path, summary: Path, work_dir: Path,
-             device: str = "cpu") -> dict[str, Any]:
-    """Run one pretraining spec end to end (resuming from ``work_dir``); returns the summary dict."""
+             device: str = "cpu", rdzv_endpoint: str | None = None) -> dict[str, Any]:
+    """Run one pretraining spec end to end (resuming from ``work_dir``); returns the summary dict.
+
+    ``rdzv_endpoint`` (HOST:PORT) makes this process one node's launcher of a multi-node run
+    started by hand; inside a SLURM allocation the launchers are started with ``srun`` (see
+    :func:`brainfm.ssl.distributed.launch_torchrun`).
+    """
     out, summary, work_dir = Path(out), Path(summary), Path(work_dir)
     stores = [Path(s) for s in stores]
     work_dir.mkdir(parents=True, exist_ok=True)
     if spec.recipe == "dino":
         dino_stage_configs(spec)  # validate before launching anything
-    if spec.nproc > 1 and "WORLD_SIZE" not in os.environ:
+    if (spec.nproc > 1 or spec.nnodes > 1 or rdzv_endpoint) and "WORLD_SIZE" not in os.environ:
         error_file = work_dir / "launch-error.json"
         error_file.unlink(missing_ok=True)
         payload = {"spec": spec.to_dict() | {"name": spec.name}, "stores": [str(s) for s in stores], "out": str(out),
                    "summary": str(summary), "work_dir": str(work_dir), "device": device,
                    "error_file": str(error_file)}
         try:
-            launch_torchrun(spec.nproc, payload, work_dir)
+            launch_torchrun(spec.nproc, payload, work_dir, nnodes=spec.nnodes, rdzv_endpoint=rdzv_endpoint)
         except RuntimeError as exc:
             if error_file.exists():
                 err = json.loads(error_file.read_text())
