@@ -229,6 +229,10 @@ def _check_entry(entry: DatasetEntry) -> None:
             re.compile(split["test_path_regex"])
         except re.error as exc:
             raise ConfigError(f"{where}: field 'split/test_path_regex': bad regular expression ({exc})") from exc
+    if "segmentation" in entry.raw:  # values declared once, regions nested (what the schema cannot say)
+        from brainfm.segmentation.labels import LabelMap
+
+        LabelMap.from_mapping(entry.raw["segmentation"], f"{where}: field 'segmentation'")
     for i, item in enumerate(entry.download):
         if item.get("archive", "none") != "none" and item.get("dest") in (".", "./"):
             raise ConfigError(f"{where}: field 'download/{i}/dest': an archive must unpack into a "
