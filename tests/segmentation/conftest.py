@@ -1,8 +1,9 @@
 """Segmentation fixtures: hand-made NIfTI cases (conversion tests) and a prepared phantom benchmark.
 
 The prepared benchmark is the real pipeline on a small phantom tumour cohort (10 subjects at
-3 mm, 2 held out): raw dataset, nnU-Net fingerprint, plans with a ``2d_48`` configuration,
-preprocessing and the fold split. It is built once per session (about a minute on 2 cores).
+3 mm, 2 held out): raw dataset, nnU-Net fingerprint, plans with ``2d_48`` and ``3d_32``
+configurations, preprocessing and the fold split. It is built once per session (about a minute
+on 2 cores).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from brainfm.segmentation.cases import MODALITIES
 #: tiny DINOv3-style ViT of the tests (embed 192, depth 4, patch 8) at the 48 px 2D patch
 TINY_VIT = {"arch": "vit_small_patch16_dinov3", "embed_dim": 192, "depth": 4, "num_heads": 3, "patch_size": 8,
             "img_size": 48}
+#: tiny BrainIAC-v2-like 3D ViT (48-d, 4 blocks, 16^3 patches) at the 32^3 patch
+TINY_VIT3D = {"img_size": 32, "hidden_size": 48, "mlp_dim": 96, "num_layers": 4, "num_heads": 4}
 SHAPE = (12, 14, 10)
 
 
@@ -73,7 +76,8 @@ def prepared(phantom_cohort, tmp_path_factory):
     from brainfm.segmentation import label_map_for, prepare_benchmark
 
     return prepare_benchmark(phantom_cohort, label_map_for("phantom_tumor"), tmp_path_factory.mktemp("bench"),
-                             "phantom-tumor", configurations=["2d_48"], batch_sizes={"2d_48": 4}, processes=1)
+                             "phantom-tumor", configurations=["2d_48", "3d_32"], batch_sizes={"2d_48": 4, "3d_32": 2},
+                             processes=1)
 
 
 @pytest.fixture
@@ -91,3 +95,8 @@ def make_manifest():
 @pytest.fixture
 def tiny_vit() -> dict:
     return dict(TINY_VIT)
+
+
+@pytest.fixture
+def tiny_vit3d() -> dict:
+    return dict(TINY_VIT3D)

@@ -89,3 +89,22 @@ def test_added_configurations_inherit_nnunets():
 
     cm = PlansManager(plans).get_configuration("3d_96")
     assert cm.patch_size == [96, 96, 96] and cm.batch_size == 2 and cm.spacing == [1.0, 1.0, 1.0]
+
+
+def test_fold_all_trains_on_every_non_test_case(tmp_path):
+    from brainfm.atomic import write_json
+    from brainfm.segmentation.protocol import fold_cases
+
+    cases = _cases(n_subjects=50, n_test=10)
+    train = cases[cases.split == "train"]
+    splits = subject_crossval_splits(dict(zip(train.case_id, train.subject)))
+    write_json(tmp_path / "splits_final.json", splits)
+    tr0, val0 = fold_cases(tmp_path / "splits_final.json", 0)
+    assert (len(tr0), len(val0)) == (32, 8) and tr0 == splits[0]["train"]
+    tr, val = fold_cases(tmp_path / "splits_final.json", "all")
+    assert tr == val == sorted(train.case_id)  # 80% of all cases train, as the paper's n at 100%
+    subsets = ratio_training_cases(cases, tr, PAPER_RATIOS, seed=0)
+    assert len(subsets[0.1]) == 4 and len(subsets[1.0]) == 40
+    check_protocol(cases, subsets[1.0], val, separate_val=False)
+    with pytest.raises(LeakageError):
+        check_protocol(cases, subsets[1.0], val)

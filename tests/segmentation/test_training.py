@@ -74,6 +74,12 @@ def test_training_subset_must_come_from_fold_0(prepared, tmp_path, tiny_vit):
         bad = _trainer(prepared, tmp_path, tiny_vit, TrainSettings(**QUICK), training_cases=[*train[:1], val[0]])
         with pytest.raises(Exception, match="outside fold 0"):
             bad.do_split()
+        plans, cfg = job_configuration(prepared.plans(), "2d_48", "t", encoder="vit_random", encoder_kwargs=tiny_vit)
+        every = FrozenEncoderTrainer({**plans, "continue_training": False}, cfg, "all", prepared.dataset_json(),
+                                     device=torch.device("cpu"))
+        every.configure(TrainSettings(**QUICK), training_cases=val[:1])  # fold "all": any training case
+        tr_all, val_all = every.do_split()
+        assert tr_all == val[:1] and sorted(val_all) == sorted(train + val)
 
 
 def test_one_job_end_to_end(prepared, tmp_path, tiny_vit):
@@ -111,6 +117,20 @@ def test_one_job_end_to_end(prepared, tmp_path, tiny_vit):
     both = pd.concat([table, table.assign(backbone="braindino", dice=table.dice.clip(upper=0.99) + 0.01)])
     res = compare_dice(both, n_boot=50)
     assert set(res.metric) == {"dice_WT", "dice_TC", "dice_ET"}
+
+
+def test_a_3d_baseline_job_runs_through_nnunet(prepared, tmp_path, tiny_vit3d):
+    """BrainIAC's architecture (tiny, random init) on the 3D configuration: poly LR over 1000 epochs by default."""
+    out = tmp_path / "job3d"
+    run_segmentation_job(prepared, out, task="phantom_tumor", backbone="brainiac_scratch", encoder="brainiac_scratch",
+                         encoder_kwargs=tiny_vit3d, ratio=1.0, seed=0, configuration="3d_32",
+                         settings={**QUICK, "iterations_per_epoch": 2}, use_mirroring=False)
+    run = json.loads((out / "run.json").read_text())
+    assert run["patch_size"] == [32, 32, 32] and run["batch_size"] == 2
+    assert run["settings"]["lr_horizon_epochs"] == 1000 and run["settings"]["lr_exponent"] == 0.9
+    assert run["encoder_info"]["name"] == "brainiac_scratch"
+    table = pd.read_parquet(out / "dice.parquet")
+    assert len(table) == 3 * len(prepared.dataset.case_ids("test")) and table.dice.between(0, 1).all()
 
 
 def test_test_subjects_seen_in_pretraining_stop_the_job(prepared, tmp_path, tiny_vit):

@@ -96,14 +96,16 @@ def _seed_everything(seed: int) -> None:
 def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str | Path, *, task: str, backbone: str,
                          encoder: str, ratio: float, seed: int, configuration: str,
                          weights: str | None = None, encoder_kwargs: dict[str, Any] | None = None,
-                         settings: TrainSettings | dict[str, Any] | None = None, fold: int = 0,
+                         settings: TrainSettings | dict[str, Any] | None = None, fold: int | str = 0,
                          pretrain_subjects: Iterable[str] | None = None, device: str = "auto",
                          threads: int | None = 1, augmentation_workers: int = 0, use_mirroring: bool = True,
                          blocks: list[int] | None = None, decoder: dict[str, Any] | None = None,
                          keep_checkpoint: bool = True) -> dict[str, Any]:
     """Train and evaluate one grid cell; returns the run info also written to ``run.json``.
 
-    ``benchmark`` is a prepared benchmark (or its root). ``settings`` is a :class:`TrainSettings`
+    ``benchmark`` is a prepared benchmark (or its root). ``fold``: 0 (the paper's nnU-Net fold 0 of
+    the non-test cases) or ``"all"`` (all non-test cases train; see :mod:`.protocol` for why the
+    paper's training-set sizes point there). ``settings`` is a :class:`TrainSettings`
     or a dict of fields over the paper's recipe (2D: linear decay; 3D: poly 0.9 over 1000 epochs).
     ``pretrain_subjects``: subjects of the backbone's pretraining corpus; a test subject among
     them stops the job (:class:`~brainfm.errors.LeakageError`). ``threads``: torch CPU threads
@@ -118,17 +120,17 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
     check_pretraining_leakage(test["subject"], pretrain_subjects, task)
     fold_train, val = fold_cases(bench.splits_path, fold)
     subset = ratio_training_cases(cases, fold_train, [ratio], seed)[float(ratio)]
-    check_protocol(cases, subset, val)
+    check_protocol(cases, subset, val, separate_val=fold != "all")
 
-    dims = int(configuration[0])
+    plans, job_cfg = job_configuration(bench.plans(), configuration, backbone, encoder=encoder, weights=weights,
+                                       encoder_kwargs=encoder_kwargs, blocks=blocks, decoder=decoder)
+    dims = len(plans["configurations"][job_cfg]["architecture"]["arch_kwargs"]["patch_size"])
     if not isinstance(settings, TrainSettings):
         settings = TrainSettings.from_dict(settings, PAPER_2D if dims == 2 else PAPER_3D)
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(int(threads))
     _seed_everything(int(seed))
-    plans, job_cfg = job_configuration(bench.plans(), configuration, backbone, encoder=encoder, weights=weights,
-                                       encoder_kwargs=encoder_kwargs, blocks=blocks, decoder=decoder)
     plans["continue_training"] = False
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp, \
@@ -162,7 +164,7 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
         background = all_background_dice(table)
         info = {
             "task": task, "backbone": backbone, "encoder": encoder, "ratio": float(ratio), "seed": int(seed),
-            "fold": int(fold), "configuration": configuration, "nnunet_configuration": job_cfg,
+            "fold": fold, "configuration": configuration, "nnunet_configuration": job_cfg,
             "patch_size": list(trainer.configuration_manager.patch_size),
             "spacing": list(trainer.configuration_manager.spacing), "batch_size": int(trainer.batch_size),
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},

@@ -41,7 +41,7 @@ def predict_cases(trainer: Any, inputs: Sequence[Sequence[str]], outputs: Sequen
     network = trainer.network
     network.eval()
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
-                                perform_everything_on_device=True, device=trainer.device, verbose=False,
+                                perform_everything_on_device=trainer.device.type == "cuda", device=trainer.device, verbose=False,
                                 verbose_preprocessing=False, allow_tqdm=False)
     predictor.manual_initialization(network, trainer.plans_manager, trainer.configuration_manager,
                                     [network.state_dict()], trainer.dataset_json, type(trainer).__name__,
