@@ -14,6 +14,9 @@ from brainfm.segmentation.job import DICE_TABLE_COLUMNS, job_configuration, run_
 from brainfm.segmentation.nnunet_env import nnunet_environment
 from brainfm.segmentation.trainer import PAPER_3D, FrozenEncoderTrainer, TrainSettings
 
+# one xdist worker builds the session's prepared benchmark once and runs all of these
+pytestmark = pytest.mark.xdist_group("segmentation-benchmark")
+
 QUICK = dict(num_epochs=1, iterations_per_epoch=3, val_iterations_per_epoch=1, plot_progress=False)
 
 

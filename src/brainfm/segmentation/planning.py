@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from brainfm.atomic import write_json
 from brainfm.errors import ConfigError
 from brainfm.segmentation.nnunet_env import NnunetTree, nnunet_environment
@@ -151,6 +153,7 @@ def plan_and_preprocess(tree: NnunetTree, dataset: RawDataset, requests: Sequenc
     if not requests:
         raise ConfigError("plan_and_preprocess needs at least one configuration (e.g. 2d_256)")
     processes = max(1, int(processes))
+    threads = torch.get_num_threads()  # nnU-Net's planner sets torch's thread count as a side effect
     with nnunet_environment(tree, augmentation_workers=processes, processes=processes):
         if verify:
             from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
@@ -171,6 +174,7 @@ def plan_and_preprocess(tree: NnunetTree, dataset: RawDataset, requests: Sequenc
             todo.setdefault(manager.get_configuration(request.name).data_identifier, request.name)
         preprocess_dataset(dataset.dataset_id, PLANS_IDENTIFIER, configurations=list(todo.values()),
                            num_processes=[processes] * len(todo), verbose=False, show_progress_bar=False)
+    torch.set_num_threads(threads)
     train = dataset.cases[dataset.cases["split"] == "train"]
     splits = subject_crossval_splits(dict(zip(train["case_id"], train["subject"])))
     write_json(tree.preprocessed / dataset.folder_name / "splits_final.json", splits)

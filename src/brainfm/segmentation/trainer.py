@@ -114,7 +114,10 @@ class FrozenEncoderTrainer(nnUNetTrainer):
         self.oversample_foreground_percent = float(settings.oversample_foreground)
         self.save_every = int(settings.save_every)
         self.training_cases = sorted(map(str, training_cases)) if training_cases is not None else None
-        if not settings.plot_progress:  # the figure costs ~1 s per epoch, a lot for short CPU epochs
+        # nnU-Net's progress figure costs about a second per epoch, a lot for short CPU epochs
+        if settings.plot_progress:
+            vars(self.logger).pop("plot_progress_png", None)
+        else:
             self.logger.plot_progress_png = lambda output_folder: None
 
     def _set_batch_size_and_oversample(self) -> None:
