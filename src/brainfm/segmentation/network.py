@@ -40,7 +40,7 @@ from brainfm.models import Encoder, create_encoder
 from brainfm.segmentation.decoders import PatchDecoder
 
 __all__ = ["FrozenEncoderNetwork", "FrozenViT2DSegmenter", "build_network", "default_blocks", "native_axes",
-           "parameter_counts", "NETWORK_CLASS"]
+           "to_encoder_axes", "from_encoder_axes", "parameter_counts", "NETWORK_CLASS"]
 
 #: what nnU-Net's plans name as the network "class" (a factory function is fine for pydoc.locate)
 NETWORK_CLASS = "brainfm.segmentation.network.build_network"
@@ -71,13 +71,15 @@ def native_axes(transpose_forward: Sequence[int], dims: int) -> list[int]:
     return [0, 1] if in_plane[0] < in_plane[1] else [1, 0]
 
 
-def _permute_spatial(x: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+def to_encoder_axes(x: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+    """(B, C, *spatial) -> spatial axes reordered so encoder axis k is patch axis ``axes[k]``."""
     if list(axes) == sorted(axes):
         return x
     return x.permute(0, 1, *(2 + a for a in axes))
 
 
-def _unpermute_spatial(x: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+def from_encoder_axes(x: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+    """Inverse of :func:`to_encoder_axes`."""
     if list(axes) == sorted(axes):
         return x
     inverse = [list(axes).index(k) for k in range(len(axes))]
@@ -153,14 +155,14 @@ class FrozenViT2DSegmenter(FrozenEncoderNetwork):
         self.decoder = PatchDecoder(encoder.embed_dim * len(self.blocks), num_classes, encoder.patch_size, dims=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _permute_spatial(x, self.axes)
+        x = to_encoder_axes(x, self.axes)
         x = self.fuse(x)
         enc = self.encoder
         if enc.normalize != "none":
             x = (x - enc._mean) / enc._std
         feats = enc.model.forward_intermediates(x, indices=self.blocks, norm=True, output_fmt="NCHW",
                                                 intermediates_only=True, stop_early=True)
-        return _unpermute_spatial(self.decoder(torch.cat(feats, dim=1)), self.axes)
+        return from_encoder_axes(self.decoder(torch.cat(feats, dim=1)), self.axes)
 
 
 def parameter_counts(network: nn.Module) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from torch import nn
 from brainfm.errors import ConfigError
 from brainfm.models import Encoder
 from brainfm.segmentation.decoders import PatchDecoder, SkipDecoder3D
-from brainfm.segmentation.network import FrozenEncoderNetwork, _permute_spatial, _unpermute_spatial, default_blocks
+from brainfm.segmentation.network import FrozenEncoderNetwork, default_blocks, from_encoder_axes, to_encoder_axes
 
 __all__ = ["widen_stem", "FrozenViT3DSegmenter", "FrozenUniFormerSegmenter", "build_volume_network"]
 
@@ -90,7 +90,7 @@ class FrozenViT3DSegmenter(FrozenEncoderNetwork):
         return self._vit.tokenizers[self.tokenizer].patch_embedding if self.n_prefix else self._vit.patch_embedding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _permute_spatial(x, self.axes)
+        x = to_encoder_axes(x, self.axes)
         want = tuple(s * self.encoder.patch_size for s in self.grid)
         if tuple(x.shape[2:]) != want:
             raise ValueError(f"{self.encoder.name}: input patch {tuple(x.shape[2:])} must be {want} (its position "
@@ -105,7 +105,7 @@ class FrozenViT3DSegmenter(FrozenEncoderNetwork):
                 feats[i] = self._vit.norm(h)[:, self.n_prefix:]
         b, d = x.shape[0], self.encoder.embed_dim
         grids = [feats[i].transpose(1, 2).reshape(b, d, *self.grid) for i in self.blocks]
-        return _unpermute_spatial(self.decoder(torch.cat(grids, dim=1)), self.axes)
+        return from_encoder_axes(self.decoder(torch.cat(grids, dim=1)), self.axes)
 
 
 class FrozenUniFormerSegmenter(FrozenEncoderNetwork):
@@ -129,12 +129,12 @@ class FrozenUniFormerSegmenter(FrozenEncoderNetwork):
         self._internal = [p - 2 for p in INPUT_PERMUTE[2:]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _permute_spatial(x, self.axes)
+        x = to_encoder_axes(x, self.axes)
         if any(s % 16 for s in x.shape[2:]):
             raise ValueError(f"BrainMVP needs patch sizes divisible by 16, got {tuple(x.shape[2:])}")
         stages = self.encoder.net(x)
-        y = _unpermute_spatial(self.decoder(stages), self._internal)
-        return _unpermute_spatial(y, self.axes)
+        y = from_encoder_axes(self.decoder(stages), self._internal)
+        return from_encoder_axes(y, self.axes)
 
 
 def build_volume_network(encoder: Encoder, num_classes: int, in_channels: int, *, blocks: Sequence[int] | None,
