@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,6 +117,13 @@ def test_one_job_end_to_end(prepared, tmp_path, tiny_vit):
             theirs = ref["metrics"][key]["Dice"]
             ours = table[(table.case_id == cid) & (table.region == region)].dice.item()
             assert ours == pytest.approx(1.0 if np.isnan(theirs) else theirs)
+    # the saved model predicts the same labels again (e.g. for perturbed copies of the test images)
+    from brainfm.segmentation.job import predict_with_job
+
+    predict_with_job(out, prepared.dataset.test_inputs()[:1], [tmp_path / "again" / test[0]])
+    first = nib.load(str(out / "predictions" / f"{test[0]}.nii.gz"))
+    again = nib.load(str(tmp_path / "again" / f"{test[0]}.nii.gz"))
+    np.testing.assert_array_equal(np.asanyarray(first.dataobj), np.asanyarray(again.dataobj))
     # the table is what the paired bootstrap takes
     both = pd.concat([table, table.assign(backbone="braindino", dice=table.dice.clip(upper=0.99) + 0.01)])
     res = compare_dice(both, n_boot=50)

@@ -12,7 +12,9 @@ Everything is written into a temporary sibling of ``out_dir`` and moved into pla
       dice.parquet        task, backbone, ratio, seed, subject, session, case_id, region, dice,
                           gt_voxels, pred_voxels (one row per test case and region; the input of
                           brainfm.stats.compare.compare_dice)
-      run.json            settings, case lists, parameter counts, epoch times, mean Dice, versions
+      run.json            settings, case lists, parameter counts, epoch times (training + validation
+                          iterations), loop iterations/s, inference cases/min, mean Dice per region
+                          beside an all-background prediction's, versions
       predictions/        <case_id>.nii.gz, nnU-Net region coding, in each case's own geometry
       nnunet/             nnU-Net's results folder (training log, plans.json, dataset.json and,
                           unless keep_checkpoint=False, checkpoint_final.pth with the trainable
@@ -21,11 +23,12 @@ Everything is written into a temporary sibling of ``out_dir`` and moved into pla
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,8 @@ from brainfm.segmentation.protocol import (
 )
 from brainfm.segmentation.trainer import PAPER_2D, PAPER_3D, FrozenEncoderTrainer, TrainSettings
 
-__all__ = ["run_segmentation_job", "job_configuration", "resolve_device", "DICE_TABLE_COLUMNS"]
+__all__ = ["run_segmentation_job", "job_configuration", "resolve_device", "load_trained", "predict_with_job",
+           "DICE_TABLE_COLUMNS"]
 
 log = logging.getLogger("brainfm.segmentation")
 
@@ -85,6 +89,17 @@ def job_configuration(plans: dict[str, Any], configuration: str, backbone: str, 
                                    "architecture": {"network_class_name": NETWORK_CLASS, "arch_kwargs": spec,
                                                     "_kw_requires_import": []}}
     return out, name
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _seed_everything(seed: int) -> None:
@@ -128,12 +143,10 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
     if not isinstance(settings, TrainSettings):
         settings = TrainSettings.from_dict(settings, PAPER_2D if dims == 2 else PAPER_3D)
     dev = resolve_device(device)
-    if threads:
-        torch.set_num_threads(int(threads))
     _seed_everything(int(seed))
     plans["continue_training"] = False
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp, \
+    with atomic_dir(out_dir) as tmp, _torch_threads(threads), \
             nnunet_environment(bench.tree.with_results(tmp / "nnunet"), augmentation_workers=augmentation_workers):
         trainer = FrozenEncoderTrainer(plans, job_cfg, fold, bench.dataset_json(), device=dev)
         trainer.configure(settings, subset)
@@ -174,7 +187,7 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
             "train_cases": subset, "val_cases": val, "test_cases": list(test["case_id"]),
             "epoch_seconds": trainer.epoch_seconds(), "train_seconds": train_seconds,
             "predict_seconds": predict_seconds,
-            "train_iterations_per_second": settings.num_epochs * settings.iterations_per_epoch / train_seconds,
+            "train_loop_iterations_per_second": settings.num_epochs * settings.iterations_per_epoch / train_seconds,
             "inference_cases_per_minute": 60.0 * len(test) / predict_seconds if predict_seconds > 0 else None,
             "mean_dice": table.groupby("region", sort=False)["dice"].mean().to_dict(),
             "all_background_mean_dice": background.groupby("region", sort=False)["dice"].mean().to_dict(),
@@ -198,3 +211,59 @@ def _versions() -> dict[str, str]:
             out[pkg] = "absent"
     out["cuda"] = str(torch.version.cuda) if torch.cuda.is_available() else "none"
     return out
+
+
+@contextlib.contextmanager
+def load_trained(job_dir: str | Path, device: str = "auto") -> Iterator[FrozenEncoderTrainer]:
+    """The trained trainer of a finished job (its ``checkpoint_final.pth``), for new predictions.
+
+    Used as a context manager (nnU-Net's folders point at a scratch directory while it is open;
+    the job's directory is only read). The frozen encoder is rebuilt from its weights file (its
+    sha256 must match the checkpoint's).
+    """
+    import json
+
+    job_dir = Path(job_dir)
+    run = json.loads((job_dir / "run.json").read_text())
+    folders = sorted((job_dir / "nnunet").glob(f"*/*__{run['nnunet_configuration']}/fold_{run['fold']}"))
+    if len(folders) != 1 or not (folders[0] / "checkpoint_final.pth").is_file():
+        raise ConfigError(f"{job_dir}: no trained model (checkpoint_final.pth) in its nnunet folder")
+    folder = folders[0]
+    plans = json.loads((folder.parent / "plans.json").read_text())
+    dataset_json = json.loads((folder.parent / "dataset.json").read_text())
+    plans["continue_training"] = False
+    import tempfile
+
+    from brainfm.segmentation.nnunet_env import NnunetTree
+
+    # the trainer writes a log where nnU-Net's results are: a scratch folder, not the finished job
+    with tempfile.TemporaryDirectory(prefix="brainfm-seg-") as scratch, nnunet_environment(NnunetTree.under(scratch)):
+        from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+        dev = resolve_device(device)
+        trainer = FrozenEncoderTrainer(plans, run["nnunet_configuration"], run["fold"], dataset_json, device=dev)
+        # what nnU-Net's predictor does for a trained model folder (trainer.initialize() would also want
+        # the preprocessed training data): build the network from the plans, load the final weights
+        checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        n_in = determine_num_input_channels(trainer.plans_manager, trainer.configuration_manager, dataset_json)
+        trainer.network = trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, n_in,
+                                                             trainer.label_manager.num_segmentation_heads, False)
+        trainer.network.load_state_dict(checkpoint["network_weights"])
+        trainer.network.to(dev)
+        trainer.inference_allowed_mirroring_axes = checkpoint["inference_allowed_mirroring_axes"]
+        yield trainer
+
+
+def predict_with_job(job_dir: str | Path, inputs: list[list[str]], outputs: list[str | Path], *,
+                     device: str = "auto", use_mirroring: bool | None = None, threads: int | None = 1) -> None:
+    """Predict new cases (per case, its four channel files) with a finished job's model.
+
+    ``use_mirroring`` defaults to the job's own setting, so e.g. perturbed test images are
+    predicted exactly as the clean ones were.
+    """
+    import json
+
+    run = json.loads((Path(job_dir) / "run.json").read_text())
+    mirroring = run["use_mirroring"] if use_mirroring is None else bool(use_mirroring)
+    with _torch_threads(threads), load_trained(job_dir, device) as trainer:
+        predict_cases(trainer, inputs, outputs, use_mirroring=mirroring)
