@@ -7,6 +7,9 @@
 - ``pretrain``: DINO training throughput (images/s, all crops, forward + backward + EMA) of the demo
   model on this machine's CPU and, where CUDA is available, of the paper's ViT-B/16 stage 1 with a
   model-FLOP-utilisation estimate.
+- ``segmentation``: nnU-Net training iterations/s and inference cases/min of the demo segmentation
+  model on this CPU and, with CUDA, ViT-B/16 at 256² in bf16 with an MFU estimate
+  (:mod:`brainfm.bench.segmentation`).
 - ``demo``: wall time of the whole demo DAG in a fresh directory (long: minutes).
 """
 
@@ -30,7 +33,7 @@ from brainfm.atomic import write_json
 
 __all__ = ["run_benchmarks", "bench_heads", "bench_demo", "bench_pretrain"]
 
-ALL = ("extraction", "heads", "stats", "pretrain", "demo")
+ALL = ("extraction", "heads", "stats", "pretrain", "segmentation", "demo")
 
 #: the demo's BrainDINO model and crops (config/config.yaml, pretrain.braindino.params)
 DEMO_DINO = {"arch": "vit_small_patch16_dinov3",
@@ -129,6 +132,10 @@ def run_benchmarks(out_dir: Path, which: list[str] | tuple[str, ...] = ()) -> di
         results["extraction"] = extraction_run(out_dir)
     if "pretrain" in which:
         results["pretrain"] = bench_pretrain(out_dir / "pretrain.json")
+    if "segmentation" in which:
+        from brainfm.bench.segmentation import bench_segmentation
+
+        results["segmentation"] = bench_segmentation(out_dir / "segmentation.json")
     if "demo" in which:
         results["demo"] = bench_demo(out_dir / "demo.json")
     print(json.dumps({k: _headline(k, v) for k, v in results.items()}, indent=1))
@@ -202,4 +209,8 @@ def _headline(kind: str, report: dict[str, Any]) -> Any:
         return {"wall_seconds": round(report["wall_seconds"], 1), "returncode": report["returncode"]}
     if kind == "pretrain":
         return [{"what": r["what"], "img_per_s": round(r["img_per_s"], 1)} for r in report["runs"]]
+    if kind == "segmentation":
+        return [{"what": r["what"], "it_per_s": round(r["train_iterations_per_s"], 2),
+                 **({"cases_per_min": round(r["inference_cases_per_min"], 1)} if "inference_cases_per_min" in r else {}),
+                 **({"mfu": round(r["mfu"], 3)} if "mfu" in r else {})} for r in report["runs"]]
     return "see json"

@@ -170,6 +170,10 @@ def _check_entry(entry: DatasetEntry) -> None:
             _check_idspec(spec, where, f"split/ids/{key}")
     if split["type"] == "fixed" and "test_path_regex" in split:
         _check_regex(split["test_path_regex"], where, "split/test_path_regex")
+    if "segmentation" in entry.raw:  # values declared once, regions nested (what the schema cannot say)
+        from brainfm.data.datasets.labelmap import LabelMap
+
+        LabelMap.from_mapping(entry.raw["segmentation"], f"{where}: field 'segmentation'")
     for i, item in enumerate(entry.download):
         if item.get("archive", "none") != "none" and item.get("dest") in (".", "./"):
             raise ConfigError(f"{where}: field 'download/{i}/dest': an archive must unpack into a "

@@ -21,7 +21,7 @@ phantom_pretrain   unlabelled mix of all of the above (distinct subject ids)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from brainfm.data.phantom import atrophy as atr
 from brainfm.data.phantom.contrast import MODALITIES
-from brainfm.data.phantom.lesions import StrokeSpec, TumorSpec, draw_stroke, draw_tumor, stroke_course
+from brainfm.data.phantom.lesions import BRATS_LABELS, StrokeSpec, TumorSpec, draw_stroke, draw_tumor, stroke_course
 from brainfm.data.phantom.template import Template
 from brainfm.errors import ConfigError
 
@@ -63,6 +63,18 @@ class PhantomDataset:
     split: str  # "stratified" (fixed train/test), "cv" (split "" for the task) or "all_train"
     stratify: str | None = None  # label the fixed split is stratified on
     has_mask: bool = False
+    segmentation: Mapping[str, Any] | None = None  # label map of the masks (registry ``segmentation`` form)
+
+
+#: BraTS 2023 coding of the phantom gliomas (lesions.BRATS_LABELS) and the regions evaluated on it
+TUMOR_SEGMENTATION: Mapping[str, Any] = {
+    "labels": [{"value": BRATS_LABELS["NCR"], "name": "NCR", "description": "necrotic core"},
+               {"value": BRATS_LABELS["ED"], "name": "ED", "description": "oedema"},
+               {"value": BRATS_LABELS["ET"], "name": "ET", "description": "enhancing tumour"}],
+    "regions": [{"name": "WT", "labels": [BRATS_LABELS[k] for k in ("NCR", "ED", "ET")], "description": "whole tumour"},
+                {"name": "TC", "labels": [BRATS_LABELS[k] for k in ("NCR", "ET")], "description": "tumour core"},
+                {"name": "ET", "labels": [BRATS_LABELS["ET"]], "description": "enhancing tumour"}],
+}
 
 
 PHANTOM_DATASETS: dict[str, PhantomDataset] = {d.name: d for d in (
@@ -81,7 +93,7 @@ PHANTOM_DATASETS: dict[str, PhantomDataset] = {d.name: d for d in (
                    ("T1",), ("pd", "age", "sex"), "PPMI", "stratified", "pd"),
     PhantomDataset("phantom_tumor", "glioma with BraTS 2023 labels (1 NCR, 2 ED, 3 ET), IDH-like status, "
                    "survival", MODALITIES, ("survival_days", "event", "idh", "age", "sex"), "GLI", "stratified",
-                   "idh", has_mask=True),
+                   "idh", has_mask=True, segmentation=TUMOR_SEGMENTATION),
     PhantomDataset("phantom_stroke", "ischaemic stroke (T1 + lesion mask), days post stroke", ("T1",),
                    ("dps", "age", "sex"), "STR", "stratified", "dps", has_mask=True),
 )}
