@@ -3,6 +3,8 @@
 #   make test    run the test suite (fast set; includes the tiny end-to-end demo DAG)
 #   make test-cluster  start a one-host SLURM cluster (root; installs Debian's slurm-wlm, munge,
 #                      mariadb when missing), run the cluster tests through profiles/slurm, stop it
+#   make plan    before a paper run: datasets and weights found or missing, jobs per rule, SLURM
+#                submissions after grouping, projected disk and GPU-hours (PLAN_CONFIG=config/paper.yaml)
 # Other targets: test-slow, paper-dryrun, lint, bench, report, clean.
 
 PYTHON   ?= python3
@@ -16,8 +18,9 @@ PIP_C    := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 export PATH := $(abspath $(BIN)):$(PATH)
 SMK      := $(BIN)/snakemake --workflow-profile profiles/default --cores $(CORES)
 STAMP    := $(VENV)/.installed
+PLAN_CONFIG ?= config/paper.yaml
 
-.PHONY: venv demo test test-slow test-cluster paper-dryrun lint bench report clean
+.PHONY: venv demo test test-slow test-cluster paper-dryrun plan lint bench report clean
 
 venv: $(STAMP)
 
@@ -44,6 +47,9 @@ test-cluster: $(STAMP)
 
 paper-dryrun: $(STAMP)
 	$(SMK) --configfile config/paper.yaml -n
+
+plan: $(STAMP)
+	$(BIN)/brainfm plan --config $(PLAN_CONFIG)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile config/config.yaml

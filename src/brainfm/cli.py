@@ -311,6 +311,19 @@ def cmd_bench(a: argparse.Namespace) -> None:
     run_benchmarks(Path(a.out), which=a.only)
 
 
+def cmd_plan(a: argparse.Namespace) -> None:
+    import os
+
+    from brainfm.plan import format_plan, plan
+
+    if a.directory:
+        os.chdir(a.directory)
+    slices = {} if a.pretrain_slices is None else {"pretrain_slices": a.pretrain_slices}
+    report = plan(a.config, snakefile=a.snakefile, profile=a.profile, bench_dir=a.bench, dry_run=a.dry_run,
+                  **slices)
+    sys.stdout.write(json.dumps(report, indent=1) + "\n" if a.json else format_plan(report))
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="brainfm", description=__doc__.splitlines()[0])
@@ -493,6 +506,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = step("bench", cmd_bench, "benchmarks: extraction vs roofline, heads, statistics, SSL training, demo DAG")
     s.add_argument("--out", default="results/bench")
     s.add_argument("--only", nargs="*", default=[], help="subset of: extraction heads stats pretrain demo")
+
+    s = step("plan", cmd_plan, "before a run: datasets and weights found or missing, jobs per rule, SLURM "
+                               "submissions, projected disk and GPU-hours")
+    s.add_argument("--config", default="config/paper.yaml")
+    s.add_argument("-d", "--directory", default=None,
+                   help="working directory the config's relative paths are read from (default: here)")
+    s.add_argument("--snakefile", default=None, help="default: workflow/Snakefile here or in the brainfm checkout")
+    s.add_argument("--profile", default=None,
+                   help="SLURM profile whose group-components decide the submissions (default: profiles/slurm)")
+    s.add_argument("--bench", default="results/bench", help="brainfm bench results to project GPU time from")
+    s.add_argument("--no-dry-run", dest="dry_run", action="store_false",
+                   help="skip Snakemake's dry run (no job or submission counts)")
+    s.add_argument("--pretrain-slices", type=int, default=None,
+                   help="slices in the pretraining corpus (default: the paper's, about 6.6 M)")
+    s.add_argument("--json", action="store_true", help="the report as JSON")
     return p
 
 
