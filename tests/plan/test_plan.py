@@ -136,8 +136,8 @@ def test_dry_run_counts_match_the_snakemake_command_line(tmp_path, monkeypatch):
     bench = extraction_run(tmp_path / "bench", device="cpu", threads=1, archs=("vit_base_patch16_dinov3",),
                            dtypes=("bf16",), batch_size=2, warmup=0, iters=1, roofline_n=128, roofline_iters=1,
                            overrides={"embed_dim": 64, "depth": 1, "num_heads": 2}, pipeline_volumes=0)
-    report = plan(PAPER, snakefile=REPO / "workflow" / "Snakefile", profile=REPO / "profiles" / "slurm" / "profile.yaml",
-                  bench_dir=tmp_path / "bench")
+    report = plan(PAPER, snakefile=REPO / "workflow" / "Snakefile",
+                  profile=REPO / "profiles" / "slurm" / "profile.yaml", bench_dir=tmp_path / "bench")
     jobs = report["jobs"]
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     base = [SNAKEMAKE, "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile", str(PAPER)]

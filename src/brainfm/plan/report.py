@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from brainfm.plan.cost import PAPER_PRETRAIN_SLICES, disk_projection, gpu_projection, read_benchmarks, runtime_minutes
+from brainfm.plan.cost import PAPER_PRETRAIN_SLICES, disk_projection, gpu_projection, read_benchmarks
 from brainfm.plan.inventory import dataset_inventory, weights_inventory
-from brainfm.plan.jobs import group_components, planned_jobs
+from brainfm.plan.jobs import planned_jobs, read_profile
 
 __all__ = ["plan", "format_plan", "default_snakefile", "default_profile"]
 
@@ -36,15 +36,6 @@ def default_profile(snakefile: Path | None) -> Path | None:
     return None
 
 
-def _profile_default_runtime(profile: Path | None) -> float:
-    import yaml
-
-    if profile is None:
-        return 60.0
-    data = yaml.safe_load(profile.read_text()) or {}
-    return runtime_minutes((data.get("default-resources") or {}).get("runtime", 60)) or 60.0
-
-
 def plan(config: str | Path = "config/paper.yaml", *, snakefile: str | Path | None = None,
          profile: str | Path | None = None, bench_dir: str | Path = "results/bench", dry_run: bool = True,
          pretrain_slices: int = PAPER_PRETRAIN_SLICES) -> dict[str, Any]:
@@ -59,21 +50,21 @@ def plan(config: str | Path = "config/paper.yaml", *, snakefile: str | Path | No
     profile = Path(profile) if profile else default_profile(snakefile)
     report: dict[str, Any] = {"config": str(config), "run_name": cfg.run_name, "workdir": str(Path.cwd()),
                               "datasets": dataset_inventory(cfg), "weights": weights_inventory(cfg)}
-    components = group_components(profile) if profile else {}
+    settings = read_profile(profile)
     jobs = None
     if not dry_run:
         report["jobs"] = {"available": False, "reason": "dry run skipped (--no-dry-run)"}
     elif snakefile is None:
         report["jobs"] = {"available": False, "reason": "no workflow/Snakefile here or in the brainfm checkout"}
     else:
-        planned = planned_jobs(config, snakefile, components)
+        planned = planned_jobs(config, snakefile, settings)
         jobs = planned["job_list"]
         report["jobs"] = {"available": True, "profile": str(profile) if profile else None,
-                          "group_components": components, **planned}
+                          "group_components": settings["group_components"], **planned}
     bench = read_benchmarks(bench_dir)
     report["benchmarks"] = {k: v["path"] for k, v in bench.items()}
     report["disk"] = disk_projection(cfg, pretrain_slices)
-    report["gpu"] = gpu_projection(cfg, jobs, bench, default_runtime=_profile_default_runtime(profile))
+    report["gpu"] = gpu_projection(cfg, jobs, bench, default_runtime=settings["default_runtime"])
     return report
 
 
@@ -131,12 +122,13 @@ def format_plan(report: dict[str, Any]) -> str:
             how = f"group {r['group']}" if r["group"] else "submit host (local rule)" if r["local"] else "own SLURM job"
             out.append(f"  {rule:22s} {r['jobs']:5d}  {how}")
         comp = ", ".join(f"{g}: {n} per allocation" for g, n in jobs["group_components"].items()) or "none"
-        groups = "; ".join(f"{g}: {v['jobs']} jobs in {v['allocations']} allocations"
+        groups = "; ".join(f"{g}: {v['jobs']} jobs in {v['allocations']} allocation(s)"
                            for g, v in jobs["groups"].items())
+        n_alloc = sum(v["allocations"] for v in jobs["groups"].values())
         out += [f"SLURM SUBMISSIONS after grouping: {jobs['submissions']} "
                 f"(profile {jobs['profile']}, group-components {comp})",
-                f"  {jobs['jobs_alone']} jobs submitted alone + {sum(v['allocations'] for v in jobs['groups'].values())}"
-                f" group allocations ({groups}); {jobs['local_jobs']} jobs run on the submit host"]
+                f"  {jobs['jobs_alone']} jobs submitted alone + {n_alloc} group allocations ({groups}); "
+                f"{jobs['local_jobs']} jobs run on the submit host"]
 
     disk = report["disk"]
     ps = disk["pretrain_store"]
