@@ -125,8 +125,9 @@ def format_plan(report: dict[str, Any]) -> str:
         groups = "; ".join(f"{g}: {v['jobs']} jobs in {v['allocations']} allocation(s)"
                            for g, v in jobs["groups"].items())
         n_alloc = sum(v["allocations"] for v in jobs["groups"].values())
-        out += [f"SLURM SUBMISSIONS after grouping: {jobs['submissions']} "
-                f"(profile {jobs['profile']}, group-components {comp})",
+        where = (f"profile {jobs['profile']}, group-components {comp}" if jobs["profile"]
+                 else "no profiles/slurm/profile.yaml found: no grouping")
+        out += [f"SLURM SUBMISSIONS after grouping: {jobs['submissions']} ({where})",
                 f"  {jobs['jobs_alone']} jobs submitted alone + {n_alloc} group allocations ({groups}); "
                 f"{jobs['local_jobs']} jobs run on the submit host"]
 
