@@ -89,7 +89,7 @@ def cmd_union(a: argparse.Namespace) -> None:
 
 def cmd_subset(a: argparse.Namespace) -> None:
     from brainfm.data.manifest import read_manifest, subset_manifest, write_manifest
-    from brainfm.tasks.runner import training_subjects
+    from brainfm.tasks.runs import training_subjects
     from brainfm.tasks.spec import TaskSpec
 
     out = Path(a.out)
@@ -183,7 +183,8 @@ def cmd_fit(a: argparse.Namespace) -> None:
     from brainfm.data.manifest import read_manifest
     from brainfm.features import FeatureStore
     from brainfm.tasks.data import build_task_data
-    from brainfm.tasks.runner import run_grid, write_run
+    from brainfm.tasks.runner import run_grid
+    from brainfm.tasks.runs import write_run
     from brainfm.tasks.spec import TaskSpec
 
     spec = TaskSpec.from_config(a.task, a.spec)
@@ -207,7 +208,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     from brainfm.data.manifest import read_manifest
     from brainfm.preprocess.store import ShardedStore
     from brainfm.tasks.finetune import FinetuneConfig, finetune_grid
-    from brainfm.tasks.runner import write_run
+    from brainfm.tasks.runs import write_run
     from brainfm.tasks.spec import TaskSpec
 
     spec = TaskSpec.from_config(a.task, a.spec)
@@ -224,11 +225,11 @@ def cmd_finetune(a: argparse.Namespace) -> None:
 
 
 def cmd_finetune_report(a: argparse.Namespace) -> None:
-    from brainfm.report.build import finetune_report
+    from brainfm.stats.runners import finetune_table
 
     if len(a.frozen) != len(a.finetuned):
         raise BrainfmError("--frozen and --finetuned need one run directory per task, in the same order")
-    finetune_report(list(zip(a.frozen, a.finetuned)), a.table, backbone=a.backbone, n_boot=a.n_boot, seed=a.seed,
+    finetune_table(list(zip(a.frozen, a.finetuned)), a.table, backbone=a.backbone, n_boot=a.n_boot, seed=a.seed,
                     labels=_labels(a))
 
 
@@ -274,30 +275,30 @@ def _labels(a: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_stats(a: argparse.Namespace) -> None:
-    from brainfm.report.build import task_report
+    from brainfm.stats.runners import task_stats
 
-    task_report(a.task, a.spec, a.runs, a.out_dir, a.table, a.figure, reference=a.reference, n_boot=a.n_boot,
-                seed=a.seed, labels=_labels(a))
+    task_stats(a.task, a.runs, a.out_dir, a.table, a.figure, reference=a.reference,
+               description=a.spec.get("description", ""), n_boot=a.n_boot, seed=a.seed, labels=_labels(a))
 
 
 def cmd_strata(a: argparse.Namespace) -> None:
-    from brainfm.report.build import strata_report
+    from brainfm.stats.runners import strata_stats
 
-    strata_report(a.task, a.spec, a.runs, a.out_dir, a.table, a.figure, reference=a.reference, n_boot=a.n_boot,
-                  seed=a.seed, labels=_labels(a))
+    strata_stats(a.task, a.runs, a.out_dir, a.table, a.figure, edges=(a.spec.get("strata") or {}).get("edges"),
+                 reference=a.reference, n_boot=a.n_boot, seed=a.seed, labels=_labels(a))
 
 
 def cmd_km(a: argparse.Namespace) -> None:
-    from brainfm.report.build import km_report
+    from brainfm.stats.runners import km_stats
 
-    km_report(a.task, a.runs, a.out_dir, a.table, a.figure, reference=a.reference, labels=_labels(a))
+    km_stats(a.task, a.runs, a.out_dir, a.table, a.figure, reference=a.reference, labels=_labels(a))
 
 
 def cmd_knn_report(a: argparse.Namespace) -> None:
-    from brainfm.report.build import knn_report
+    from brainfm.stats.runners import knn_stats
 
-    knn_report(a.task, a.inputs, a.out_dir, a.table, a.figure, reference=a.reference, n_boot=a.n_boot,
-               seed=a.seed, labels=_labels(a))
+    knn_stats(a.task, a.inputs, a.out_dir, a.table, a.figure, reference=a.reference, n_boot=a.n_boot,
+              seed=a.seed, labels=_labels(a))
 
 
 def cmd_cka(a: argparse.Namespace) -> None:
@@ -312,21 +313,21 @@ def cmd_cka(a: argparse.Namespace) -> None:
 
 
 def cmd_cka_report(a: argparse.Namespace) -> None:
-    from brainfm.report.build import cka_report
+    from brainfm.report.build import cka_figure
 
-    cka_report(a.inputs, a.figure, reference=a.reference, labels=_labels(a))
+    cka_figure(a.inputs, a.figure, reference=a.reference, labels=_labels(a))
 
 
 def cmd_perturbation_report(a: argparse.Namespace) -> None:
-    from brainfm.report.build import perturbation_report
+    from brainfm.stats.runners import perturbation_stats
 
-    perturbation_report(a.inputs, a.table, a.figure, reference=a.reference, labels=_labels(a))
+    perturbation_stats(a.inputs, a.table, a.figure, reference=a.reference, labels=_labels(a))
 
 
 def cmd_summary(a: argparse.Namespace) -> None:
-    from brainfm.report.build import summary_report
+    from brainfm.report.build import summary_table
 
-    summary_report(a.comparisons, a.knn, a.out, reference=a.reference, labels=_labels(a))
+    summary_table(a.comparisons, a.knn, a.out, reference=a.reference, labels=_labels(a))
 
 
 def cmd_bench(a: argparse.Namespace) -> None:

@@ -53,7 +53,7 @@ HEAD = {"lr": 3e-3, "batch_size": 4}
 
 def test_samples_and_folds_match_the_frozen_protocol(cohort):
     from brainfm.tasks.data import assemble
-    from brainfm.tasks.runner import plan_folds
+    from brainfm.tasks.runs import plan_folds
 
     store, manifest = cohort
     data, rows = volume_rows(_spec(), store.index, manifest)

@@ -57,7 +57,7 @@ def run_knn_task(data, *, backbone: str, pretrain_subjects=None):
     import pandas as pd
 
     from brainfm.data.splits import check_against_pretraining
-    from brainfm.tasks.runner import plan_folds
+    from brainfm.tasks.runs import plan_folds
 
     spec = data.spec
     fold = plan_folds(data)[0]

@@ -18,7 +18,8 @@ import pandas as pd
 
 from brainfm.atomic import atomic_open, write_text
 from brainfm.report.style import display_name, metric_label, order_backbones, ratio_label
-from brainfm.stats.compare import DEFAULT_REFERENCE, metric_sort_key
+from brainfm.stats.comparison import metric_sort_key
+from brainfm.stats.predictions import DEFAULT_REFERENCE
 
 __all__ = [
     "MEAN_SD_METRICS", "format_number", "format_p", "format_estimate", "comparison_table", "knn_wide_table",
@@ -73,7 +74,7 @@ def _stars_col(df: pd.DataFrame) -> pd.Series:
 
 def comparison_table(tidy: pd.DataFrame, reference: str | None = None, decimals: int | None = None,
                      labels: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Wide table of :func:`brainfm.stats.compare.compare_predictions` output.
+    """Wide table of :func:`brainfm.stats.comparison.compare_predictions` output.
 
     One row per task x metric x backbone (reference first), one column per label ratio; cells
     carry the estimate, its uncertainty and the significance marks against the reference.
