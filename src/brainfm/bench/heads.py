@@ -44,8 +44,8 @@ def run(out_dir: str | Path, *, n_subjects: int = 160, dims: tuple[int, ...] = (
         data = assemble(spec, manifest[["subject", "session"]], x.astype(np.float32), manifest)
         tb = time.perf_counter()
         res = run_grid(data, backbone=f"b{b}", ratios=ratios, seeds=seeds, head_defaults=head)
-        per_backbone.append({"dim": dim, "seconds": time.perf_counter() - tb,
-                             "mae_at_1.0": float(np.mean([e["metrics"]["mae"] for k, e in res.items() if k.ratio == 1.0]))})
+        full = [e["metrics"]["mae"] for k, e in res.items() if k.ratio == 1.0]
+        per_backbone.append({"dim": dim, "seconds": time.perf_counter() - tb, "mae_at_1.0": float(np.mean(full))})
     total = time.perf_counter() - t0
     report = {"what": "one task, 6 ratios x 5 backbones x 5 seeds = 150 heads, from cached features",
               "n_subjects": n_subjects, "n_heads": len(dims) * len(ratios) * len(seeds), "head": head,

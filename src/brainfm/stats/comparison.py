@@ -42,17 +42,8 @@ from brainfm.stats.bootstrap import bootstrap_distributions, bootstrap_p_value, 
 from brainfm.stats.hypothesis import holm_within, paired_ttest, stars, t_interval
 from brainfm.stats.kernels import MeanOf, Prepared, WeightedMean
 from brainfm.stats.metrics import metric_info
-from brainfm.stats.predictions import (
-    DEFAULT_REFERENCE,
-    PREDICTION_COLUMNS,
-    Block,
-    align,
-    check_columns,
-    cluster_groups,
-    default_metrics,
-    prob_columns,
-    subject_means,
-)
+from brainfm.stats.predictions import (DEFAULT_REFERENCE, PREDICTION_COLUMNS, Block, align,
+                                        check_columns, cluster_groups, default_metrics, prob_columns, subject_means)
 from brainfm.stats.validate import StatsInputError, check_n_boot
 
 __all__ = ["COMPARISON_COLUMNS", "metric_sort_key", "compare_predictions", "compare_dice"]

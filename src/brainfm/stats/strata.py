@@ -16,17 +16,8 @@ import pandas as pd
 from brainfm.stats.bootstrap import bootstrap_distributions, bootstrap_p_value, percentile_ci
 from brainfm.stats.hypothesis import holm_within, sign_flip_test, stars
 from brainfm.stats.metrics import metric_info
-from brainfm.stats.predictions import (
-    DEFAULT_REFERENCE,
-    PREDICTION_COLUMNS,
-    Block,
-    align,
-    check_columns,
-    cluster_groups,
-    default_metrics,
-    prob_columns,
-    subject_means,
-)
+from brainfm.stats.predictions import (DEFAULT_REFERENCE, PREDICTION_COLUMNS, Block, align,
+                                        check_columns, cluster_groups, default_metrics, prob_columns, subject_means)
 from brainfm.stats.validate import StatsInputError
 
 __all__ = ["STRATA_COLUMNS", "age_bin_labels", "age_strata_table"]
