@@ -18,6 +18,7 @@ import pandas as pd
 from brainfm.errors import ManifestError
 from brainfm.perturb import IDENTITY
 from brainfm.stats import bootstrap_ci
+from brainfm.stats.predictions import ITEM_KEY
 from brainfm.tasks.data import build_task_data
 from brainfm.tasks.runner import run_grid
 from brainfm.tasks.spec import TaskSpec
@@ -28,7 +29,7 @@ PRIMARY_METRIC = {"classification": "auc", "regression": "mae", "survival": "cin
 
 
 def _score(spec: TaskSpec, pred: pd.DataFrame, n_boot: int, seed: int) -> dict[str, float]:
-    key = ["fold", "subject", "session"]
+    key = ITEM_KEY  # one test item; seeds are averaged per item
     if spec.kind == "classification":
         cols = [c for c in pred.columns if c.startswith("prob_")]
         avg = pred.groupby(key, sort=True)[cols + ["y_true"]].mean()
