@@ -230,7 +230,7 @@ def cmd_finetune_report(a: argparse.Namespace) -> None:
     if len(a.frozen) != len(a.finetuned):
         raise BrainfmError("--frozen and --finetuned need one run directory per task, in the same order")
     finetune_table(list(zip(a.frozen, a.finetuned)), a.table, backbone=a.backbone, n_boot=a.n_boot, seed=a.seed,
-                    labels=_labels(a))
+                   labels=_labels(a))
 
 
 def cmd_knn(a: argparse.Namespace) -> None:
