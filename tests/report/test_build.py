@@ -13,9 +13,11 @@ from brainfm.report.tables import format_estimate
 def test_summary_table_keeps_full_supervision_and_the_largest_k(tmp_path):
     comparison = pd.DataFrame([dict(task="age", metric="mae", ratio=r, backbone=b, estimate=e, sd=0.5, ci_low=e - 1,
                                     ci_high=e + 1, p_value=p)
-                               for r in (0.1, 1.0) for b, e, p in (("braindino", 5.0, np.nan), ("dinov3", 6.5, 0.003))])
+                               for r in (0.1, 1.0)
+                               for b, e, p in (("braindino", 5.0, np.nan), ("dinov3", 6.5, 0.003))])
     knn = pd.DataFrame([dict(task="knn_t", k=k, backbone=b, accuracy=a, sd=0.02, ci_low=a - 0.05, ci_high=a + 0.05,
-                             p_holm=p) for k in (1, 20) for b, a, p in (("braindino", 0.8, np.nan), ("dinov3", 0.7, 0.2))])
+                             p_holm=p)
+                        for k in (1, 20) for b, a, p in (("braindino", 0.8, np.nan), ("dinov3", 0.7, 0.2))])
     write_parquet(tmp_path / "comparison.parquet", comparison)
     write_parquet(tmp_path / "knn.parquet", knn)
     out = summary_table([tmp_path / "comparison.parquet"], [tmp_path / "knn.parquet"], tmp_path / "summary.md",

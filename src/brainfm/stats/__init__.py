@@ -8,7 +8,6 @@ from ``predictions.parquet`` files, one module per table family on a shared base
 workflow's statistics steps that write them are in :mod:`~brainfm.stats.runners`.
 """
 
-from brainfm.stats.validate import StatsInputError
 from brainfm.stats.bootstrap import (
     BootstrapCI,
     PairedBootstrap,
@@ -52,6 +51,7 @@ from brainfm.stats.survival import (
     km_risk_stratification,
     logrank,
 )
+from brainfm.stats.validate import StatsInputError
 
 __all__ = [
     "StatsInputError",

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from brainfm.stats.validate import StatsInputError, check_n_boot
 from brainfm.stats.kernels import Prepared
 from brainfm.stats.metrics import prepare_metric
+from brainfm.stats.validate import StatsInputError, check_n_boot
 
 __all__ = ["Resampler", "BootstrapCI", "PairedBootstrap", "bootstrap_ci", "paired_bootstrap",
            "bootstrap_distributions", "percentile_ci", "bootstrap_p_value"]

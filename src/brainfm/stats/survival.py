@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainfm.stats.validate import StatsInputError, as_1d, check_same_length
 from brainfm.stats.kernels import Prepared, safe_divide
+from brainfm.stats.validate import StatsInputError, as_1d, check_same_length
 
-__all__ = ["CIndexKernel", "cindex", "logrank", "LogRankResult", "km_risk_stratification", "km_groups", "KMStratification"]
+__all__ = ["CIndexKernel", "cindex", "logrank", "LogRankResult", "km_risk_stratification", "km_groups",
+           "KMStratification"]
 
 _BLOCK_ELEMENTS = 4_000_000  # pair-matrix entries built at once (32 MB of float64)
 
