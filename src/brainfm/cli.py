@@ -41,14 +41,6 @@ def _json(text: str) -> Any:
     return read_json_arg(text)
 
 
-def _pretrain_subjects(paths: Sequence[str]) -> set[str] | None:
-    from brainfm.data.manifest import read_manifest
-
-    if not paths:
-        return None
-    return {s for p in paths for s in read_manifest(p, check_files=False)["subject"]}
-
-
 def _log_metrics(what: str, results: dict[Any, dict[str, Any]]) -> None:
     for key, entry in results.items():
         log.info("%s ratio=%g seed=%d: %s", what, key.ratio, key.seed,
@@ -66,66 +58,38 @@ def cmd_phantom_dataset(a: argparse.Namespace) -> None:
 
 
 def cmd_real_dataset(a: argparse.Namespace) -> None:
-    from brainfm.atomic import write_json
-    from brainfm.data.datasets import build_manifest, check_dataset, load_dataset_entry
-    from brainfm.data.fetch import fetch_dataset
+    from brainfm.data.datasets import real_dataset
 
-    spec = a.dataset
-    entry = load_dataset_entry(spec.registry)
-    root = Path(spec.path)
-    if spec.download:
-        fetch_dataset(entry, root)
-    df = build_manifest(entry, root, Path(a.manifest))
-    report = check_dataset(entry, root)
-    write_json(a.check, report)
-    log.info("%s: %d images, %d subjects", entry.name, len(df), df["subject"].nunique())
+    df = real_dataset(a.dataset, a.manifest, a.check)
+    log.info("%s: %d images, %d subjects", a.dataset.name, len(df), df["subject"].nunique())
 
 
 def cmd_union_dataset(a: argparse.Namespace) -> None:
-    from brainfm.data.manifest import read_manifest, union_manifests, write_manifest
+    from brainfm.data.manifest import union_dataset
 
-    out = Path(a.out)
-    df = union_manifests([read_manifest(p) for p in a.inputs], out.parent, a.name)
-    write_manifest(out, df)
+    df = union_dataset(a.name, a.inputs, a.out)
     log.info("%s: %d images of %d subjects from %d datasets", a.name, len(df), df["subject"].nunique(), len(a.inputs))
 
 
 def cmd_subset_dataset(a: argparse.Namespace) -> None:
-    from brainfm.data.manifest import read_manifest, subset_manifest, write_manifest
-    from brainfm.tasks.runner import training_subjects
+    from brainfm.tasks.runs import subset_dataset
 
-    out = Path(a.out)
-    parent = read_manifest(a.manifest)
-    subjects = training_subjects(a.task, parent)
-    df = subset_manifest(parent, subjects, out.parent, a.dataset.name, source_dataset=a.dataset.source_dataset)
-    write_manifest(out, df)
+    df = subset_dataset(a.dataset, a.task, a.manifest, a.out)
     log.info("%s: %d images of %d subjects (training subjects of task %s)", a.dataset.name, len(df),
              df["subject"].nunique(), a.task.name)
 
 
 def cmd_user_weights(a: argparse.Namespace) -> None:
-    from brainfm.models.registry import get_factory
+    from brainfm.models.registry import user_weights
 
-    doc = (get_factory(a.encoder).__doc__ or "").strip().splitlines()
-    what = doc[0].split(";")[0].replace("``", "") if doc else a.encoder
-    raise BrainfmError(f"{a.key} names the weights file {a.path}, which does not exist. Released weights are "
-                       f"not downloaded by brainfm: obtain the file ({what}) from its "
-                       f"authors and place it at {a.path}, or change {a.key} in the config.")
+    user_weights(a.key, a.encoder, a.path)
 
 
 def cmd_preprocess(a: argparse.Namespace) -> None:
-    from brainfm.config import PerturbationSetting
-    from brainfm.data.manifest import read_manifest
-    from brainfm.preprocess.pipeline import preprocess_dataset
+    from brainfm.preprocess.pipeline import preprocess
 
-    spec = a.preprocess
-    manifest = read_manifest(a.manifest)
-    setting = PerturbationSetting.parse(a.perturbation) if a.perturbation else None
-    report = preprocess_dataset(manifest, Path(manifest.attrs["root"]), Path(a.out), protocol=spec.protocol.to_dict(),
-                                products=tuple(a.products.split(",")), skull_strip=spec.skull_strip,
-                                n_jobs=a.n_jobs or spec.n_jobs, seed=a.seed, device=a.device,
-                                perturbation=None if setting is None else
-                                {"kind": setting.kind, "severity": setting.severity})
+    report = preprocess(a.manifest, a.out, a.preprocess, products=a.products.split(","), seed=a.seed,
+                        perturbation=a.perturbation or None, device=a.device, n_jobs=a.n_jobs or None)
     log.info("preprocessed: %s", json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}))
 
 
@@ -138,26 +102,20 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
              device=resolve_device(a.device), rdzv_endpoint=a.rdzv_endpoint)
 
 
-def build_backbone(spec: Any):
-    """Create the registry encoder of a :class:`~brainfm.config.BackboneSpec` with its weights."""
-    from brainfm.models import create_encoder
-
-    return create_encoder(spec.encoder, weights=spec.weights, **spec.args)
-
-
 def cmd_extract_features(a: argparse.Namespace) -> None:
-    from brainfm.device import resolve_device
-    from brainfm.features import extract_features
-    from brainfm.preprocess.store import ShardedStore
-
-    settings = a.features
     import torch
 
+    from brainfm.device import resolve_device
+    from brainfm.features import extract_features
+    from brainfm.models import create_encoder
+    from brainfm.preprocess.store import ShardedStore
+
+    settings, backbone = a.features, a.backbone
     torch.set_num_threads(settings.threads)
-    encoder = build_backbone(a.backbone)
+    encoder = create_encoder(backbone.encoder, weights=backbone.weights, **backbone.args)
     fs = extract_features(encoder, ShardedStore(a.store), Path(a.out), batch_size=settings.batch_size,
                           device=resolve_device(a.device), amp_bf16=settings.amp_bf16,
-                          layers=() if a.no_layers else tuple(a.backbone.layers),
+                          layers=() if a.no_layers else tuple(backbone.layers),
                           central_range=tuple(settings.central_range) if a.central_patches else None)
     log.info("features %s: %s", a.out, json.dumps({k: fs.meta.get(k) for k in ("n_volumes", "seconds")}))
 
@@ -168,141 +126,103 @@ def cmd_list_encoders(a: argparse.Namespace) -> None:
     print("\n".join(list_encoders()))
 
 
-# ----------------------------------------------------------------------------- tasks
+# ----------------------------------------------------------------------------- tasks and analyses
 def cmd_fit_heads(a: argparse.Namespace) -> None:
-    from brainfm.atomic import atomic_dir
-    from brainfm.data.manifest import read_manifest
-    from brainfm.features import FeatureStore
-    from brainfm.tasks.data import build_task_data
-    from brainfm.tasks.runner import run_grid, write_run
+    from brainfm.tasks.runner import fit_heads
 
-    spec = a.task
-    data = build_task_data(spec, FeatureStore(a.features), read_manifest(a.manifest, check_files=False))
     t0 = time.perf_counter()
-    results = run_grid(data, backbone=a.backbone, ratios=spec.ratios, seeds=spec.seeds,
-                       pretrain_subjects=_pretrain_subjects(a.pretrain_manifests))
-    with atomic_dir(a.out) as tmp:
-        for key, entry in results.items():
-            write_run(tmp, key, entry)
-    _log_metrics(spec.name, results)
+    results = fit_heads(a.task, a.features, a.manifest, a.backbone, a.out, pretrain_manifests=a.pretrain_manifests)
+    _log_metrics(a.task.name, results)
     log.info("trained %d heads in %.2f s", sum(len(e["folds"]) for e in results.values()), time.perf_counter() - t0)
 
 
 def cmd_finetune(a: argparse.Namespace) -> None:
-    from brainfm.atomic import atomic_dir
-    from brainfm.data.manifest import read_manifest
     from brainfm.device import resolve_device
-    from brainfm.preprocess.store import ShardedStore
-    from brainfm.tasks.finetune import finetune_grid
-    from brainfm.tasks.runner import write_run
+    from brainfm.tasks.finetune import finetune
 
-    results = finetune_grid(a.task, ShardedStore(a.store), read_manifest(a.manifest, check_files=False),
-                            lambda: build_backbone(a.backbone), backbone=a.backbone.name, cfg=a.settings,
-                            pretrain_subjects=_pretrain_subjects(a.pretrain_manifests),
-                            device=resolve_device(a.device))
-    with atomic_dir(a.out) as tmp:
-        for key, entry in results.items():
-            write_run(tmp, key, entry)
+    results = finetune(a.task, a.settings, a.backbone, a.store, a.manifest, a.out,
+                       pretrain_manifests=a.pretrain_manifests, device=resolve_device(a.device))
     _log_metrics(f"{a.task.name} fine-tuned", results)
 
 
 def cmd_knn_probe(a: argparse.Namespace) -> None:
-    from brainfm.analysis.knn import run_knn_task
-    from brainfm.atomic import write_parquet
-    from brainfm.data.manifest import read_manifest
-    from brainfm.features import FeatureStore
-    from brainfm.tasks.data import build_task_data
+    from brainfm.analysis.knn import knn_probe
 
-    spec = a.task
-    data = build_task_data(spec, FeatureStore(a.features), read_manifest(a.manifest, check_files=False))
-    frame = run_knn_task(data, backbone=a.backbone, pretrain_subjects=_pretrain_subjects(a.pretrain_manifests))
-    write_parquet(a.out, frame)
+    frame = knn_probe(a.task, a.features, a.manifest, a.backbone, a.out, pretrain_manifests=a.pretrain_manifests)
     acc = frame.groupby("k")["correct"].mean()
-    log.info("kNN %s/%s accuracy by k: %s", spec.name, a.backbone, json.dumps({int(k): round(v, 4) for k, v in acc.items()}))
+    log.info("kNN %s/%s accuracy by k: %s", a.task.name, a.backbone,
+             json.dumps({int(k): round(v, 4) for k, v in acc.items()}))
 
 
 def cmd_evaluate_perturbed(a: argparse.Namespace) -> None:
-    from brainfm.atomic import write_parquet
-    from brainfm.config import PerturbationSetting
-    from brainfm.data.manifest import read_manifest
-    from brainfm.features import FeatureStore
-    from brainfm.tasks.perturbation import evaluate_perturbations
+    from brainfm.tasks.perturbation import evaluate_perturbed
 
-    settings = {}
-    for item in a.perturbed:
-        tag, _, path = item.partition("=")
-        s = PerturbationSetting.parse(tag)
-        settings[(s.kind, s.severity)] = FeatureStore(path)
-    frame = evaluate_perturbations(a.task, FeatureStore(a.features), settings,
-                                   read_manifest(a.manifest, check_files=False), backbone=a.backbone,
-                                   n_boot=a.stats.n_boot, seed=a.stats.seed)
-    write_parquet(a.out, frame)
+    perturbed = dict(item.partition("=")[::2] for item in a.perturbed)
+    frame = evaluate_perturbed(a.task, a.features, perturbed, a.manifest, a.backbone, a.out, stats=a.stats)
     log.info("perturbation results for %s/%s: %d rows", a.task.name, a.backbone, len(frame))
 
 
 def cmd_cka(a: argparse.Namespace) -> None:
-    from brainfm.analysis.cka import cka_from_feature_stores
-    from brainfm.atomic import write_parquet
+    from brainfm.analysis.cka import cka
 
-    table = cka_from_feature_stores(dict(zip(a.backbones, a.features)), a.reference, modalities=a.modalities or None,
-                                    depth_labels=a.depth_labels)
-    write_parquet(a.out, table)
+    table = cka(dict(zip(a.backbones, a.features)), a.reference, a.out, modalities=a.modalities,
+                depth_labels=a.depth_labels)
     log.info("CKA:\n%s", table.to_string(index=False))
 
 
 # ----------------------------------------------------------------------------- statistics and report
 def cmd_task_stats(a: argparse.Namespace) -> None:
-    from brainfm.report.build import task_report
+    from brainfm.stats.runners import task_stats
 
-    task_report(a.task.name, {"description": a.task.description}, a.runs, a.out_dir, a.table, a.figure,
-                reference=a.stats.reference, n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels)
+    task_stats(a.task.name, a.runs, a.out_dir, a.table, a.figure, reference=a.stats.reference,
+               description=a.task.description, n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels)
 
 
 def cmd_strata_stats(a: argparse.Namespace) -> None:
-    from brainfm.report.build import strata_report
+    from brainfm.stats.runners import strata_stats
 
-    strata_report(a.task.name, {"strata": a.task.strata}, a.runs, a.out_dir, a.table, a.figure,
-                  reference=a.stats.reference, n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels)
+    strata_stats(a.task.name, a.runs, a.out_dir, a.table, a.figure, edges=(a.task.strata or {}).get("edges"),
+                 reference=a.stats.reference, n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels)
 
 
 def cmd_km_stats(a: argparse.Namespace) -> None:
-    from brainfm.report.build import km_report
+    from brainfm.stats.runners import km_stats
 
-    km_report(a.task.name, a.runs, a.out_dir, a.table, a.figure, reference=a.stats.reference, labels=a.labels)
+    km_stats(a.task.name, a.runs, a.out_dir, a.table, a.figure, reference=a.stats.reference, labels=a.labels)
 
 
 def cmd_knn_stats(a: argparse.Namespace) -> None:
-    from brainfm.report.build import knn_report
+    from brainfm.stats.runners import knn_stats
 
-    knn_report(a.task.name, a.inputs, a.out_dir, a.table, a.figure, reference=a.stats.reference,
-               n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels)
+    knn_stats(a.task.name, a.inputs, a.out_dir, a.table, a.figure, reference=a.stats.reference,
+              n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels)
 
 
 def cmd_perturbation_stats(a: argparse.Namespace) -> None:
-    from brainfm.report.build import perturbation_report
+    from brainfm.stats.runners import perturbation_stats
 
-    perturbation_report(a.inputs, a.table, a.figure, reference=a.stats.reference, labels=a.labels)
+    perturbation_stats(a.inputs, a.table, a.figure, reference=a.stats.reference, labels=a.labels)
 
 
 def cmd_finetune_table(a: argparse.Namespace) -> None:
-    from brainfm.report.build import finetune_report
+    from brainfm.stats.runners import finetune_table
 
     if len(a.frozen) != len(a.finetuned):
         raise BrainfmError("--frozen and --finetuned need one run directory per task, in the same order")
-    finetune_report(list(zip(a.frozen, a.finetuned)), a.table, backbone=a.backbone, n_boot=a.stats.n_boot,
-                    seed=a.stats.seed, labels=a.labels)
+    finetune_table(list(zip(a.frozen, a.finetuned)), a.table, backbone=a.backbone, n_boot=a.stats.n_boot,
+                   seed=a.stats.seed, labels=a.labels)
 
 
 def cmd_cka_figure(a: argparse.Namespace) -> None:
-    from brainfm.report.build import cka_report
+    from brainfm.report.build import cka_figure
 
-    cka_report(a.inputs, a.figure, reference=a.stats.reference, labels=a.labels)
+    cka_figure(a.inputs, a.figure, reference=a.stats.reference, labels=a.labels)
 
 
 def cmd_summary_table(a: argparse.Namespace) -> None:
-    from brainfm.report.build import summary_report
+    from brainfm.report.build import summary_table
 
-    summary_report(a.comparisons, a.knn, a.out, reference=a.stats.reference, labels=a.labels)
+    summary_table(a.comparisons, a.knn, a.out, reference=a.stats.reference, labels=a.labels)
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
@@ -505,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = step("bench", cmd_bench, "benchmarks: extraction vs roofline, heads, statistics, SSL training, demo DAG")
     s.add_argument("--out", default="results/bench")
-    s.add_argument("--only", nargs="*", default=[], help="subset of: extraction heads stats pretrain demo")
+    s.add_argument("--only", nargs="*", default=[], help="subset of: extraction heads stats pretrain segmentation demo")
 
     s = step("plan", cmd_plan, "before a run: datasets and weights found or missing, jobs per rule, SLURM "
                                "submissions, projected disk and GPU-hours")

@@ -1,23 +1,30 @@
-"""The SSL training-throughput benchmark: a real DINO run on a synthetic slice store, FLOPs from the model."""
+"""The SSL training-throughput benchmark: a real DINO run on a synthetic slice store, ordered by model cost."""
 
 from __future__ import annotations
 
-import json
+from bench_schema import MACHINE, NUMBER, check_schema, read_report
 
-import pytest
+from brainfm.bench import pretrain
 
-from brainfm.bench import suite
+RUN = {"what": str, "device": str, "img_per_s": NUMBER, "s_per_iter": NUMBER, "crops_per_s": NUMBER,
+       "batch_size": int, "iters_timed": int, "torch_threads": int, "tflop_per_iter": NUMBER,
+       "achieved_tflops": NUMBER}
+SCHEMA = {"machine": MACHINE, "runs": [RUN]}
+
+HEADS = {"batch_size": 4, "n_prototypes": 64, "head_hidden": 64, "head_bottleneck": 32}
+SMALL = {**pretrain.DEMO_DINO, **HEADS,
+         "arch_overrides": {**pretrain.DEMO_DINO["arch_overrides"], "embed_dim": 48, "depth": 1, "num_heads": 3}}
+LARGE = {**pretrain.DEMO_DINO, **HEADS,
+         "arch_overrides": {**pretrain.DEMO_DINO["arch_overrides"], "embed_dim": 384, "depth": 4, "num_heads": 6}}
 
 
-def test_pretrain_bench_writes_throughput_and_consistent_flops(tmp_path, monkeypatch):
-    small = {**suite.DEMO_DINO, "batch_size": 4, "n_prototypes": 64, "head_hidden": 64, "head_bottleneck": 32}
-    monkeypatch.setattr(suite, "DEMO_DINO", small)
-    report = suite.bench_pretrain(tmp_path / "pretrain.json", n_iters=2)
-    run = report["runs"][0]
-    assert run["device"] == "cpu" and run["img_per_s"] > 0 and run["batch_size"] == 4
-    assert run["s_per_iter"] == pytest.approx(4 / run["img_per_s"])
-    # FLOPs scale with the batch: the same model at batch 8 costs twice as much per iteration
-    cfg = {k: small[k] for k in ("arch", "arch_overrides", "global_size", "local_size", "n_local")}
-    assert suite._dino_step_flops({**cfg, "batch_size": 8}) == pytest.approx(2 * suite._dino_step_flops({**cfg, "batch_size": 4}))
-    assert run["tflop_per_iter"] == pytest.approx(suite._dino_step_flops({**cfg, "batch_size": 4}) / 1e12)
-    assert json.loads((tmp_path / "pretrain.json").read_text())["runs"][0]["what"].startswith("demo ViT")
+def test_report_schema_and_costlier_model_trains_fewer_images_per_second(tmp_path):
+    small = pretrain.run(tmp_path / "small", n_iters=2, demo=SMALL)
+    large = pretrain.run(tmp_path / "large", n_iters=2, demo=LARGE)
+    on_disk = read_report(tmp_path / "small" / "pretrain.json")
+    check_schema(on_disk, SCHEMA)
+    assert on_disk["runs"] == small["runs"] and on_disk["runs"][0]["device"] == "cpu"
+    s, lg = small["runs"][0], large["runs"][0]
+    assert s["batch_size"] == lg["batch_size"] == 4 and s["iters_timed"] == 2
+    assert lg["tflop_per_iter"] > 20 * s["tflop_per_iter"]
+    assert lg["img_per_s"] < s["img_per_s"]

@@ -131,7 +131,7 @@ def test_subset_holds_exactly_the_subjects_a_task_never_tests(tmp_path):
     """A pretraining subset of a downstream cohort: the task's test subjects (free split, stratified) stay out."""
     from brainfm.data.manifest import subset_manifest
     from brainfm.data.splits import holdout_split
-    from brainfm.tasks.runner import training_subjects
+    from brainfm.tasks.runs import training_subjects
     from brainfm.config import TaskSpec
 
     src = tmp_path / "abide"

@@ -10,7 +10,10 @@ from matplotlib.text import Text
 
 from brainfm.report import figures as F
 from brainfm.report.style import KNOWN_COLORS, save_figure
-from brainfm.stats.compare import age_strata_table, compare_predictions, km_table, knn_table
+from brainfm.stats.comparison import compare_predictions
+from brainfm.stats.km import km_table
+from brainfm.stats.knn import knn_table
+from brainfm.stats.strata import age_strata_table
 
 BACKBONES = ("braindino", "dinov3", "bmmae", "brainmvp")
 

@@ -91,7 +91,7 @@ def test_one_job_end_to_end(prepared, tmp_path, tiny_vit):
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics
     from nnunetv2.imageio.nibabel_reader_writer import NibabelIOWithReorient
 
-    from brainfm.stats.compare import compare_dice
+    from brainfm.stats.comparison import compare_dice
 
     out = tmp_path / "job"
     info = run_segmentation_job(prepared, out, task="phantom_tumor", backbone="vit_random", encoder="vit_random",

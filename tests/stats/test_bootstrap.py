@@ -164,7 +164,7 @@ def test_bad_inputs():
 
 
 def test_vectorised_macro_auc_paired_bootstrap_is_fast():
-    """n=1000, 3 classes, 2000 resamples: the target is <= 0.5 s on 2 cores (``brainfm.stats.bench``
+    """n=1000, 3 classes, 2000 resamples: the target is <= 0.5 s on 2 cores (``brainfm.bench.stats``
     measures it); the bound here is loose for shared CI machines but still fails for any per-resample
     re-sorting implementation (several seconds)."""
     import time

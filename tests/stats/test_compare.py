@@ -10,16 +10,12 @@ from statsmodels.stats.multitest import multipletests
 from brainfm.stats import StatsInputError, auc, bootstrap_ci, holm, mcnemar_exact, paired_bootstrap, sign_flip_test
 from brainfm.atomic import write_parquet
 from brainfm.errors import InputError
-from brainfm.stats.compare import (
-    age_bin_labels,
-    age_strata_table,
-    compare_dice,
-    compare_predictions,
-    km_table,
-    knn_table,
-    read_predictions,
-    stars,
-)
+from brainfm.stats.comparison import compare_dice, compare_predictions
+from brainfm.stats.hypothesis import stars
+from brainfm.stats.km import km_table
+from brainfm.stats.knn import knn_table
+from brainfm.stats.predictions import read_predictions
+from brainfm.stats.strata import age_bin_labels, age_strata_table
 
 BACKBONES = ("braindino", "dinov3", "bmmae")
 

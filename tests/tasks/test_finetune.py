@@ -55,7 +55,7 @@ CFG = FinetuneSpec.from_dict(dict(ratios=(0.5, 1.0), seeds=(0,), batch_size=4, m
 
 def test_samples_and_folds_match_the_frozen_protocol(cohort):
     from brainfm.tasks.data import assemble
-    from brainfm.tasks.runner import plan_folds
+    from brainfm.tasks.runs import plan_folds
 
     store, manifest = cohort
     data, rows = volume_rows(_spec(), store.index, manifest)

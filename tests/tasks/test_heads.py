@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from brainfm.tasks.heads import init_head_params
-from brainfm.tasks.train import HeadConfig, HeadJob, fit_heads, head_generator
+from brainfm.tasks.train import HeadConfig, HeadJob, train_head_bank, head_generator
 
 
 def _reference_run(x, y, job, cfg):
@@ -62,7 +62,7 @@ def test_bank_equals_independent_torch_runs_classification():
     for seed, n_tr in [(0, 40), (1, 23), (2, 9)]:
         perm = rng.permutation(60)
         jobs.append(HeadJob(train=perm[:n_tr], val=perm[45:], seed=seed))
-    res = fit_heads(x, y, jobs, cfg)
+    res = train_head_bank(x, y, jobs, cfg)
     out = res.predict(x)
     for h, job in enumerate(jobs):
         ref = _reference_run(x, y, job, cfg)
@@ -76,7 +76,7 @@ def test_bank_equals_independent_torch_runs_regression():
     cfg = HeadConfig(loss="mse", n_out=1, lr=5e-3, weight_decay=0.0, batch_size=16, max_epochs=12, patience=4,
                      standardize_features=False)
     jobs = [HeadJob(np.arange(0, 40), np.arange(40, 50), seed=s) for s in (3, 4)]
-    res = fit_heads(x, y, jobs, cfg)
+    res = train_head_bank(x, y, jobs, cfg)
     out = res.predict(x)
     for h, job in enumerate(jobs):
         ref = _reference_run(x, y, job, cfg)
@@ -89,8 +89,8 @@ def test_head_result_independent_of_bank_mates_with_dropout():
     cfg = HeadConfig(loss="ce", n_out=3, lr=1e-2, dropout=0.3, batch_size=8, max_epochs=6, patience=10)
     a = HeadJob(np.arange(0, 30), np.arange(40, 50), seed=11)
     b = HeadJob(np.arange(5, 45), np.arange(45, 60), seed=12)
-    alone = fit_heads(x, y, [a], cfg).predict(x)[0]
-    together = fit_heads(x, y, [b, a], cfg).predict(x)[1]
+    alone = train_head_bank(x, y, [a], cfg).predict(x)[0]
+    together = train_head_bank(x, y, [b, a], cfg).predict(x)[1]
     torch.testing.assert_close(alone, together)
 
 
@@ -142,9 +142,9 @@ def test_feature_standardisation_uses_only_each_heads_training_rows():
     x, y = _data()
     cfg = HeadConfig(loss="ce", n_out=3, lr=1e-2, batch_size=8, max_epochs=5, patience=10)
     job = HeadJob(np.arange(0, 30), np.arange(30, 40), seed=3)
-    a = fit_heads(x, y, [job], cfg)
+    a = train_head_bank(x, y, [job], cfg)
     x2 = x.clone()
     x2[40:] = x2[40:] * 100 + 7  # rows outside training and validation
-    b = fit_heads(x2, y, [job], cfg)
+    b = train_head_bank(x2, y, [job], cfg)
     torch.testing.assert_close(a.predict(x[:40]), b.predict(x[:40]))
     torch.testing.assert_close(a.bank.shift[0], x[:30].mean(0))

@@ -6,7 +6,8 @@ import pytest
 
 from brainfm.errors import LeakageError
 from brainfm.tasks.data import assemble
-from brainfm.tasks.runner import plan_folds, run_grid, write_run
+from brainfm.tasks.runner import run_grid
+from brainfm.tasks.runs import plan_folds, write_run
 from brainfm.config import TaskSpec
 
 FAST_HEAD = {"lr": 3e-3, "max_epochs": 40, "patience": 5, "batch_size": 16}

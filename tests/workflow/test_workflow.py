@@ -70,7 +70,7 @@ def test_paper_config_plans_and_missing_inputs_stop_with_instructions(tmp_path):
     adni = (wf / "results/logs/data/adni.log").read_text()
     assert "adni.loni.usc.edu" in adni and "config/datasets/adni.yaml" in adni and "Traceback" not in adni
     weights = (wf / "results/logs/weights/weights/bmmae.pth.log").read_text()
-    assert "weights/bmmae.pth, which does not exist" in weights and "backbones.bmmae.weights" in weights
+    assert "weights/bmmae.pth: backbones.bmmae.weights names this weights file, which does not exist" in weights
     assert not (wf / "results/data/adni/manifest.parquet").exists()
 
 

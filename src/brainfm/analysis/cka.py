@@ -7,10 +7,13 @@ form is used because it costs O(n d^2) instead of O(n^2) memory; both are equal 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-__all__ = ["linear_cka", "cka_table"]
+__all__ = ["linear_cka", "cka_table", "cka_from_feature_stores", "cka"]
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -90,4 +93,15 @@ def cka_from_feature_stores(stores: dict[str, "str | object"], reference: str, *
     others = {name: layers_of(s) for name, s in fs.items() if name != reference}
     table = cka_table(reference, ref_layers, others, depth_labels)
     table["n"] = len(order)
+    return table
+
+
+def cka(features: dict[str, str], reference: str, out: str | Path, *, modalities: Sequence[str] | None = None,
+        depth_labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """The ``cka`` step: layer-wise CKA of ``reference`` against every backbone -> ``out`` (parquet)."""
+    from brainfm.atomic import write_parquet
+
+    table = cka_from_feature_stores(dict(features), reference, modalities=list(modalities) if modalities else None,
+                                    depth_labels=list(depth_labels) if depth_labels else None)
+    write_parquet(out, table)
     return table

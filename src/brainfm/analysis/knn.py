@@ -10,10 +10,12 @@ or whitening.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["knn_predict"]
+__all__ = ["knn_predict", "knn_probe", "run_knn_task"]
 
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, ks: Sequence[int],
@@ -57,7 +59,7 @@ def run_knn_task(data, *, backbone: str, pretrain_subjects=None):
     import pandas as pd
 
     from brainfm.data.splits import check_against_pretraining
-    from brainfm.tasks.runner import plan_folds
+    from brainfm.tasks.runs import plan_folds
 
     spec = data.spec
     fold = plan_folds(data)[0]
@@ -76,3 +78,18 @@ def run_knn_task(data, *, backbone: str, pretrain_subjects=None):
             "y_pred": pred.astype(int), "correct": (pred == data.y[query]).astype(int),
         }))
     return pd.concat(frames, ignore_index=True)
+
+
+def knn_probe(task: Any, features: str | Path, manifest: str | Path, backbone: str, out: str | Path, *,
+              pretrain_manifests: Sequence[str | Path] = ()) -> Any:
+    """The ``knn_probe`` step: a kNN task on one backbone's frozen features -> ``out`` (parquet)."""
+    from brainfm.atomic import write_parquet
+    from brainfm.data.manifest import read_manifest
+    from brainfm.features import FeatureStore
+    from brainfm.tasks.data import build_task_data
+    from brainfm.tasks.runs import pretraining_subjects
+
+    data = build_task_data(task, FeatureStore(features), read_manifest(manifest, check_files=False))
+    frame = run_knn_task(data, backbone=backbone, pretrain_subjects=pretraining_subjects(pretrain_manifests))
+    write_parquet(out, frame)
+    return frame

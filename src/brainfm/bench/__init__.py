@@ -1,1 +1,5 @@
-"""Measured benchmarks of the pipeline's costly steps (``python -m brainfm.bench.extraction``)."""
+"""Measured benchmarks of the pipeline's costly steps, one module per benchmark (``brainfm bench``).
+
+:mod:`~brainfm.bench.suite` runs them; :mod:`~brainfm.bench.measure` holds what they share
+(timing, machine description).
+"""

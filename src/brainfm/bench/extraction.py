@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from brainfm.atomic import write_json
+from brainfm.bench.measure import cpu_name, load_average, timings
 from brainfm.features.extract import autocast_context, synchronize
 
 __all__ = ["run", "matmul_roofline", "count_flops", "analytic_vit_flops", "time_forward", "main"]
@@ -42,26 +42,13 @@ DEFAULT_ARCHS = ("vit_small_patch16_dinov3", "vit_base_patch16_dinov3")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def _timed(fn: Any, device: torch.device, warmup: int, iters: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def matmul_roofline(device: torch.device, n: int, dtype: torch.dtype, iters: int = 5, seed: int = 0) -> dict[str, Any]:
     """GFLOP/s of ``a @ b`` with (n, n) operands (2 n^3 FLOPs per product), median of ``iters``."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
     with torch.inference_mode():
-        times = _timed(lambda: torch.mm(a, b), device, warmup=1, iters=iters)
+        times = timings(lambda: torch.mm(a, b), warmup=1, iters=iters, sync=lambda: synchronize(device))
     t = statistics.median(times)
     return {"n": n, "dtype": str(dtype).replace("torch.", ""), "seconds": times, "gflops": 2 * n**3 / t / 1e9}
 
@@ -116,7 +103,7 @@ def time_forward(encoder: nn.Module, x: torch.Tensor, device: torch.device, amp_
             encoder.forward_features(x)
 
     with torch.inference_mode():
-        return _timed(step, device, warmup, iters)
+        return timings(step, warmup, iters, sync=lambda: synchronize(device))
 
 
 @contextlib.contextmanager
@@ -164,23 +151,6 @@ def _sig(x: float, digits: int = 5) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        import os
-
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def run(out_dir: str | Path, *, device: str | None = None, threads: int | None = 2,
         archs: Sequence[str] = DEFAULT_ARCHS, dtypes: Sequence[str] = ("fp32", "bf16"), img_size: int = 256,
         batch_size: int = 16, warmup: int = 1, iters: int = 3, roofline_n: int | None = None,
@@ -206,7 +176,7 @@ def run(out_dir: str | Path, *, device: str | None = None, threads: int | None =
     t_start = time.perf_counter()
     report: dict[str, Any] = {
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads() if not threads else int(threads),
         "torch": torch.__version__,
         "img_size": int(img_size),
@@ -214,7 +184,7 @@ def run(out_dir: str | Path, *, device: str | None = None, threads: int | None =
         "warmup": int(warmup),
         "iters": int(iters),
         "overrides": dict(overrides or {}),
-        "loadavg_before": _loadavg(),
+        "loadavg_before": load_average(),
         "what": "forward_features of a frozen slice encoder on a (batch, 3, img, img) batch, inference mode; "
                 "median seconds per batch",
     }
@@ -258,7 +228,7 @@ def run(out_dir: str | Path, *, device: str | None = None, threads: int | None =
         if pipeline_volumes > 0:
             report["pipeline"] = _time_pipeline(archs[0], dtypes[-1], dev, img_size, batch_size, overrides,
                                                 pipeline_volumes, results)
-    report["loadavg_after"] = _loadavg()
+    report["loadavg_after"] = load_average()
     report["total_seconds"] = round(time.perf_counter() - t_start, 2)
     out = Path(out_dir) / "extraction.json"
     write_json(out, report)

@@ -28,21 +28,13 @@ from typing import Any
 import torch
 
 from brainfm.atomic import write_json
+from brainfm.bench.measure import machine_info
 
 __all__ = ["bench_segmentation", "bench_cpu_demo", "bench_cuda_paper", "DEMO_VIT", "main"]
 
 #: the demo segmentation encoder: the demo BrainDINO architecture (config/config.yaml backbones)
 DEMO_VIT = {"arch": "vit_small_patch16_dinov3", "embed_dim": 192, "depth": 4, "num_heads": 3, "patch_size": 8,
             "img_size": 48, "arch_overrides": {"init_values": 1.0}}
-
-
-def _machine() -> dict[str, Any]:
-    import platform
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "cuda": torch.cuda.is_available(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def bench_cpu_demo(work: Path, *, n_subjects: int = 24, voxel_size: float = 3.0, iters: int = 10, warmup: int = 2,
@@ -167,13 +159,24 @@ def bench_cuda_paper(*, batch: int = 16, img: int = 256, iters: int = 20, warmup
 def bench_segmentation(out_path: str | Path, *, work_dir: str | Path | None = None, cpu: dict[str, Any] | None = None,
                        cuda: dict[str, Any] | None = None) -> dict[str, Any]:
     """Both benchmarks (CUDA only where present); writes ``out_path`` (JSON) and returns the report."""
-    report: dict[str, Any] = {"machine": _machine(), "runs": []}
+    report: dict[str, Any] = {"machine": machine_info(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="brainfm-segbench-", dir=work_dir) as tmp:
         report["runs"].append(bench_cpu_demo(Path(tmp), **dict(cpu or {})))
     if torch.cuda.is_available():
         report["runs"].append(bench_cuda_paper(**dict(cuda or {})))
     write_json(out_path, report)
     return report
+
+
+def run(out_dir: str | Path) -> dict[str, Any]:
+    """``brainfm bench --only segmentation``: writes ``<out_dir>/segmentation.json``."""
+    return bench_segmentation(Path(out_dir) / "segmentation.json")
+
+
+def headline(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"what": r["what"], "it_per_s": round(r["train_iterations_per_s"], 2),
+             **({"cases_per_min": round(r["inference_cases_per_min"], 1)} if "inference_cases_per_min" in r else {}),
+             **({"mfu": round(r["mfu"], 3)} if "mfu" in r else {})} for r in report["runs"]]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -19,6 +19,7 @@ from brainfm.atomic import write_parquet
 from brainfm.errors import LeakageError, ManifestError
 
 __all__ = [
+    "union_dataset",
     "REQUIRED_COLUMNS",
     "LABEL_COLUMNS",
     "KEY",
@@ -223,3 +224,11 @@ def check_disjoint(a: Iterable[str], b: Iterable[str], what: str) -> None:
     shared = set(map(str, a)) & set(map(str, b))
     if shared:
         raise LeakageError(what, shared)
+
+
+def union_dataset(name: str, inputs: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
+    """The ``union_dataset`` step: several datasets' manifests pooled into one, written to ``out``."""
+    out = Path(out)
+    df = union_manifests([read_manifest(p) for p in inputs], out.parent, name)
+    write_manifest(out, df)
+    return df

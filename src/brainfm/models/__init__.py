@@ -20,7 +20,7 @@ from typing import Any
 _EXPORTS = {
     "Encoder": "base", "INPUT_KINDS": "base",
     "register_encoder": "registry", "create_encoder": "registry", "list_encoders": "registry",
-    "get_factory": "registry", "load_plugins": "registry",
+    "get_factory": "registry", "load_plugins": "registry", "user_weights": "registry",
     "load_encoder_weights": "checkpoint", "read_checkpoint": "checkpoint", "export_dinov3_teacher": "checkpoint",
     "export_timm": "checkpoint", "sha256_file": "checkpoint",
     "ENCODERS": "catalog", "EncoderInfo": "catalog", "encoder_info": "catalog",

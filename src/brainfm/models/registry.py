@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from brainfm.errors import ConfigError
+from brainfm.errors import ConfigError, InputError
 from brainfm.models.base import Encoder
 from brainfm.models.catalog import ENCODERS
 
-__all__ = ["register_encoder", "create_encoder", "list_encoders", "get_factory", "load_plugins"]
+__all__ = ["register_encoder", "create_encoder", "list_encoders", "get_factory", "load_plugins", "user_weights"]
 
 log = logging.getLogger("brainfm.models")
 
@@ -104,3 +104,16 @@ def create_encoder(name: str, weights: str | Path | None = None, *, freeze: bool
     if freeze:
         enc.freeze()
     return enc
+
+
+def user_weights(key: str, encoder: str, path: str | Path) -> None:
+    """The ``user_weights`` step: a weights file the config names is missing; say what to put where.
+
+    brainfm never downloads released weights; the error names the file, the config key, and the
+    encoder's own description of what its authors released.
+    """
+    doc = (get_factory(encoder).__doc__ or "").strip().splitlines()
+    what = doc[0].split(";")[0].replace("``", "") if doc else encoder
+    raise InputError(path, f"{key} names this weights file, which does not exist. Released weights are not "
+                           f"downloaded by brainfm: obtain the file ({what}) from its authors and place it at "
+                           f"{path}, or change {key} in the config.")

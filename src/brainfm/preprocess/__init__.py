@@ -19,6 +19,7 @@ _EXPORTS = {
     "ShardedStore": "store",
     "ConcatStore": "store",
     "concat_stores": "store",
+    "preprocess": "pipeline",
     "preprocess_dataset": "pipeline",
     "process_volume": "pipeline",
     "resolve_protocol": "pipeline",

@@ -45,7 +45,7 @@ from brainfm.preprocess.slices import blank_flags, sample_slice_indices, stable_
 from brainfm.preprocess.store import ShardWriter
 from brainfm.preprocess.volume import crop_to_bbox, normalize_intensity, resize, to_dhw
 
-__all__ = ["PRODUCTS", "KEY_COLUMNS", "resolve_protocol", "process_volume", "preprocess_dataset",
+__all__ = ["preprocess", "PRODUCTS", "KEY_COLUMNS", "resolve_protocol", "process_volume", "preprocess_dataset",
            "projected_store_bytes"]
 
 log = logging.getLogger(__name__)
@@ -393,3 +393,22 @@ def projected_store_bytes(n_volumes: int, protocol: Mapping[str, Any] | None = N
     d, h, w = p["downstream_shape"]
     cube, n = p["cube"], p["pretrain_slices"]["n"]
     return {"downstream": int(n_volumes) * d * h * w * 2, "pretrain": int(n_volumes) * n * cube * cube * 2}
+
+
+def preprocess(manifest: str | Path, out_dir: str | Path, spec: Any, *, products: Sequence[str] = PRODUCTS,
+               seed: int = 0, perturbation: str | None = None, device: str = "auto",
+               n_jobs: int | None = None) -> dict[str, Any]:
+    """The ``preprocess`` step: a dataset's manifest -> its stores under ``out_dir`` (see the module docstring).
+
+    ``spec`` is the run's :class:`brainfm.config.PreprocessSpec` (protocol, skull stripping,
+    ``n_jobs``); ``perturbation`` a setting tag such as ``gamma~2`` (the perturbed variant of the step).
+    """
+    from brainfm.data.manifest import read_manifest
+
+    frame = read_manifest(manifest)
+    setting = PerturbationSetting.parse(perturbation) if perturbation else None
+    return preprocess_dataset(frame, Path(frame.attrs["root"]), Path(out_dir), protocol=spec.protocol.to_dict(),
+                              products=tuple(products), skull_strip=spec.skull_strip,
+                              n_jobs=n_jobs or spec.n_jobs, seed=seed, device=device,
+                              perturbation=None if setting is None else
+                              {"kind": setting.kind, "severity": setting.severity})

@@ -1,4 +1,4 @@
-"""Figures and tables of the benchmark, drawn from the tidy frames of :mod:`brainfm.stats.compare`."""
+"""Figures and tables of the benchmark, drawn from the tidy frames of the :mod:`brainfm.stats` tables."""
 
 from brainfm.report.figures import (
     age_strata_bars,

@@ -1,4 +1,4 @@
-"""The paper's figure set, drawn from the tidy frames of :mod:`brainfm.stats.compare`.
+"""The paper's figure set, drawn from the tidy frames of the :mod:`brainfm.stats` table modules.
 
 - :func:`metric_vs_ratio`: metric vs labelled-data ratio with CIs and significance marks (Fig. 3);
 - :func:`age_strata_bars`: per-age-stratum metric with Holm-adjusted marks (Fig. 3k, 3m);
@@ -35,8 +35,8 @@ from brainfm.report.style import (
     save_figure,
     style,
 )
-from brainfm.stats.compare import DEFAULT_REFERENCE
 from brainfm.stats.metrics import metric_info
+from brainfm.stats.predictions import DEFAULT_REFERENCE
 
 __all__ = [
     "metric_vs_ratio", "age_strata_bars", "km_grid", "perturbation_bars", "knn_accuracy", "cka_heatmap",
@@ -128,7 +128,7 @@ def draw_metric_vs_ratio(tidy: pd.DataFrame, *, reference: str | None = None,
                          labels: Mapping[str, str] | None = None) -> Figure:
     """One panel per (task, metric): estimate vs ratio, CI error bars, marks vs the reference.
 
-    ``tidy`` is :func:`~brainfm.stats.compare.compare_predictions` / ``compare_dice`` output.
+    ``tidy`` is :func:`~brainfm.stats.comparison.compare_predictions` / ``compare_dice`` output.
     Points of different backbones are slightly offset horizontally so intervals do not overlap.
     ``labels`` maps backbone names to display labels (every ``draw_*`` function takes it).
     """
@@ -217,7 +217,7 @@ def draw_km_grid(curves: pd.DataFrame, stats: pd.DataFrame, *, task: str | None 
                  time_unit: str = "days", labels: Mapping[str, str] | None = None) -> Figure:
     """Kaplan-Meier curves of low/high-risk groups, rows = ratios, columns = backbones (Fig. 4).
 
-    ``curves``/``stats`` come from :func:`~brainfm.stats.compare.km_table`; one task and one seed
+    ``curves``/``stats`` come from :func:`~brainfm.stats.km.km_table`; one task and one seed
     are drawn (the first of each by default). The time axis is cut at ``max_time``.
     """
     _require(curves, ["task", "backbone", "ratio", "seed", "group", "time", "survival"], "km_grid curves")

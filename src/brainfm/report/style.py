@@ -26,7 +26,7 @@ from brainfm.models.catalog import ENCODERS
 
 __all__ = [
     "KNOWN_COLORS", "EXTRA_COLORS", "DISPLAY_NAMES", "backbone_color", "palette", "display_name", "marker",
-    "order_backbones", "metric_label", "ratio_label", "style", "new_figure", "save_figure", "RC",
+    "order_backbones", "metric_label", "ratio_label", "style", "new_figure", "save_figure", "output_paths", "RC",
 ]
 
 # colours and names of the built-in encoders (brainfm.models.catalog, the one list of encoders),
@@ -150,18 +150,22 @@ def new_figure(nrows: int = 1, ncols: int = 1, panel: tuple[float, float] = (3.2
     return fig, [ax for row in axes for ax in row]
 
 
+def output_paths(path: str | Path, formats: Sequence[str], replaced: Sequence[str]) -> list[Path]:
+    """``path`` once per format: its suffix swapped for the format's when it is one of ``replaced``."""
+    stem = Path(path)
+    if stem.suffix.lower() in replaced:
+        stem = stem.with_suffix("")
+    return [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]
+
+
 def save_figure(fig: Figure, path: str | Path, formats: Sequence[str] = ("png", "pdf"),
                 dpi: int | None = None) -> list[Path]:
     """Write ``path`` (its suffix is replaced) once per format, each atomically; returns the paths.
 
     ``dpi`` sets the PNG resolution (default 200; the PDF is vector graphics).
     """
-    stem = Path(path)
-    if stem.suffix.lower() in {".png", ".pdf", ".svg"}:
-        stem = stem.with_suffix("")
     written = []
-    for fmt in formats:
-        target = stem.with_name(f"{stem.name}.{fmt}")
+    for fmt, target in zip(formats, output_paths(path, formats, (".png", ".pdf", ".svg"))):
         with atomic_path(target, suffix=f".{fmt}") as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi or RC["savefig.dpi"], metadata=_metadata(fmt))
         written.append(target)

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from brainfm.atomic import atomic_open, write_text
-from brainfm.report.style import display_name, metric_label, order_backbones, ratio_label
-from brainfm.stats.compare import DEFAULT_REFERENCE, metric_sort_key
+from brainfm.report.style import display_name, metric_label, order_backbones, output_paths, ratio_label
+from brainfm.stats.comparison import metric_sort_key
+from brainfm.stats.predictions import DEFAULT_REFERENCE
 
 __all__ = [
     "MEAN_SD_METRICS", "format_number", "format_p", "format_estimate", "comparison_table", "knn_wide_table",
@@ -73,7 +74,7 @@ def _stars_col(df: pd.DataFrame) -> pd.Series:
 
 def comparison_table(tidy: pd.DataFrame, reference: str | None = None, decimals: int | None = None,
                      labels: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Wide table of :func:`brainfm.stats.compare.compare_predictions` output.
+    """Wide table of :func:`brainfm.stats.comparison.compare_predictions` output.
 
     One row per task x metric x backbone (reference first), one column per label ratio; cells
     carry the estimate, its uncertainty and the significance marks against the reference.
@@ -231,12 +232,8 @@ def _cell(v: object) -> str:
 def write_table(df: pd.DataFrame, path: str | Path, caption: str | None = None, label: str | None = None,
                 formats: Sequence[str] = ("csv", "md", "tex")) -> list[Path]:
     """Write ``df`` next to ``path`` (suffix replaced) as CSV, Markdown and LaTeX, each atomically."""
-    stem = Path(path)
-    if stem.suffix.lower() in {".csv", ".md", ".tex"}:
-        stem = stem.with_suffix("")
     written = []
-    for fmt in formats:
-        target = stem.with_name(f"{stem.name}.{fmt}")
+    for fmt, target in zip(formats, output_paths(path, formats, (".csv", ".md", ".tex"))):
         if fmt == "csv":
             with atomic_open(target, "w") as fh:
                 df.to_csv(fh, index=False)

@@ -11,7 +11,7 @@ Everything is written into a temporary sibling of ``out_dir`` and moved into pla
     out_dir/
       dice.parquet        task, backbone, ratio, seed, subject, session, case_id, region, dice,
                           gt_voxels, pred_voxels (one row per test case and region; the input of
-                          brainfm.stats.compare.compare_dice)
+                          brainfm.stats.comparison.compare_dice)
       run.json            settings, case lists, parameter counts, epoch times (training + validation
                           iterations), loop iterations/s, inference cases/min, mean Dice per region
                           beside an all-background prediction's, versions

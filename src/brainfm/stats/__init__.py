@@ -1,11 +1,13 @@
 """Statistics of the benchmark: metrics, bootstrap intervals, paired tests, survival analysis.
 
-Plain arrays in, small frozen dataclasses with named fields out. Comparison tables built from
-``predictions.parquet`` files live in :mod:`brainfm.stats.compare`; the benchmark of the
-vectorised bootstrap in :mod:`brainfm.stats.bench`.
+Plain arrays in, small frozen dataclasses with named fields out. The paper's tables are built
+from ``predictions.parquet`` files, one module per table family on a shared base:
+:mod:`~brainfm.stats.predictions` (the contract, reading, aligning runs on the same items),
+:mod:`~brainfm.stats.comparison` (main table, Dice), :mod:`~brainfm.stats.knn`,
+:mod:`~brainfm.stats.strata` (age strata), :mod:`~brainfm.stats.km` (Kaplan-Meier); the
+workflow's statistics steps that write them are in :mod:`~brainfm.stats.runners`.
 """
 
-from brainfm.stats._validate import StatsInputError
 from brainfm.stats.bootstrap import (
     BootstrapCI,
     PairedBootstrap,
@@ -49,6 +51,7 @@ from brainfm.stats.survival import (
     km_risk_stratification,
     logrank,
 )
+from brainfm.stats.validate import StatsInputError
 
 __all__ = [
     "StatsInputError",

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from brainfm.stats._validate import StatsInputError, check_n_boot
-from brainfm.stats.metrics import Prepared, prepare_metric
+from brainfm.stats.kernels import Prepared
+from brainfm.stats.metrics import prepare_metric
+from brainfm.stats.validate import StatsInputError, check_n_boot
 
 __all__ = ["Resampler", "BootstrapCI", "PairedBootstrap", "bootstrap_ci", "paired_bootstrap",
            "bootstrap_distributions", "percentile_ci", "bootstrap_p_value"]
@@ -152,10 +153,6 @@ def _metric_name(metric: MetricArg) -> str:
     return metric if isinstance(metric, str) else getattr(metric, "__name__", "callable")
 
 
-def _point(kern: Prepared) -> float:
-    return float(kern(np.ones((1, kern.n)))[0])
-
-
 @dataclass(frozen=True)
 class BootstrapCI:
     metric: str
@@ -189,7 +186,7 @@ def bootstrap_ci(y_true: Any, pred: Any, metric: MetricArg, n_boot: int = 2000, 
     alpha = _check_alpha(alpha)
     n_boot = check_n_boot(n_boot)
     kern = prepare_metric(metric, y_true, pred)
-    estimate = _point(kern)
+    estimate = kern.point()
     if np.isnan(estimate):
         raise StatsInputError(f"{_metric_name(metric)} is undefined on the full test set")
     dist = bootstrap_distributions([kern], n_boot, seed, _strata(kern, stratify, strata), groups)[:, 0]
@@ -209,7 +206,7 @@ def paired_bootstrap(y_true: Any, pred_a: Any, pred_b: Any, metric: MetricArg, n
     n_boot = check_n_boot(n_boot)
     ka = prepare_metric(metric, y_true, pred_a)
     kb = prepare_metric(metric, y_true, pred_b)
-    ea, eb = _point(ka), _point(kb)
+    ea, eb = ka.point(), kb.point()
     if np.isnan(ea) or np.isnan(eb):
         raise StatsInputError(f"{_metric_name(metric)} is undefined on the full test set")
     dist = bootstrap_distributions([ka, kb], n_boot, seed, _strata(ka, stratify, strata), groups)

@@ -5,7 +5,8 @@
 - sign-flip permutation test: age-stratified brain-age errors, where strata are small and
   errors skewed, so no normality is assumed;
 - Holm step-down: families of such tests (across kNN neighbourhood sizes, across backbones in
-  an age stratum);
+  an age stratum), :func:`holm_within` for the families of a table;
+- the paper's significance marks (:func:`stars`);
 - Student-t interval: the mean of a metric over cross-validation splits;
 - DeLong: paired comparison of two correlated ROC AUCs (BrainIAC's test), fast midrank form.
 """
@@ -16,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats as sps
 
-from brainfm.stats._validate import StatsInputError, as_1d, as_labels, check_same_length
+from brainfm.stats.validate import StatsInputError, as_1d, as_labels, check_same_length
 
 __all__ = [
-    "McNemarResult", "mcnemar_exact", "holm", "TTestResult", "paired_ttest", "SignFlipResult",
+    "McNemarResult", "mcnemar_exact", "holm", "holm_within", "stars", "TTestResult", "paired_ttest", "SignFlipResult",
     "sign_flip_test", "TInterval", "t_interval", "DeLongResult", "delong_test",
 ]
 
@@ -75,6 +77,21 @@ def holm(p_values: Any) -> np.ndarray:
     scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
     out[order] = np.maximum.accumulate(scaled)
     return out
+
+
+def holm_within(table: pd.DataFrame, family: list[str], column: str = "p_value") -> np.ndarray:
+    """Holm-adjusted ``column`` of ``table``, each family (rows sharing the ``family`` columns) on its own."""
+    out = np.full(len(table), np.nan)
+    for rows in table.groupby(family, sort=False).indices.values():
+        out[rows] = holm(table[column].to_numpy(float)[rows])
+    return out
+
+
+def stars(p: float) -> str:
+    """Tiered significance marks of the paper: * p<.05, ** p<.01, *** p<.001 ('' otherwise or NaN)."""
+    if p is None or not np.isfinite(p):
+        return ""
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
 
 
 @dataclass(frozen=True)

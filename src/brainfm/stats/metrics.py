@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from brainfm.stats._validate import (
+from brainfm.stats.kernels import MeanOf, Prepared, WeightedMean, safe_divide
+from brainfm.stats.survival import CIndexKernel
+from brainfm.stats.validate import (
     StatsInputError,
     as_1d,
     as_labels,
@@ -44,7 +46,6 @@ __all__ = [
     "dice",
     "davies_bouldin",
     "prepare_metric",
-    "Prepared",
 ]
 
 
@@ -79,25 +80,9 @@ def metric_info(name: str) -> MetricInfo:
 
 
 # --------------------------------------------------------------------------------------------
-# Prepared kernels: built once per prediction vector, evaluated on (B, n) weight matrices.
+# Metric-specific kernels (generic ones in brainfm.stats.kernels): built once per prediction vector,
+# evaluated on (B, n) weight matrices.
 # --------------------------------------------------------------------------------------------
-
-class Prepared:
-    """A metric bound to one (y_true, prediction) pair; ``self(W)`` gives one value per row of W."""
-
-    n: int
-    strata: np.ndarray | None = None
-
-    def __call__(self, w: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    out = np.full(np.shape(num), np.nan)
-    ok = den > 0
-    np.divide(num, den, out=out, where=ok)
-    return out
-
 
 class _BinaryAUC(Prepared):
     """Weighted Mann-Whitney AUC: scores sorted once, negatives accumulated by cumulative sums."""
@@ -136,31 +121,7 @@ class _BinaryAUC(Prepared):
             num = 0.5 * np.einsum("bi,bi->b", wp, c[:, self.lo] + c[:, self.hi]).astype(np.float64)
         else:
             num = np.einsum("bi,bi->b", wp, c[:, self.lo]).astype(np.float64)
-        return _safe_divide(num, wp.sum(1).astype(np.float64) * c[:, -1].astype(np.float64))
-
-
-class _MeanOf(Prepared):
-    """Mean of several kernels over the same items (classes of a macro-AUC, seeds of a run)."""
-
-    def __init__(self, parts: list[Prepared], strata: np.ndarray | None = None):
-        self.parts = parts
-        self.n = parts[0].n
-        self.strata = strata
-
-    def __call__(self, w: np.ndarray) -> np.ndarray:
-        return np.mean([p(w) for p in self.parts], axis=0)
-
-
-class _WeightedMean(Prepared):
-    """Weighted mean of per-item values: accuracy (0/1), absolute or squared errors, Dice."""
-
-    def __init__(self, values: np.ndarray, strata: np.ndarray | None = None):
-        self.values = values
-        self.n = len(values)
-        self.strata = strata
-
-    def __call__(self, w: np.ndarray) -> np.ndarray:
-        return _safe_divide(w @ self.values, w.sum(1))
+        return safe_divide(num, wp.sum(1).astype(np.float64) * c[:, -1].astype(np.float64))
 
 
 class _BalancedAccuracy(Prepared):
@@ -171,7 +132,7 @@ class _BalancedAccuracy(Prepared):
         self.correct = correct
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        recalls = [_safe_divide(w[:, g] @ self.correct[g], w[:, g].sum(1)) for g in self.groups]
+        recalls = [safe_divide(w[:, g] @ self.correct[g], w[:, g].sum(1)) for g in self.groups]
         return np.mean(recalls, axis=0)
 
 
@@ -224,7 +185,7 @@ def _auc_kernel(y_true: Any, scores: Any, name: str = "scores") -> Prepared:
         kern = _BinaryAUC(labels == 1, s[:, 1])
         kern.strata = labels
         return kern
-    return _MeanOf([_BinaryAUC(labels == c, s[:, c]) for c in present], strata=labels)
+    return MeanOf([_BinaryAUC(labels == c, s[:, c]) for c in present], strata=labels)
 
 
 def _predicted_labels(pred: Any, name: str = "y_pred") -> np.ndarray:
@@ -258,59 +219,53 @@ def prepare_metric(metric: str | Callable[[Any, Any], float], y_true: Any, pred:
         check_same_length(y_true=labels, pred=yp)
         correct = (labels == yp).astype(np.float64)
         if info.name == "accuracy":
-            return _WeightedMean(correct, strata=labels)
+            return WeightedMean(correct, strata=labels)
         return _BalancedAccuracy(labels, correct)
     if info.name in ("mae", "mse"):
         yt = as_1d(y_true, "y_true")
         yp = as_1d(pred, "pred")
         check_same_length(y_true=yt, pred=yp)
         err = yp - yt
-        return _WeightedMean(np.abs(err) if info.name == "mae" else err**2)
+        return WeightedMean(np.abs(err) if info.name == "mae" else err**2)
     if info.name == "dice":
         values = as_1d(pred, "pred (per-case Dice)")
         if y_true is not None:
             check_same_length(y_true=np.asarray(y_true), pred=values)
-        return _WeightedMean(values)
+        return WeightedMean(values)
     # cindex
-    from brainfm.stats.survival import _CIndexKernel
-
     time, event = as_survival(y_true)
     risk = as_1d(pred, "pred (risk)")
     check_same_length(time=time, risk=risk)
-    return _CIndexKernel(time, event, risk)
+    return CIndexKernel(time, event, risk)
 
 
 # --------------------------------------------------------------------------------------------
 # Point metrics.
 # --------------------------------------------------------------------------------------------
 
-def _point(kernel: Prepared) -> float:
-    return float(kernel(np.ones((1, kernel.n)))[0])
-
-
 def auc(y_true: Any, scores: Any) -> float:
     """ROC AUC: binary for 1-D scores, macro one-vs-rest for (n, K) probabilities (K > 2)."""
-    return _point(_auc_kernel(y_true, scores))
+    return _auc_kernel(y_true, scores).point()
 
 
 def accuracy(y_true: Any, y_pred: Any) -> float:
     """Share of correct predictions; ``y_pred`` may be labels or (n, K) probabilities."""
-    return _point(prepare_metric("accuracy", y_true, y_pred))
+    return prepare_metric("accuracy", y_true, y_pred).point()
 
 
 def balanced_accuracy(y_true: Any, y_pred: Any) -> float:
     """Mean per-class recall over the classes present in ``y_true`` (robust to class imbalance)."""
-    return _point(prepare_metric("balanced_accuracy", y_true, y_pred))
+    return prepare_metric("balanced_accuracy", y_true, y_pred).point()
 
 
 def mae(y_true: Any, y_pred: Any) -> float:
     """Mean absolute error."""
-    return _point(prepare_metric("mae", y_true, y_pred))
+    return prepare_metric("mae", y_true, y_pred).point()
 
 
 def mse(y_true: Any, y_pred: Any) -> float:
     """Mean squared error."""
-    return _point(prepare_metric("mse", y_true, y_pred))
+    return prepare_metric("mse", y_true, y_pred).point()
 
 
 def dice(pred_mask: Any, true_mask: Any) -> float:

@@ -15,15 +15,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainfm.stats._validate import StatsInputError, as_1d, check_same_length
-from brainfm.stats.metrics import Prepared, _safe_divide
+from brainfm.stats.kernels import Prepared, safe_divide
+from brainfm.stats.validate import StatsInputError, as_1d, check_same_length
 
-__all__ = ["cindex", "logrank", "LogRankResult", "km_risk_stratification", "km_groups", "KMStratification"]
+__all__ = ["CIndexKernel", "cindex", "logrank", "LogRankResult", "km_risk_stratification", "km_groups",
+           "KMStratification"]
 
 _BLOCK_ELEMENTS = 4_000_000  # pair-matrix entries built at once (32 MB of float64)
 
 
-class _CIndexKernel(Prepared):
+class CIndexKernel(Prepared):
     """Weighted Harrell C: sum_ij w_i w_j M_ij / sum_ij w_i w_j A_ij over pairs (event i, other j)."""
 
     def __init__(self, time: np.ndarray, event: np.ndarray, risk: np.ndarray):
@@ -55,7 +56,7 @@ class _CIndexKernel(Prepared):
             wi = w[:, rows]
             num += np.einsum("bi,bi->b", wi, prod[:, :len(rows)]).astype(np.float64)
             den += np.einsum("bi,bi->b", wi, prod[:, len(rows):]).astype(np.float64)
-        return _safe_divide(0.5 * num, den)
+        return safe_divide(0.5 * num, den)
 
 
 def cindex(time: Any, event: Any, risk: Any) -> float:
@@ -66,8 +67,8 @@ def cindex(time: Any, event: Any, risk: Any) -> float:
     check_same_length(time=t, event=e, risk=r)
     if not np.all((e == 0) | (e == 1)):
         raise StatsInputError("event must be 0 (censored) or 1 (event)")
-    kern = _CIndexKernel(t, e.astype(np.int64), r)
-    value = float(kern(np.ones((1, len(t))))[0])
+    kern = CIndexKernel(t, e.astype(np.int64), r)
+    value = kern.point()
     if np.isnan(value):
         raise StatsInputError("C-index is undefined: no comparable pairs (no events before another time)")
     return value

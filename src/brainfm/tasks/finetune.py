@@ -2,7 +2,7 @@
 
 The comparison only means something if everything except "is the encoder trained?" matches
 the frozen protocol, so this module reuses the frozen pipeline's pieces rather than its own:
-the same folds (:func:`plan_folds`), nested label-ratio subsets and validation subjects, the
+the same folds (:func:`~brainfm.tasks.runs.plan_folds`), nested label-ratio subsets and validation subjects, the
 same head (LayerNorm-Linear-GELU-Linear, initialised from the same seed), the same loss,
 target standardisation and feature z-scoring (computed once from the *initial* encoder's
 features of the training rows, then fixed), the same slice-mean pooling and modality
@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,19 +30,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from brainfm.config import FinetuneSpec, TaskSpec
-from brainfm.data.splits import nested_ratio_subsets
 from brainfm.errors import ConfigError, InputError
 from brainfm.features.extract import autocast_context
 from brainfm.models.base import Encoder
 from brainfm.tasks.data import TaskData, assemble
 from brainfm.tasks.heads import HeadBank, init_head_params
 from brainfm.tasks.losses import LOSSES
-from brainfm.tasks.runner import (RunKey, _head_seed, _metrics, _prediction_frame, checked_folds,
-                                  head_config_for, subject_rows, summarize_run)
+from brainfm.tasks.runner import fold_metrics, head_config_for, prediction_frame
+from brainfm.tasks.runs import RunKey, checked_folds, head_seed, ratio_subsets, subject_rows, summarize_run
+from brainfm.config import FinetuneSpec, TaskSpec
 from brainfm.tasks.train import head_generator
 
-__all__ = ["finetune_grid", "volume_rows"]
+__all__ = ["finetune", "finetune_grid", "volume_rows"]
 
 log = logging.getLogger("brainfm.tasks")
 
@@ -145,7 +145,7 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
     plan = []  # (fold, seed, ratio, training subjects); one nested draw per (fold, seed), as in run_grid
     for fold in folds:
         for seed in cfg.seeds:
-            subsets = nested_ratio_subsets(fold.train, labels, all_ratios, seed=seed * 7919 + fold.fold)
+            subsets = ratio_subsets(fold, labels, all_ratios, seed)
             plan += [(fold, seed, float(r), subsets[float(r)]) for r in cfg.ratios]
     bar = tqdm(total=len(plan), desc=f"finetune {spec.name}/{backbone}", unit="run", disable=None if progress else True)
     for fold, seed, ratio, subset in plan:
@@ -159,15 +159,15 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
             yt = (y - mean) / std
         t0 = time.perf_counter()
         out, info = _fit_one(spec, make_encoder, load, yt, train_rows, val_rows, test_rows, head_cfg, loss_fn,
-                             cfg, _head_seed(seed, fold.fold), dev)
-        pred = _prediction_frame(data, test_rows, out, mean, std)
+                             cfg, head_seed(seed, fold.fold), dev)
+        pred = prediction_frame(data, test_rows, out, mean, std)
         pred.insert(0, "fold", fold.fold)
         entry = results.setdefault(RunKey(ratio, seed), {"frames": [], "folds": []})
         entry["frames"].append(pred)
         entry["folds"].append({"fold": fold.fold, "n_train": int(len(train_rows)), "n_train_synthetic": 0,
                                "n_val": int(len(val_rows)), "n_test": int(len(test_rows)),
                                "seconds": round(time.perf_counter() - t0, 2), **info,
-                               "metrics": _metrics(data, pred)})
+                               "metrics": fold_metrics(data, pred)})
         log.info("%s/%s fold %d ratio %g seed %d: best epoch %d of %d, %s", spec.name, backbone, fold.fold, ratio,
                  seed, info["best_epoch"], info["epochs_run"], entry["folds"][-1]["metrics"])
         bar.update(1)
@@ -253,3 +253,24 @@ def _fit_one(spec: TaskSpec, make_encoder: Callable[[], Encoder], load: Callable
     n_params = sum(p.numel() for p in model.parameters())
     return out, {"best_epoch": int(best_epoch), "epochs_run": int(epoch), "steps": int(n_steps),
                  "best_val_loss": float(best_loss), "trainable_params": int(n_params)}
+
+
+def finetune(task: TaskSpec, settings: FinetuneSpec, backbone: Any, store: str | Path, manifest: str | Path,
+             out: str | Path, *, pretrain_manifests: Sequence[str | Path] = (), device: str = "cpu"
+             ) -> dict[RunKey, dict[str, Any]]:
+    """The ``finetune`` step: encoder + head of one (task, backbone) cell trained jointly -> ``out``.
+
+    ``backbone`` is a :class:`brainfm.config.BackboneSpec` (encoder, arguments, weights file); a
+    fresh copy of it is built for every run. The run folders have the frozen protocol's layout.
+    """
+    from brainfm.data.manifest import read_manifest
+    from brainfm.models import create_encoder
+    from brainfm.preprocess.store import ShardedStore
+    from brainfm.tasks.runs import pretraining_subjects, write_runs
+
+    results = finetune_grid(task, ShardedStore(store), read_manifest(manifest, check_files=False),
+                            lambda: create_encoder(backbone.encoder, weights=backbone.weights, **backbone.args),
+                            backbone=backbone.name, cfg=settings,
+                            pretrain_subjects=pretraining_subjects(pretrain_manifests), device=device)
+    write_runs(out, results)
+    return results

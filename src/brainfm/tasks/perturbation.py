@@ -10,25 +10,26 @@ pools ADNI's subject-disjoint test splits); the error bar is the bootstrap stand
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from brainfm.config import IDENTITY, PerturbationSetting, StatsSpec, TaskSpec
 from brainfm.errors import ManifestError
-from brainfm.config import IDENTITY
 from brainfm.stats import bootstrap_ci
+from brainfm.stats.predictions import ITEM_KEY
 from brainfm.tasks.data import build_task_data
 from brainfm.tasks.runner import run_grid
-from brainfm.config import TaskSpec
 
-__all__ = ["evaluate_perturbations", "PRIMARY_METRIC"]
+__all__ = ["evaluate_perturbed", "evaluate_perturbations", "PRIMARY_METRIC"]
 
 PRIMARY_METRIC = {"classification": "auc", "regression": "mae", "survival": "cindex"}
 
 
 def _score(spec: TaskSpec, pred: pd.DataFrame, n_boot: int, seed: int) -> dict[str, float]:
-    key = ["fold", "subject", "session"]
+    key = ITEM_KEY  # one test item; seeds are averaged per item
     if spec.kind == "classification":
         cols = [c for c in pred.columns if c.startswith("prob_")]
         avg = pred.groupby(key, sort=True)[cols + ["y_true"]].mean()
@@ -76,3 +77,24 @@ def evaluate_perturbations(spec: TaskSpec, clean, perturbed: Mapping[tuple[str, 
     out.insert(0, "backbone", backbone)
     out.insert(0, "task", spec.name)
     return out.sort_values(["perturbation", "severity"]).reset_index(drop=True)
+
+
+def evaluate_perturbed(task: TaskSpec, features: str | Path, perturbed: Mapping[str, str | Path],
+                       manifest: str | Path, backbone: str, out: str | Path, *, stats: StatsSpec) -> pd.DataFrame:
+    """The ``evaluate_perturbed`` step: clean full-data heads scored on each perturbed feature store.
+
+    ``perturbed`` maps a setting tag (``gamma~2``, see :class:`brainfm.config.PerturbationSetting`)
+    to the feature store of the perturbed scans; one row per setting is written to ``out``.
+    """
+    from brainfm.atomic import write_parquet
+    from brainfm.data.manifest import read_manifest
+    from brainfm.features import FeatureStore
+
+    settings = {}
+    for tag, path in perturbed.items():
+        s = PerturbationSetting.parse(tag)
+        settings[(s.kind, s.severity)] = FeatureStore(path)
+    frame = evaluate_perturbations(task, FeatureStore(features), settings, read_manifest(manifest, check_files=False),
+                                   backbone=backbone, n_boot=stats.n_boot, seed=stats.seed)
+    write_parquet(out, frame)
+    return frame

@@ -3,132 +3,42 @@
 All (fold, ratio, seed) heads of a backbone are trained in one :class:`HeadBank`, so a whole
 ratio sweep costs one vectorised training loop instead of dozens of Python loops. Results are
 identical to training each head alone (see ``tests/tasks/test_heads.py``), so the workflow may
-split the grid into jobs any way it likes. Outputs follow the predictions contract read by
-:mod:`brainfm.stats` and :mod:`brainfm.report`.
+split the grid into jobs any way it likes. Folds, ratio subsets, head seeds and run folders
+come from :mod:`brainfm.tasks.runs`; predictions follow the contract of
+:mod:`brainfm.stats.predictions`.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from brainfm.atomic import write_json, write_parquet
-from brainfm.data.splits import (
-    Fold,
-    check_against_pretraining,
-    cv_folds,
-    holdout_split,
-    nested_ratio_subsets,
-    validation_split,
-)
+from brainfm.data.splits import Fold
+from brainfm.config import TaskSpec
 from brainfm.errors import ConfigError
 from brainfm.tasks.data import TaskData
-from brainfm.config import TaskSpec
 from brainfm.tasks.metrics import classification_metrics, regression_metrics, survival_metrics
-from brainfm.tasks.train import FitResult, HeadConfig, HeadJob, fit_heads
+from brainfm.tasks.runs import RunKey, checked_folds, head_seed, ratio_subsets, subject_rows, summarize_run
+from brainfm.tasks.train import FitResult, HeadConfig, HeadJob, train_head_bank
 
-__all__ = ["plan_folds", "checked_folds", "subject_rows", "summarize_run", "training_subjects", "RunKey", "run_grid", "write_run", "run_dir", "head_config_for"]
-
-class RunKey(NamedTuple):
-    ratio: float
-    seed: int
-
-
-def run_dir(root: str | Path, ratio: float, seed: int) -> Path:
-    """Where one (ratio, seed) of a (task, backbone) lives: ``<root>/ratio~R/seed~S``."""
-    return Path(root) / f"ratio~{ratio:g}" / f"seed~{seed}"
-
-
-def plan_folds(data: TaskData) -> list[Fold]:
-    """The task's subject-disjoint partitions: one hold-out fold or K CV folds."""
-    spec = data.spec
-    subjects = data.table.groupby("subject", sort=True).agg(split=("split", "first")).reset_index()
-    labels = data.subject_labels
-    if labels is not None:
-        subjects["strat"] = subjects["subject"].map(labels)
-    if spec.split.type == "cv":
-        return cv_folds(subjects, spec.split.n_splits, spec.split.seed, spec.split.val_fraction)
-    train, test = holdout_split(subjects, spec.split.test_fraction, spec.split.seed)
-    train, val = validation_split(train, labels, spec.split.val_fraction, spec.split.seed + 1)
-    fold = Fold(0, tuple(train), tuple(val), tuple(test))
-    fold.check()
-    return [fold]
-
-
-def training_subjects(spec: TaskSpec, manifest: pd.DataFrame) -> list[str]:
-    """Subjects the task never tests (in any fold): the only ones a pretraining corpus may share.
-
-    The task's folds depend only on labels and split settings, so they are planned here from the
-    manifest alone (no features); the fit step later re-plans the same folds and checks leakage.
-    """
-    from brainfm.tasks.data import assemble
-
-    if spec.unit == "image":
-        keys = manifest[["subject", "session", "modality"]].drop_duplicates()
-    else:
-        keys = manifest[["subject", "session"]].drop_duplicates()
-    keys = keys.reset_index(drop=True)
-    data = assemble(spec, keys, np.zeros((len(keys), 1), dtype=np.float32), manifest, source="manifest")
-    tested = {s for fold in plan_folds(data) for s in fold.test}
-    return sorted(set(manifest["subject"].astype(str)) - tested)
-
-
-def checked_folds(data: TaskData, pretrain_subjects: Iterable[str] | None) -> list[Fold]:
-    """:func:`plan_folds`, refusing any fold that tests a subject seen during pretraining."""
-    folds = plan_folds(data)
-    if pretrain_subjects is not None:
-        pre = set(map(str, pretrain_subjects))
-        for fold in folds:
-            check_against_pretraining(fold.test, pre, data.spec.name)
-    return folds
-
-
-def subject_rows(data: TaskData) -> dict[str, np.ndarray]:
-    """Row indices of ``data.table`` per subject (all visits / images of a subject together)."""
-    subj = data.table["subject"].to_numpy()
-    return pd.Series(np.arange(len(subj))).groupby(subj).apply(lambda s: s.to_numpy()).to_dict()
-
-
-def summarize_run(entry: dict[str, Any], key: RunKey, data: TaskData, backbone: str,
-                  **info: Any) -> dict[str, Any]:
-    """Turn a run's per-fold frames and records into ``predictions``, mean ``metrics`` and ``info``."""
-    spec = data.spec
-    frame = pd.concat(entry.pop("frames"), ignore_index=True)
-    for col, val in (("seed", key.seed), ("ratio", key.ratio), ("backbone", backbone), ("task", spec.name)):
-        frame.insert(0, col, val)
-    entry["predictions"] = frame
-    folds = entry["folds"]
-    entry["metrics"] = {k: float(v) for k, v in pd.DataFrame([f["metrics"] for f in folds]).mean().items()}
-    entry["info"] = {
-        "task": spec.name, "backbone": backbone, "ratio": key.ratio, "seed": key.seed,
-        "kind": spec.kind, "dataset": spec.dataset, "n_folds": len(folds),
-        **{n: int(sum(f[n] for f in folds) / len(folds)) for n in ("n_train", "n_val", "n_test")},
-        "excluded": data.excluded, **info,
-    }
-    return entry
-
+__all__ = ["fit_heads", "head_config_for", "run_grid", "prediction_frame", "fold_metrics"]
 
 def head_config_for(data: TaskData) -> tuple[HeadConfig, bool]:
-    """The head bank's settings from the task's (already merged) head spec; whether to z-score targets."""
+    """The task's head settings over the global defaults, and whether the regression target is z-scored."""
     spec = data.spec
-    merged = spec.head.to_dict()
+    merged = spec.head.to_dict()  # the run's head merged with the task's overrides (brainfm.config)
     standardize = bool(merged.pop("standardize_target")) and spec.kind == "regression"
     cfg = HeadConfig.from_dict({**merged, "loss": spec.loss, "n_out": spec.n_out, "loss_kwargs": spec.loss_kwargs})
     if spec.kind == "survival" and merged.get("batch_size") is not None:
         # the partial likelihood needs whole risk sets: train Cox heads on the full training set
         cfg = HeadConfig.from_dict({**cfg.__dict__, "batch_size": None})
     return cfg, standardize
-
-
-def _head_seed(seed: int, fold: int) -> int:
-    return zlib.crc32(f"head:{seed}:{fold}".encode())
 
 
 def _smote(x: np.ndarray, y: np.ndarray, rows: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +78,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
     for fold in folds:
         val_rows = np.concatenate([rows_of[s] for s in fold.val]) if fold.val else np.empty(0, int)
         for seed in seeds:
-            subsets = nested_ratio_subsets(fold.train, labels, ratios, seed=seed * 7919 + fold.fold)
+            subsets = ratio_subsets(fold, labels, ratios, seed)
             for ratio in ratios:
                 train_rows = np.concatenate([rows_of[s] for s in subsets[float(ratio)]])
                 if spec.smote:
@@ -177,7 +87,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
                     extra_x.append(sx)
                     extra_y.append(sy)
                     train_rows = np.concatenate([train_rows, np.arange(start, start + len(sx))])
-                jobs.append(HeadJob(train_rows, val_rows, _head_seed(seed, fold.fold)))
+                jobs.append(HeadJob(train_rows, val_rows, head_seed(seed, fold.fold)))
                 meta.append((float(ratio), int(seed), fold))
     if extra_x:
         x = np.concatenate([x, *extra_x])
@@ -197,7 +107,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
             yt = (yt - mean) / std
 
     t0 = time.perf_counter()
-    fit: FitResult = fit_heads(xt, yt, jobs, cfg)
+    fit: FitResult = train_head_bank(xt, yt, jobs, cfg)
     seconds = time.perf_counter() - t0
     out = fit.predict(xt[:n_base]).numpy()
     eval_out = {name: fit.predict(torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))).numpy()
@@ -206,13 +116,13 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
     results: dict[RunKey, dict[str, Any]] = {}
     for h, (ratio, seed, fold) in enumerate(meta):
         test_rows = np.concatenate([rows_of[s] for s in fold.test])
-        pred = _prediction_frame(data, test_rows, out[h, test_rows], mean, std)
+        pred = prediction_frame(data, test_rows, out[h, test_rows], mean, std)
         pred.insert(0, "fold", fold.fold)
         key = RunKey(ratio, seed)
         entry = results.setdefault(key, {"frames": [], "folds": [], "train_risk": [], "eval": {}})
         entry["frames"].append(pred)
         for name, eo in eval_out.items():
-            ep = _prediction_frame(data, test_rows, eo[h, test_rows], mean, std)
+            ep = prediction_frame(data, test_rows, eo[h, test_rows], mean, std)
             ep.insert(0, "fold", fold.fold)
             entry["eval"].setdefault(name, []).append(ep)
         if spec.kind == "survival":
@@ -228,7 +138,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
             "n_test": int(len(test_rows)),
             "best_epoch": int(fit.best_epoch[h]),
             "epochs_run": int(fit.epochs_run[h]),
-            "metrics": _metrics(data, pred),
+            "metrics": fold_metrics(data, pred),
         })
     for key, entry in results.items():
         summarize_run(entry, key, data, backbone, head=cfg.__dict__ | {"standardize_target": standardize},
@@ -246,8 +156,9 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
     return results
 
 
-def _prediction_frame(data: TaskData, rows: np.ndarray, out: np.ndarray, mean: float | None,
+def prediction_frame(data: TaskData, rows: np.ndarray, out: np.ndarray, mean: float | None,
                       std: float | None) -> pd.DataFrame:
+    """Test predictions of one head in the predictions contract (targets back on their own scale)."""
     spec = data.spec
     t = data.table.iloc[rows]
     frame = pd.DataFrame({"subject": t["subject"].astype(str).to_numpy(),
@@ -276,7 +187,8 @@ def _prediction_frame(data: TaskData, rows: np.ndarray, out: np.ndarray, mean: f
     return frame
 
 
-def _metrics(data: TaskData, pred: pd.DataFrame) -> dict[str, float]:
+def fold_metrics(data: TaskData, pred: pd.DataFrame) -> dict[str, float]:
+    """The point metrics of one fold's test predictions (written to ``metrics.json``)."""
     spec = data.spec
     if spec.kind == "classification":
         prob = pred[[f"prob_{k}" for k in range(spec.n_out)]].to_numpy()
@@ -286,12 +198,20 @@ def _metrics(data: TaskData, pred: pd.DataFrame) -> dict[str, float]:
     return survival_metrics(pred["time"].to_numpy(), pred["event"].to_numpy(), pred["y_pred"].to_numpy())
 
 
-def write_run(root: str | Path, key: RunKey, entry: dict[str, Any]) -> Path:
-    """Write predictions.parquet and metrics.json for one (task, backbone, ratio, seed)."""
-    info = entry["info"]
-    out = run_dir(root, key.ratio, key.seed)
-    write_parquet(out / "predictions.parquet", entry["predictions"])
-    if entry.get("train_risk") is not None:
-        write_parquet(out / "train_risk.parquet", entry["train_risk"])
-    write_json(out / "metrics.json", {**info, "metrics": entry["metrics"], "folds": entry["folds"]})
-    return out
+def fit_heads(task: TaskSpec, features: str | Path, manifest: str | Path, backbone: str, out: str | Path, *,
+              pretrain_manifests: Sequence[str | Path] = ()) -> dict[RunKey, dict[str, Any]]:
+    """The ``fit_heads`` step: every (ratio, seed, fold) head of one (task, backbone) cell -> ``out``.
+
+    Reads the backbone's feature store and the dataset manifest, refuses test subjects seen in
+    ``pretrain_manifests``, and writes ``out/ratio~R/seed~S/{predictions.parquet,metrics.json}``.
+    """
+    from brainfm.data.manifest import read_manifest
+    from brainfm.features import FeatureStore
+    from brainfm.tasks.data import build_task_data
+    from brainfm.tasks.runs import pretraining_subjects, write_runs
+
+    data = build_task_data(task, FeatureStore(features), read_manifest(manifest, check_files=False))
+    results = run_grid(data, backbone=backbone, ratios=task.ratios, seeds=task.seeds,
+                       pretrain_subjects=pretraining_subjects(pretrain_manifests))
+    write_runs(out, results)
+    return results

@@ -18,7 +18,7 @@ import torch
 from brainfm.tasks.heads import BatchedAdam, HeadBank, init_head_params
 from brainfm.tasks.losses import LOSSES
 
-__all__ = ["HeadConfig", "HeadJob", "FitResult", "fit_heads", "head_generator"]
+__all__ = ["HeadConfig", "HeadJob", "FitResult", "train_head_bank", "head_generator"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def _pad(rows: list[np.ndarray], width: int) -> tuple[torch.Tensor, torch.Tensor
     return idx, w
 
 
-def fit_heads(x: torch.Tensor, y: torch.Tensor, jobs: list[HeadJob], cfg: HeadConfig) -> FitResult:
+def train_head_bank(x: torch.Tensor, y: torch.Tensor, jobs: list[HeadJob], cfg: HeadConfig) -> FitResult:
     """Train one head per job; return the bank holding each head's best-validation weights.
 
     ``x`` is (N, D) float32, ``y`` is (N,) or (N, 2) for survival (time, event). A head without

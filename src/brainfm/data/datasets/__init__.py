@@ -8,6 +8,8 @@
 * :mod:`~brainfm.data.datasets.build`        ``build_manifest``: scan + labels + splits + masks -> manifest.parquet
 * :mod:`~brainfm.data.datasets.check`        ``check_dataset``: what is on disk next to the paper's counts
 * :mod:`~brainfm.data.datasets.availability` the message that tells a user how to get a missing dataset
+* :mod:`~brainfm.data.datasets.labelmap`     segmentation label maps (raw mask values -> WT/TC/ET regions)
+* :mod:`~brainfm.data.datasets.real`         ``real_dataset``: the workflow step (fetch, manifest, check)
 
 Downloading the open datasets is :mod:`brainfm.data.fetch`.
 """
@@ -18,6 +20,7 @@ from brainfm.data.datasets.catalog import BUILTIN_ENTRIES, list_datasets, load_d
 from brainfm.data.datasets.check import check_dataset
 from brainfm.data.datasets.entry import DatasetEntry, dataset_schema, read_dataset_entry
 from brainfm.data.datasets.patterns import compile_pattern
+from brainfm.data.datasets.real import real_dataset
 from brainfm.data.datasets.scan import scan_dataset
 from brainfm.data.datasets.tables import read_labels
 
@@ -34,6 +37,7 @@ __all__ = [
     "missing_message",
     "read_dataset_entry",
     "read_labels",
+    "real_dataset",
     "scan_dataset",
     "search_path",
 ]

@@ -116,6 +116,20 @@ def _init_worker(voxel_size: float, cache_dir: str) -> None:
     _WORKER["tpl"] = load_template(voxel_size, cache_dir)
 
 
+@contextlib.contextmanager
+def _single_thread() -> Any:
+    import threadpoolctl
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpoolctl.threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _work(spec: SubjectSpec, out_dir: str, has_mask: bool) -> tuple[str, float]:
     return spec.subject, render_subject(spec, _WORKER["tpl"], Path(out_dir), has_mask)
 
@@ -271,8 +285,11 @@ def generate_dataset(name: str, out_dir: str | Path, n_subjects: int, seed: int 
     log.info("%s: %d subjects (%d to render) at %g mm", name, len(specs), len(todo), voxel_size)
     seconds: list[float] = []
     if todo and n_jobs == 1:
-        for s in tqdm(todo, desc=name, disable=None if progress is None else not progress, unit="subj"):
-            seconds.append(render_subject(s, tpl, out_dir, info.has_mask))
+        # one thread, as in the workers: BLAS/torch reductions then add up in one order, so the
+        # voxels do not depend on n_jobs or on the machine's core count
+        with _single_thread():
+            for s in tqdm(todo, desc=name, disable=None if progress is None else not progress, unit="subj"):
+                seconds.append(render_subject(s, tpl, out_dir, info.has_mask))
     elif todo:
         with contextlib.ExitStack() as stack:
             if cache_dir is None:  # the workers read the template from a private disk cache

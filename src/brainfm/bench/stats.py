@@ -3,55 +3,26 @@
 The paper's protocol runs a 2,000-resample paired bootstrap for every backbone x task x ratio;
 this records how long one such test takes so regressions in the vectorised kernels show up.
 Each case is timed ``repeats`` times after one warm-up call; the median and minimum are kept.
-Run: ``python -m brainfm.stats.bench --out DIR`` (writes ``DIR/stats.json``).
+Run: ``python -m brainfm.bench.stats --out DIR`` (writes ``DIR/stats.json``).
 """
 
 from __future__ import annotations
 
-import os
-import platform
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from brainfm.atomic import write_json
+from brainfm.bench.measure import machine_info, summarize_timings, timings
 from brainfm.stats.bootstrap import paired_bootstrap
 
 __all__ = ["run", "main"]
 
 
-def _time(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
-    fn()  # warm-up: imports, allocator, BLAS threads
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {"seconds_median": float(np.median(times)), "seconds_min": float(np.min(times)),
-            "seconds_max": float(np.max(times)), "repeats": repeats}
-
-
-def _machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"python": platform.python_version(), "numpy": np.__version__,
-                            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                            "cpu_count": os.cpu_count()}
-    try:
-        info["cpu_affinity"] = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        pass
-    try:
-        info["load_average"] = list(os.getloadavg())
-    except OSError:
-        pass
-    return info
-
-
-def run(out_path: str | Path | None = None, *, n: int = 1000, n_classes: int = 3, n_boot: int = 2000,
+def run(out_dir: str | Path, *, n: int = 1000, n_classes: int = 3, n_boot: int = 2000,
         repeats: int = 5, seed: int = 0) -> dict[str, Any]:
-    """Time paired bootstraps (macro-AUC, binary AUC, C-index, MAE) and write JSON to ``out_path``."""
+    """Time paired bootstraps (macro-AUC, binary AUC, C-index, MAE) and write ``<out_dir>/stats.json``."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, n_classes, n)
     logits_a = rng.normal(size=(n, n_classes)) + 1.0 * np.eye(n_classes)[y]
@@ -71,24 +42,23 @@ def run(out_path: str | Path | None = None, *, n: int = 1000, n_classes: int = 3
                                                          "mae", n_boot=n_boot),
     }
     results = {name: {"n": n, "n_boot": n_boot, **({"n_classes": n_classes} if "macro" in name else {}),
-                      **_time(fn, repeats)} for name, fn in cases.items()}
-    report = {"benchmark": "brainfm.stats", "results": results, "machine": _machine()}
-    if out_path is not None:
-        write_json(out_path, report)
+                      **summarize_timings(timings(fn, warmup=1, iters=repeats))} for name, fn in cases.items()}
+    report = {"benchmark": "brainfm.stats", "results": results, "machine": machine_info()}
+    write_json(Path(out_dir) / "stats.json", report)
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m brainfm.stats.bench --out DIR`` writes ``DIR/stats.json`` and prints a summary."""
+    """``python -m brainfm.bench.stats --out DIR`` writes ``DIR/stats.json`` and prints a summary."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m brainfm.stats.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m brainfm.bench.stats", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/bench", help="output directory (stats.json is written there)")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    report = run(Path(args.out) / "stats.json", n=args.n, n_boot=args.n_boot, repeats=args.repeats)
+    report = run(args.out, n=args.n, n_boot=args.n_boot, repeats=args.repeats)
     for name, r in report["results"].items():
         print(f"{name}: median {r['seconds_median']:.3f} s (min {r['seconds_min']:.3f} s), "
               f"n={r['n']}, n_boot={r['n_boot']}")

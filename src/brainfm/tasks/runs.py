@@ -1,0 +1,207 @@
+"""Run planning and run folders: which heads a (task, backbone) trains, and where their outputs live.
+
+A *run* is one (task, backbone, ratio, seed); its heads are trained on every fold of the task. The
+frozen heads (:mod:`brainfm.tasks.runner`), full fine-tuning (:mod:`brainfm.tasks.finetune`),
+test-time perturbations, the kNN probe and the statistics steps all plan and read runs here, so
+that a fold, a label-ratio subset, a head's seed and a run's folder are defined once:
+
+- folds: :func:`plan_folds` (hold-out or K-fold CV, subject-disjoint), :func:`checked_folds`
+  (refusing test subjects seen in pretraining), :func:`training_subjects` (what a pretraining
+  corpus may share, planned from the manifest alone);
+- per (seed, fold): :func:`ratio_subsets` (nested label-ratio subsets of the training subjects,
+  drawn once so that every ratio of a seed shares its subjects) and :func:`head_seed`;
+- folders: ``<root>/ratio~R/seed~S/`` (:func:`run_dir`) holding ``predictions.parquet``,
+  ``metrics.json`` and, for survival heads, ``train_risk.parquet`` (:func:`write_run`), read back
+  by :func:`collect_predictions` and :func:`collect_optional`.
+
+Nothing here needs torch: planning and reading runs works on any machine.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from brainfm.atomic import write_json, write_parquet
+from brainfm.data.splits import (
+    Fold,
+    check_against_pretraining,
+    cv_folds,
+    holdout_split,
+    nested_ratio_subsets,
+    validation_split,
+)
+from brainfm.errors import InputError
+from brainfm.stats.predictions import read_predictions
+
+if TYPE_CHECKING:
+    from brainfm.tasks.data import TaskData
+    from brainfm.config import TaskSpec
+
+__all__ = [
+    "RunKey", "run_dir", "run_files", "write_run", "collect_predictions", "collect_optional",
+    "plan_folds", "checked_folds", "training_subjects", "subject_rows", "ratio_subsets", "head_seed",
+    "summarize_run", "pretraining_subjects", "write_runs", "subset_dataset",
+]
+
+
+class RunKey(NamedTuple):
+    ratio: float
+    seed: int
+
+
+# ----------------------------------------------------------------------------- run folders
+def run_dir(root: str | Path, ratio: float, seed: int) -> Path:
+    """Where one (ratio, seed) of a (task, backbone) lives: ``<root>/ratio~R/seed~S``."""
+    return Path(root) / f"ratio~{ratio:g}" / f"seed~{seed}"
+
+
+def run_files(run_dirs: Iterable[str | Path], name: str) -> list[Path]:
+    """Every run's ``name`` file under the given (task, backbone) roots, in a stable order."""
+    return sorted(p for d in run_dirs for p in Path(d).glob(f"ratio~*/seed~*/{name}"))
+
+
+def write_run(root: str | Path, key: RunKey, entry: dict[str, Any]) -> Path:
+    """Write predictions.parquet and metrics.json for one (task, backbone, ratio, seed)."""
+    info = entry["info"]
+    out = run_dir(root, key.ratio, key.seed)
+    write_parquet(out / "predictions.parquet", entry["predictions"])
+    if entry.get("train_risk") is not None:
+        write_parquet(out / "train_risk.parquet", entry["train_risk"])
+    write_json(out / "metrics.json", {**info, "metrics": entry["metrics"], "folds": entry["folds"]})
+    return out
+
+
+def collect_predictions(run_dirs: Sequence[str | Path], name: str = "predictions.parquet") -> pd.DataFrame:
+    """Concatenate every run's predictions, each checked against the predictions contract."""
+    paths = run_files(run_dirs, name)
+    if not paths:
+        raise InputError(", ".join(map(str, run_dirs)), f"no {name} files found")
+    return read_predictions(paths)
+
+
+def collect_optional(run_dirs: Sequence[str | Path], name: str) -> pd.DataFrame | None:
+    """Concatenate a file some runs write (e.g. ``train_risk.parquet``); None when no run has it."""
+    paths = run_files(run_dirs, name)
+    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True) if paths else None
+
+
+# ----------------------------------------------------------------------------- planning
+def plan_folds(data: TaskData) -> list[Fold]:
+    """The task's subject-disjoint partitions: one hold-out fold or K CV folds."""
+    spec = data.spec
+    subjects = data.table.groupby("subject", sort=True).agg(split=("split", "first")).reset_index()
+    labels = data.subject_labels
+    if labels is not None:
+        subjects["strat"] = subjects["subject"].map(labels)
+    if spec.split.type == "cv":
+        return cv_folds(subjects, spec.split.n_splits, spec.split.seed, spec.split.val_fraction)
+    train, test = holdout_split(subjects, spec.split.test_fraction, spec.split.seed)
+    train, val = validation_split(train, labels, spec.split.val_fraction, spec.split.seed + 1)
+    fold = Fold(0, tuple(train), tuple(val), tuple(test))
+    fold.check()
+    return [fold]
+
+
+def training_subjects(spec: TaskSpec, manifest: pd.DataFrame) -> list[str]:
+    """Subjects the task never tests (in any fold): the only ones a pretraining corpus may share.
+
+    The task's folds depend only on labels and split settings, so they are planned here from the
+    manifest alone (no features); the fit step later re-plans the same folds and checks leakage.
+    """
+    from brainfm.tasks.data import assemble
+
+    if spec.unit == "image":
+        keys = manifest[["subject", "session", "modality"]].drop_duplicates()
+    else:
+        keys = manifest[["subject", "session"]].drop_duplicates()
+    keys = keys.reset_index(drop=True)
+    data = assemble(spec, keys, np.zeros((len(keys), 1), dtype=np.float32), manifest, source="manifest")
+    tested = {s for fold in plan_folds(data) for s in fold.test}
+    return sorted(set(manifest["subject"].astype(str)) - tested)
+
+
+def checked_folds(data: TaskData, pretrain_subjects: Iterable[str] | None) -> list[Fold]:
+    """:func:`plan_folds`, refusing any fold that tests a subject seen during pretraining."""
+    folds = plan_folds(data)
+    if pretrain_subjects is not None:
+        pre = set(map(str, pretrain_subjects))
+        for fold in folds:
+            check_against_pretraining(fold.test, pre, data.spec.name)
+    return folds
+
+
+def subject_rows(data: TaskData) -> dict[str, np.ndarray]:
+    """Row indices of ``data.table`` per subject (all visits / images of a subject together)."""
+    subj = data.table["subject"].to_numpy()
+    return pd.Series(np.arange(len(subj))).groupby(subj).apply(lambda s: s.to_numpy()).to_dict()
+
+
+def ratio_subsets(fold: Fold, labels: pd.Series | None, ratios: Iterable[float],
+                  seed: int) -> dict[float, list[str]]:
+    """Nested training subsets of ``fold`` per label ratio for one seed (one draw for every ratio)."""
+    return nested_ratio_subsets(fold.train, labels, ratios, seed=seed * 7919 + fold.fold)
+
+
+def head_seed(seed: int, fold: int) -> int:
+    """The initialisation/shuffling seed of the head of (seed, fold), shared by every ratio."""
+    return zlib.crc32(f"head:{seed}:{fold}".encode())
+
+
+def summarize_run(entry: dict[str, Any], key: RunKey, data: TaskData, backbone: str,
+                  **info: Any) -> dict[str, Any]:
+    """Turn a run's per-fold frames and records into ``predictions``, mean ``metrics`` and ``info``."""
+    spec = data.spec
+    frame = pd.concat(entry.pop("frames"), ignore_index=True)
+    for col, val in (("seed", key.seed), ("ratio", key.ratio), ("backbone", backbone), ("task", spec.name)):
+        frame.insert(0, col, val)
+    entry["predictions"] = frame
+    folds = entry["folds"]
+    entry["metrics"] = {k: float(v) for k, v in pd.DataFrame([f["metrics"] for f in folds]).mean().items()}
+    entry["info"] = {
+        "task": spec.name, "backbone": backbone, "ratio": key.ratio, "seed": key.seed,
+        "kind": spec.kind, "dataset": spec.dataset, "n_folds": len(folds),
+        **{n: int(sum(f[n] for f in folds) / len(folds)) for n in ("n_train", "n_val", "n_test")},
+        "excluded": data.excluded, **info,
+    }
+    return entry
+
+
+def pretraining_subjects(manifests: Sequence[str | Path]) -> set[str] | None:
+    """Subjects of the pretraining manifests a task's test subjects must avoid (None: no such corpus)."""
+    from brainfm.data.manifest import read_manifest
+
+    if not manifests:
+        return None
+    return {str(s) for p in manifests for s in read_manifest(p, check_files=False)["subject"]}
+
+
+def write_runs(out: str | Path, results: dict[RunKey, dict[str, Any]]) -> Path:
+    """Every (ratio, seed) run of a (task, backbone) cell into ``out``, which appears atomically."""
+    from brainfm.atomic import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        for key, entry in results.items():
+            write_run(tmp, key, entry)
+    return Path(out)
+
+
+def subset_dataset(dataset: Any, task: TaskSpec, manifest: str | Path, out: str | Path) -> pd.DataFrame:
+    """The ``subset_dataset`` step: the subjects of a task's dataset that the task never tests.
+
+    ``dataset`` is the subset's :class:`brainfm.config.DatasetSpec` (``source_dataset`` keeps only
+    rows pooled from one part of a union); the subset's manifest is written to ``out``.
+    """
+    from brainfm.data.manifest import read_manifest, subset_manifest, write_manifest
+
+    parent = read_manifest(manifest)
+    out = Path(out)
+    df = subset_manifest(parent, training_subjects(task, parent), out.parent, dataset.name,
+                         source_dataset=dataset.source_dataset)
+    write_manifest(out, df)
+    return df

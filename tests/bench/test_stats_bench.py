@@ -1,0 +1,35 @@
+"""The bootstrap benchmark: a complete JSON report, and timings that grow with the work."""
+
+from __future__ import annotations
+
+from bench_schema import MACHINE, NUMBER, check_schema, read_report
+
+from brainfm.bench import stats
+
+TIMING = {"n": int, "n_boot": int, "seconds_median": NUMBER, "seconds_min": NUMBER, "seconds_max": NUMBER,
+          "repeats": int}
+SCHEMA = {"benchmark": str, "machine": MACHINE,
+          "results": {"paired_bootstrap_macro_auc": {**TIMING, "n_classes": int},
+                      "paired_bootstrap_binary_auc": TIMING, "paired_bootstrap_cindex": TIMING,
+                      "paired_bootstrap_mae": TIMING}}
+
+
+def test_report_schema_and_ordered_timings(tmp_path):
+    report = stats.run(tmp_path, n=120, n_boot=40, repeats=2)
+    on_disk = read_report(tmp_path / "stats.json")
+    check_schema(on_disk, SCHEMA)
+    assert on_disk["results"] == report["results"]
+    for r in on_disk["results"].values():
+        assert r["repeats"] == 2 and 0 < r["seconds_min"] <= r["seconds_median"] <= r["seconds_max"]
+
+
+def test_fifty_times_more_resamples_take_longer(tmp_path):
+    few = stats.run(tmp_path / "few", n=300, n_boot=40, repeats=3)["results"]["paired_bootstrap_cindex"]
+    many = stats.run(tmp_path / "many", n=300, n_boot=2000, repeats=3)["results"]["paired_bootstrap_cindex"]
+    assert many["seconds_min"] > few["seconds_min"]
+
+
+def test_command_line_writes_into_the_output_directory(tmp_path, capsys):
+    assert stats.main(["--out", str(tmp_path), "--n", "60", "--n-boot", "10", "--repeats", "1"]) == 0
+    assert read_report(tmp_path / "stats.json")["results"]["paired_bootstrap_mae"]["n"] == 60
+    assert "paired_bootstrap_macro_auc: median" in capsys.readouterr().out

@@ -1,0 +1,41 @@
+"""The two report steps that only format: the headline table and the CKA figure."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from brainfm.atomic import write_parquet
+from brainfm.report.build import cka_figure, summary_table
+from brainfm.report.tables import format_estimate
+
+
+def test_summary_table_keeps_full_supervision_and_the_largest_k(tmp_path):
+    comparison = pd.DataFrame([dict(task="age", metric="mae", ratio=r, backbone=b, estimate=e, sd=0.5, ci_low=e - 1,
+                                    ci_high=e + 1, p_value=p)
+                               for r in (0.1, 1.0)
+                               for b, e, p in (("braindino", 5.0, np.nan), ("dinov3", 6.5, 0.003))])
+    knn = pd.DataFrame([dict(task="knn_t", k=k, backbone=b, accuracy=a, sd=0.02, ci_low=a - 0.05, ci_high=a + 0.05,
+                             p_holm=p)
+                        for k in (1, 20) for b, a, p in (("braindino", 0.8, np.nan), ("dinov3", 0.7, 0.2))])
+    write_parquet(tmp_path / "comparison.parquet", comparison)
+    write_parquet(tmp_path / "knn.parquet", knn)
+    out = summary_table([tmp_path / "comparison.parquet"], [tmp_path / "knn.parquet"], tmp_path / "summary.md",
+                        reference="braindino", labels={"dinov3": "DINOv3"})
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert [(r["task"], r["metric"], r["backbone"]) for r in rows] == [
+        ("age", "mae", "braindino"), ("age", "mae", "DINOv3"),
+        ("knn_t", "knn_accuracy@k=20", "braindino"), ("knn_t", "knn_accuracy@k=20", "DINOv3")]
+    assert rows[1]["estimate"] == format_estimate("mae", 6.5, 0.5, 5.5, 7.5) and rows[1]["p vs braindino"]
+    assert all(out.with_suffix(s).is_file() for s in (".md", ".csv", ".tex"))
+
+
+def test_cka_figure_writes_png_and_pdf_from_the_cohort_files(tmp_path):
+    files = []
+    for cohort in ("oasis", "adni"):
+        frame = pd.DataFrame([dict(backbone=b, reference="braindino", depth=d, cka=c)
+                              for b in ("dinov3", "bmmae") for d, c in (("early", 0.9), ("mid", 0.6), ("late", 0.4))])
+        files.append(tmp_path / f"cka_{cohort}.parquet")
+        write_parquet(files[-1], frame)
+    path = cka_figure(files, tmp_path / "cka.png", reference="braindino")
+    assert path.with_suffix(".png").stat().st_size > 0 and path.with_suffix(".pdf").is_file()

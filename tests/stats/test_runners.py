@@ -1,0 +1,133 @@
+"""The statistics steps end to end: run folders in, the same tidy frames as the table functions, files out."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_compare import BACKBONES, make_predictions
+
+from brainfm.atomic import write_parquet
+from brainfm.errors import InputError
+from brainfm.stats.comparison import compare_predictions
+from brainfm.stats.km import km_table
+from brainfm.stats.knn import knn_table
+from brainfm.stats.runners import finetune_table, km_stats, knn_stats, perturbation_stats, strata_stats, task_stats
+from brainfm.stats.strata import age_strata_table
+from brainfm.tasks.runs import run_dir
+
+N_BOOT = 60
+
+
+def write_runs(root, preds, extra=None):
+    """One ``<root>/<backbone>/ratio~R/seed~S/predictions.parquet`` per run, as the fit step writes them."""
+    dirs = []
+    for backbone, frame in preds.groupby("backbone", sort=True):
+        for (ratio, seed), run in frame.groupby(["ratio", "seed"]):
+            out = run_dir(root / backbone, ratio, seed)
+            write_parquet(out / "predictions.parquet", run.reset_index(drop=True))
+            if extra is not None:
+                write_parquet(out / "train_risk.parquet", extra[(extra.backbone == backbone) & (extra.ratio == ratio)
+                                                                & (extra.seed == seed)].reset_index(drop=True))
+        dirs.append(root / backbone)
+    return dirs
+
+
+def _paths(tmp_path, name):
+    return tmp_path / "stats", tmp_path / "tables" / f"{name}.md", tmp_path / "figures" / f"{name}.png"
+
+
+def _formats(table, figure):
+    return all(table.with_suffix(s).is_file() for s in (".md", ".csv", ".tex")) and \
+        all(figure.with_suffix(s).is_file() for s in (".png", ".pdf"))
+
+
+def test_task_stats_writes_the_comparison_of_the_runs(tmp_path):
+    preds = make_predictions("regression", seeds=(0, 1))
+    dirs = write_runs(tmp_path / "runs", preds)
+    out_dir, table, figure = _paths(tmp_path, "t_regression")
+    out = task_stats("t_regression", dirs, out_dir, table, figure, reference="braindino",
+                     description="brain age", n_boot=N_BOOT, seed=3, labels={"braindino": "BrainDINO"})
+    tidy = pd.read_parquet(out["comparison"])
+    expected = compare_predictions(preds, "braindino", n_boot=N_BOOT, seed=3)
+    pd.testing.assert_frame_equal(tidy, expected, check_like=True)
+    assert _formats(table, figure)
+    md = table.read_text()
+    assert "brain age" in md and "BrainDINO" in md
+
+
+def test_strata_stats_needs_the_task_edges(tmp_path):
+    preds = make_predictions("regression", ratios=(1.0,), n=80)
+    dirs = write_runs(tmp_path / "runs", preds)
+    out_dir, table, figure = _paths(tmp_path, "t_strata")
+    with pytest.raises(InputError, match="t_regression.*strata"):
+        strata_stats("t_regression", dirs, out_dir, table, figure, edges=None, reference="braindino")
+    edges = [50, 65, 80, np.inf]
+    path = strata_stats("t_regression", dirs, out_dir, table, figure, edges=edges, reference="braindino",
+                        n_boot=N_BOOT, seed=1)
+    expected = age_strata_table(preds, edges, "braindino", n_boot=N_BOOT, seed=1)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), expected, check_like=True)
+    assert set(pd.read_parquet(path)["stratum"]) == {"50–64", "65–79", "80+"} and _formats(table, figure)
+
+
+def test_km_stats_splits_at_the_training_risks_the_runs_wrote(tmp_path):
+    preds = make_predictions("survival", ratios=(1.0,))
+    rng = np.random.default_rng(1)
+    train = pd.DataFrame([dict(task="t_survival", backbone=b, ratio=1.0, seed=0, fold=0, risk=r)
+                          for b in BACKBONES for r in rng.normal(-6, 1, 50)])
+    dirs = write_runs(tmp_path / "runs", preds, extra=train)
+    out_dir, table, figure = _paths(tmp_path, "t_km")
+    path = km_stats("t_survival", dirs, out_dir, table, figure, reference="braindino")
+    stats = pd.read_parquet(path)
+    expected, _ = km_table(preds, train)
+    pd.testing.assert_frame_equal(stats, expected, check_like=True)
+    assert (stats.threshold_source == "train").all() and _formats(table, figure)
+
+
+def test_knn_stats_reads_every_backbone_file_and_names_a_bad_one(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    files = []
+    for b, acc in (("braindino", 0.8), ("dinov3", 0.6)):
+        frame = pd.concat([pd.DataFrame({"task": "knn_t", "backbone": b, "subject": [f"s{i}" for i in range(60)],
+                                         "session": "0", "y_true": y, "k": k, "y_pred": y,
+                                         "correct": (rng.random(60) < acc).astype(int)}) for k in (1, 5)])
+        files.append(tmp_path / f"{b}.parquet")
+        write_parquet(files[-1], frame)
+    out_dir, table, figure = _paths(tmp_path, "knn_t")
+    out = knn_stats("knn_t", files, out_dir, table, figure, reference="braindino", n_boot=N_BOOT, seed=2)
+    expected = knn_table(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True), "braindino",
+                         n_boot=N_BOOT, seed=2)
+    pd.testing.assert_frame_equal(pd.read_parquet(out["knn"]), expected)
+    assert _formats(table, figure)
+    bad = tmp_path / "junk.parquet"
+    bad.write_text("not parquet")
+    with pytest.raises(InputError, match="junk.parquet"):
+        knn_stats("knn_t", [files[0], bad], out_dir, table, figure, reference="braindino", n_boot=N_BOOT)
+
+
+def test_finetune_table_compares_only_the_runs_both_modes_have(tmp_path):
+    preds = make_predictions("classification", ratios=(0.1, 1.0), k=2)
+    frozen = write_runs(tmp_path / "frozen", preds[preds.backbone == "braindino"])[0]
+    tuned_preds = preds[(preds.backbone == "dinov3") & (preds.ratio == 1.0)]
+    tuned = write_runs(tmp_path / "tuned", tuned_preds)[0]
+    table = tmp_path / "finetune.md"
+    tidy = finetune_table([(frozen, tuned)], table, backbone="braindino", n_boot=N_BOOT,
+                          labels={"braindino": "BrainDINO"})
+    assert set(tidy.ratio) == {1.0} and set(tidy.backbone) == {"BrainDINO (frozen)", "BrainDINO (fine-tuned)"}
+    assert tidy.loc[~tidy.is_reference, "test"].item() == "paired bootstrap"
+    pd.testing.assert_frame_equal(pd.read_parquet(table.with_suffix(".parquet")), tidy)
+    empty = write_runs(tmp_path / "tuned_other", tuned_preds.assign(seed=7))[0]
+    with pytest.raises(InputError, match="no frozen run matches"):
+        finetune_table([(frozen, empty)], table, backbone="braindino", n_boot=N_BOOT)
+
+
+def test_perturbation_stats_tabulates_each_severity(tmp_path):
+    rows = [dict(task="t", backbone=b, metric="auc", perturbation=p, severity=s, value=v, err=0.01)
+            for b in ("braindino", "dinov3") for p, sev in (("gamma", (0.5, 1.0, 2.0)), ("noise", (0.0, 0.1)))
+            for s, v in zip(sev, (0.8, 0.75, 0.7))]
+    files = [tmp_path / "a.parquet"]
+    write_parquet(files[0], pd.DataFrame(rows))
+    table, figure = tmp_path / "perturbations.md", tmp_path / "perturbations.png"
+    perturbation_stats(files, table, figure, reference="braindino", labels={"dinov3": "DINOv3"})
+    wide = pd.read_csv(table.with_suffix(".csv"))
+    assert {"gamma 0.5", "gamma 1", "gamma 2", "noise 0", "noise 0.1"} <= set(wide.columns)
+    assert set(wide["backbone"]) == {"BrainDINO", "DINOv3"} and _formats(table, figure)
