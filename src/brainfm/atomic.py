@@ -117,11 +117,12 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, obj: Any, indent: int = 2) -> None:
     """Write JSON atomically; numpy scalars and arrays are converted to plain Python."""
     with atomic_open(path, "w") as fh:
-        json.dump(obj, fh, indent=indent, default=_json_default, sort_keys=False)
+        json.dump(obj, fh, indent=indent, default=json_default, sort_keys=False)
         fh.write("\n")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dump``'s ``default``: numpy scalars and arrays, paths."""
     import numpy as np
 
     if isinstance(obj, np.generic):

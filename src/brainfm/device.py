@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from brainfm.errors import ConfigError
 
-__all__ = ["DEVICES", "resolve_device"]
+__all__ = ["DEVICES", "resolve_device", "torch_threads"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -23,3 +26,26 @@ def resolve_device(name: str | None = "auto") -> str:
     if not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but no CUDA device is visible")
     return name
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None, *, blas: bool = False) -> Iterator[None]:
+    """Run a block with ``n`` torch threads (and, with ``blas``, ``n`` BLAS/OpenMP threads); restore after.
+
+    ``n`` of None or 0 leaves the thread counts as they are.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        if n and blas:
+            import threadpoolctl
+
+            with threadpoolctl.threadpool_limits(int(n)):
+                yield
+        else:
+            yield
+    finally:
+        torch.set_num_threads(old)

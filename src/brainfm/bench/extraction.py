@@ -19,7 +19,6 @@ Results go to ``<out_dir>/extraction.json``. Run: ``python -m brainfm.bench.extr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import statistics
 import time
@@ -32,6 +31,7 @@ from torch import nn
 
 from brainfm.atomic import write_json
 from brainfm.bench.measure import cpu_name, load_average, timings
+from brainfm.device import torch_threads
 from brainfm.features.extract import autocast_context, synchronize
 
 __all__ = ["run", "matmul_roofline", "count_flops", "analytic_vit_flops", "time_forward", "main"]
@@ -106,17 +106,6 @@ def time_forward(encoder: nn.Module, x: torch.Tensor, device: torch.device, amp_
         return timings(step, warmup, iters, sync=lambda: synchronize(device))
 
 
-@contextlib.contextmanager
-def _threads(n: int | None):
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _time_pipeline(arch: str, dtype: str, dev: torch.device, img_size: int, batch_size: int,
                    overrides: dict[str, Any] | None, n_volumes: int, results: list[dict[str, Any]]) -> dict[str, Any]:
     """Slices/s of extract_features end to end versus the bare forward rate of the same config."""
@@ -188,7 +177,7 @@ def run(out_dir: str | Path, *, device: str | None = None, threads: int | None =
         "what": "forward_features of a frozen slice encoder on a (batch, 3, img, img) batch, inference mode; "
                 "median seconds per batch",
     }
-    with _threads(threads if dev.type == "cpu" else None):
+    with torch_threads(threads if dev.type == "cpu" else None):
         report["threads"] = torch.get_num_threads()
         roof = {d: matmul_roofline(dev, n, _DTYPES[d], iters=roofline_iters) for d in dtypes}
         report["roofline"] = {d: {"n": r["n"], "gflops": _sig(r["gflops"]), "seconds": [_sig(t) for t in r["seconds"]]}

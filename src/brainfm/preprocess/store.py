@@ -59,9 +59,9 @@ def shard_name(i: int) -> str:
 
 def _jsonable(obj: Any) -> Any:
     """A JSON round trip, so tuples/numpy scalars compare equal to what meta.json holds."""
-    from brainfm.atomic import _json_default
+    from brainfm.atomic import json_default
 
-    return json.loads(json.dumps(obj, default=_json_default))
+    return json.loads(json.dumps(obj, default=json_default))
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:

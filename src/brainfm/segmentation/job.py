@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 
 from brainfm.atomic import atomic_dir, write_json, write_parquet
+from brainfm.device import torch_threads
 from brainfm.errors import ConfigError
 from brainfm.segmentation.benchmark import PreparedBenchmark, open_benchmark
 from brainfm.segmentation.network import NETWORK_CLASS, native_axes, parameter_counts
@@ -91,17 +92,6 @@ def job_configuration(plans: dict[str, Any], configuration: str, backbone: str, 
     return out, name
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -146,7 +136,7 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
     _seed_everything(int(seed))
     plans["continue_training"] = False
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp, _torch_threads(threads), \
+    with atomic_dir(out_dir) as tmp, torch_threads(threads), \
             nnunet_environment(bench.tree.with_results(tmp / "nnunet"), augmentation_workers=augmentation_workers):
         trainer = FrozenEncoderTrainer(plans, job_cfg, fold, bench.dataset_json(), device=dev)
         trainer.configure(settings, subset)
@@ -265,5 +255,5 @@ def predict_with_job(job_dir: str | Path, inputs: list[list[str]], outputs: list
 
     run = json.loads((Path(job_dir) / "run.json").read_text())
     mirroring = run["use_mirroring"] if use_mirroring is None else bool(use_mirroring)
-    with _torch_threads(threads), load_trained(job_dir, device) as trainer:
+    with torch_threads(threads), load_trained(job_dir, device) as trainer:
         predict_cases(trainer, inputs, outputs, use_mirroring=mirroring)

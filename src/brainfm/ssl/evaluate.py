@@ -7,7 +7,6 @@ runs the probe for the pretrained teacher and for the same architecture at its r
 initialisation (the weights the student started from): the "SSL learns" check.
 :func:`ssl_learning_evidence` does the whole thing on a phantom cohort (generate ->
 preprocess -> pretrain -> probe) and is what the slow test calls.
-:func:`benchmark_dino` measures training images/s of a configuration on this machine.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import torch
 from brainfm.errors import InputError
 
 __all__ = ["embed_volumes", "probe_scores", "probe_encoder", "compare_with_random_init",
-           "ssl_learning_evidence", "benchmark_dino"]
+           "ssl_learning_evidence"]
 
 log = logging.getLogger("brainfm.ssl")
 
@@ -221,25 +220,3 @@ def ssl_learning_evidence(work_dir: Path, params: dict[str, Any], *, pretrain_ge
     write_json(work_dir / "evidence.json", evidence)
     log.info("SSL evidence: %s", json.dumps(scores))
     return evidence
-
-
-def benchmark_dino(params: dict[str, Any], source, n_iters: int = 8, warmup: int = 2, device: str = "cpu"
-                   ) -> dict[str, float]:
-    """Training throughput of a DINO config: slices/s and s/iteration over ``n_iters`` timed iterations
-    (after ``warmup``), including data loading, forward, backward, optimizer and EMA steps."""
-    import tempfile
-
-    from brainfm.ssl.config import DinoConfig
-    from brainfm.ssl.dino import run_dino_stage
-    from brainfm.ssl.distributed import init_distributed
-
-    total = warmup + n_iters
-    cfg = DinoConfig.from_dict({**params, "iters": total, "warmup_iters": min(params.get("warmup_iters", 1), total),
-                                "checkpoint_every": 10**9, "log_every": 10**9})
-    env = init_distributed(device)
-    with tempfile.TemporaryDirectory() as tmp:
-        _, res = run_dino_stage(cfg, source, Path(tmp), env)
-    crops = 2 + cfg.n_local
-    return {"img_per_s": res.img_per_s, "s_per_iter": cfg.batch_size * env.world_size / res.img_per_s,
-            "crops_per_s": res.img_per_s * crops, "batch_size": cfg.batch_size, "iters_timed": n_iters,
-            "torch_threads": torch.get_num_threads()}

@@ -35,6 +35,7 @@ from brainfm.data.phantom.cohorts import PHANTOM_DATASETS, Options, SubjectSpec,
     stream
 from brainfm.data.phantom.render import render_session
 from brainfm.data.phantom.template import TEMPLATE_VERSION, Template, load_template
+from brainfm.device import torch_threads
 from brainfm.errors import ConfigError
 
 __all__ = ["generate_dataset", "sample_cohort", "assign_splits", "image_relpath", "mask_relpath", "BIDS_SUFFIX",
@@ -114,20 +115,6 @@ def _init_worker(voxel_size: float, cache_dir: str) -> None:
     torch.set_num_threads(1)
     _WORKER["limits"] = threadpoolctl.threadpool_limits(1)
     _WORKER["tpl"] = load_template(voxel_size, cache_dir)
-
-
-@contextlib.contextmanager
-def _single_thread() -> Any:
-    import threadpoolctl
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpoolctl.threadpool_limits(1):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _work(spec: SubjectSpec, out_dir: str, has_mask: bool) -> tuple[str, float]:
@@ -287,7 +274,7 @@ def generate_dataset(name: str, out_dir: str | Path, n_subjects: int, seed: int 
     if todo and n_jobs == 1:
         # one thread, as in the workers: BLAS/torch reductions then add up in one order, so the
         # voxels do not depend on n_jobs or on the machine's core count
-        with _single_thread():
+        with torch_threads(1, blas=True):
             for s in tqdm(todo, desc=name, disable=None if progress is None else not progress, unit="subj"):
                 seconds.append(render_subject(s, tpl, out_dir, info.has_mask))
     elif todo:

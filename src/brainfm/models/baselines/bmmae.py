@@ -58,8 +58,8 @@ from brainfm.models.baselines.common import (
     early_mid_late,
     nonzero_zscore,
     resize3d,
+    patch_grid,
     seeded,
-    size3,
 )
 from brainfm.models.checkpoint import Layout
 from brainfm.models.registry import register_encoder
@@ -159,10 +159,7 @@ class BMMAEEncoder(VolumeEncoder3D):
             raise ConfigError(f"BM-MAE tokenizers must be distinct and non-empty, got {list(tokenizers)}")
         self.modalities = _check_modalities(modalities, tokenizers)
         self.protocol = protocol
-        self.img_size = size3(img_size)
-        self.patch_size = int(patch_size)
-        if any(s % self.patch_size for s in self.img_size):
-            raise ConfigError(f"img_size {self.img_size} must be a multiple of patch_size {patch_size}")
+        self.img_size, self.patch_size = patch_grid(img_size, patch_size)
         try:
             with seeded(seed):
                 self.net = BMMAEViT(tokenizers=tokenizers, img_size=self.img_size, patch_size=self.patch_size,

@@ -73,6 +73,7 @@ from brainfm.models.baselines.common import (
     early_mid_late,
     minmax_scale,
     nonzero_zscore,
+    patch_grid,
     rebase_background,
     resize3d,
     seeded,
@@ -233,10 +234,7 @@ class BrainIACViT(VolumeEncoder3D):
         super().__init__(input_perm=perm, grid_axes=perm)
         self.pool = _check_choice(pool, ("first", "mean"), "pool")
         self.protocol = protocol
-        self.img_size = size3(img_size)
-        self.patch_size = int(patch_size)
-        if any(s % self.patch_size for s in self.img_size):
-            raise ConfigError(f"img_size {self.img_size} must be a multiple of patch_size {patch_size}")
+        self.img_size, self.patch_size = patch_grid(img_size, patch_size)
         try:
             with seeded(seed):
                 self.vit = monai_nets.ViT(in_channels=1, img_size=self.img_size, patch_size=self.patch_size,

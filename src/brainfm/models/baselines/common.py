@@ -94,6 +94,14 @@ def size3(value: int | Sequence[int], what: str = "img_size") -> tuple[int, int,
     return tuple(int(v) for v in vals)  # type: ignore[return-value]
 
 
+def patch_grid(img_size: int | Sequence[int], patch_size: int) -> tuple[tuple[int, int, int], int]:
+    """(img_size as 3 ints, patch_size) for a 3D ViT, refusing a size the patches do not tile."""
+    size, patch = size3(img_size), int(patch_size)
+    if any(s % patch for s in size):
+        raise ConfigError(f"img_size {size} must be a multiple of patch_size {patch_size}")
+    return size, patch
+
+
 class seeded:  # noqa: N801 - used as a context manager
     """Build modules under ``torch.manual_seed(seed)`` without touching the caller's global RNG."""
 
