@@ -1,4 +1,4 @@
-"""The bootstrap benchmark: a complete JSON report, and timings that grow with the work."""
+"""The bootstrap benchmark: a complete JSON report with ordered timings (speed itself is measured by `make bench`)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,6 @@ def test_report_schema_and_ordered_timings(tmp_path):
     assert on_disk["results"] == report["results"]
     for r in on_disk["results"].values():
         assert r["repeats"] == 2 and 0 < r["seconds_min"] <= r["seconds_median"] <= r["seconds_max"]
-
-
-def test_fifty_times_more_resamples_take_longer(tmp_path):
-    few = stats.run(tmp_path / "few", n=300, n_boot=40, repeats=3)["results"]["paired_bootstrap_cindex"]
-    many = stats.run(tmp_path / "many", n=300, n_boot=2000, repeats=3)["results"]["paired_bootstrap_cindex"]
-    assert many["seconds_min"] > few["seconds_min"]
 
 
 def test_command_line_writes_into_the_output_directory(tmp_path, capsys):
