@@ -24,8 +24,22 @@ def _planned_jobs(wf: Path) -> Counter:
     return Counter({rule: int(n) for rule, n in rows if rule != "total"})
 
 
-LOCAL_RULES = {"all", "cka_figure", "summary_table", "finetune_table", "perturbation_report"}
-GROUPS = {"heads": {"fit_heads", "knn_probe"}, "stats": {"task_stats", "knn_stats", "strata_stats", "km_stats"}}
+def _rule_blocks() -> dict[str, str]:
+    """Each rule's text in workflow/rules, by rule name."""
+    blocks = {}
+    for smk in (Path(__file__).resolve().parents[2] / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+            blocks[block.split(":", 1)[0].strip()] = block
+    return blocks
+
+
+# rules run on the submit host (`all` and those marked localrule) and rules grouped into shared allocations
+LOCAL_RULES = {"all"} | {name for name, block in _rule_blocks().items()
+                         if re.search(r"^\s+localrule:\s*True", block, flags=re.M)}
+GROUPS: dict[str, set[str]] = {}
+for _name, _block in _rule_blocks().items():
+    if _group := re.search(r"^\s+group:\s*\n?\s*\"(\w+)\"", _block, flags=re.M):
+        GROUPS.setdefault(_group.group(1), set()).add(_name)
 
 
 def _group_of(comment: str) -> str | None:
