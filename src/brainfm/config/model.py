@@ -67,7 +67,7 @@ class Config:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "config") -> Config:
-        v = validate(copy.deepcopy(dict(raw)), source=source)
+        v = validate(_with_registry_splits(copy.deepcopy(dict(raw))), source=source)
         layout = ResultsLayout(v["results"])
 
         def section(spec_cls: Any, key: str) -> Any:
@@ -105,7 +105,8 @@ class Config:
             unknown = [b for b in d.get("backbones", []) if b not in backbones]
             if unknown:
                 raise ConfigError(f"{source}: tasks.{n}.backbones: {unknown[0]!r} is not declared under backbones")
-            tasks[n] = TaskSpec.from_config(n, d, {"ratios": v["ratios"], "seeds": v["seeds"], "head": v["head"]},
+            tasks[n] = TaskSpec.from_config(n, d, {"ratios": v["ratios"], "seeds": v["seeds"], "head": v["head"],
+                                                "validation": v["validation"]},
                                             backbones=tuple(d.get("backbones") or backbones), source=source)
         for n, d in datasets.items():
             if d.source == "subset":
@@ -221,6 +222,56 @@ def _check_datasets(datasets: Mapping[str, DatasetSpec], v: Mapping[str, Any], s
             raise ConfigError(f"{source}: datasets.{n}: a union needs 'parts' (two datasets or more)")
         if d.source == "subset" and (d.of not in datasets or not d.train_of):
             raise ConfigError(f"{source}: datasets.{n}: a subset needs 'of' (a dataset) and 'train_of' (a task)")
+
+
+#: registry split keys a task inherits (the registry's ``stratify`` is the task's own ``stratify`` key)
+_REGISTRY_SPLIT_KEYS = ("type", "test_fraction", "n_test", "n_splits", "seed")
+
+
+def registry_split(dataset: str, datasets: Mapping[str, Any]) -> dict[str, Any]:
+    """The split rule of a dataset's registry entry (a union: its parts' common rule), as task split keys.
+
+    Phantom and subset datasets, entries without a holdout/cv rule, unions whose parts disagree
+    and names with no registry entry give ``{}`` (the schema's defaults then apply).
+    """
+    from brainfm.data.datasets.catalog import load_dataset_entry
+
+    d = datasets.get(dataset)
+    if not isinstance(d, Mapping):
+        return {}
+    if d.get("source") == "union":
+        rules = [registry_split(p, datasets) for p in d.get("parts") or ()]
+        return rules[0] if rules and all(r == rules[0] for r in rules) else {}
+    if d.get("source") not in ("local", "download"):
+        return {}
+    try:
+        entry = load_dataset_entry(d.get("registry") or dataset)
+    except ConfigError as exc:
+        if "no dataset registry entry" in str(exc) or "not found" in str(exc):
+            return {}
+        raise
+    if entry.split.get("type") not in ("holdout", "cv"):
+        return {}
+    return {k: entry.split[k] for k in _REGISTRY_SPLIT_KEYS if k in entry.split}
+
+
+def _with_registry_splits(raw: dict[str, Any]) -> dict[str, Any]:
+    """Fill each task's unset split keys from its dataset's registry entry (before schema defaults)."""
+    datasets = raw.get("datasets")
+    tasks = raw.get("tasks")
+    if not isinstance(datasets, Mapping) or not isinstance(tasks, Mapping):
+        return raw
+    for task in tasks.values():
+        if isinstance(task, dict) and isinstance(task.get("dataset"), str):
+            rule = registry_split(task["dataset"], datasets)
+            if rule:
+                own = dict(task.get("split") or {})
+                if own.get("type", rule["type"]) != rule["type"]:
+                    rule = {}  # the task chose another kind of split: none of the registry's keys apply
+                if "test_fraction" in own or "n_test" in own:
+                    rule = {k: v for k, v in rule.items() if k not in ("test_fraction", "n_test")}
+                task["split"] = {**rule, **own}
+    return raw
 
 
 def _cohort(name: str, datasets: Mapping[str, DatasetSpec]) -> str:

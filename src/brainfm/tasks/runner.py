@@ -74,7 +74,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
     extra_x, extra_y = [], []
     n_base = len(x)
     jobs: list[HeadJob] = []
-    meta: list[tuple[float, int, Fold]] = []
+    meta: list[tuple[float, int, Fold, int]] = []
     for fold in folds:
         val_rows = np.concatenate([rows_of[s] for s in fold.val]) if fold.val else np.empty(0, int)
         for seed in seeds:
@@ -88,7 +88,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
                     extra_y.append(sy)
                     train_rows = np.concatenate([train_rows, np.arange(start, start + len(sx))])
                 jobs.append(HeadJob(train_rows, val_rows, head_seed(seed, fold.fold)))
-                meta.append((float(ratio), int(seed), fold))
+                meta.append((float(ratio), int(seed), fold, len(subsets[float(ratio)])))
     if extra_x:
         x = np.concatenate([x, *extra_x])
         y = np.concatenate([y, *extra_y])
@@ -114,7 +114,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
                 for name, m in (eval_sets or {}).items()}
 
     results: dict[RunKey, dict[str, Any]] = {}
-    for h, (ratio, seed, fold) in enumerate(meta):
+    for h, (ratio, seed, fold, n_subjects) in enumerate(meta):
         test_rows = np.concatenate([rows_of[s] for s in fold.test])
         pred = prediction_frame(data, test_rows, out[h, test_rows], mean, std)
         pred.insert(0, "fold", fold.fold)
@@ -133,6 +133,8 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
         entry["folds"].append({
             "fold": fold.fold,
             "n_train": int(np.isin(jobs[h].train, np.arange(n_base)).sum()),
+            "n_train_subjects": int(n_subjects),
+            "n_test_subjects": len(fold.test),
             "n_train_synthetic": int((jobs[h].train >= n_base).sum()),
             "n_val": int(len(jobs[h].val)),
             "n_test": int(len(test_rows)),

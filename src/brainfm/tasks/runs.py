@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 __all__ = [
     "RunKey", "run_dir", "run_files", "write_run", "collect_predictions", "collect_optional",
     "plan_folds", "checked_folds", "training_subjects", "subject_rows", "ratio_subsets", "head_seed",
-    "summarize_run", "pretraining_subjects", "write_runs", "subset_dataset",
+    "summarize_run", "pretraining_subjects", "write_runs", "subset_dataset", "manifest_task_data",
+    "training_n", "paper_n", "collect_training_n",
 ]
 
 
@@ -99,11 +100,12 @@ def plan_folds(data: TaskData) -> list[Fold]:
     labels = data.subject_labels
     if labels is not None:
         subjects["strat"] = subjects["subject"].map(labels)
+    mode = spec.split.validation
     if spec.split.type == "cv":
-        return cv_folds(subjects, spec.split.n_splits, spec.split.seed, spec.split.val_fraction)
-    train, test = holdout_split(subjects, spec.split.test_fraction, spec.split.seed)
-    train, val = validation_split(train, labels, spec.split.val_fraction, spec.split.seed + 1)
-    fold = Fold(0, tuple(train), tuple(val), tuple(test))
+        return cv_folds(subjects, spec.split.n_splits, spec.split.seed, spec.split.val_fraction, mode)
+    train, test = holdout_split(subjects, spec.split.test_fraction, spec.split.seed, spec.split.n_test)
+    train, val = validation_split(train, labels, spec.split.val_fraction, spec.split.seed + 1, mode)
+    fold = Fold(0, tuple(train), tuple(val), tuple(test), mode == "separate")
     fold.check()
     return [fold]
 
@@ -114,6 +116,13 @@ def training_subjects(spec: TaskSpec, manifest: pd.DataFrame) -> list[str]:
     The task's folds depend only on labels and split settings, so they are planned here from the
     manifest alone (no features); the fit step later re-plans the same folds and checks leakage.
     """
+    data = manifest_task_data(spec, manifest)
+    tested = {s for fold in plan_folds(data) for s in fold.test}
+    return sorted(set(manifest["subject"].astype(str)) - tested)
+
+
+def manifest_task_data(spec: TaskSpec, manifest: pd.DataFrame) -> TaskData:
+    """The task's samples planned from the manifest alone (zero features): its selection and labels."""
     from brainfm.tasks.data import assemble
 
     if spec.unit == "image":
@@ -121,9 +130,43 @@ def training_subjects(spec: TaskSpec, manifest: pd.DataFrame) -> list[str]:
     else:
         keys = manifest[["subject", "session"]].drop_duplicates()
     keys = keys.reset_index(drop=True)
-    data = assemble(spec, keys, np.zeros((len(keys), 1), dtype=np.float32), manifest, source="manifest")
-    tested = {s for fold in plan_folds(data) for s in fold.test}
-    return sorted(set(manifest["subject"].astype(str)) - tested)
+    return assemble(spec, keys, np.zeros((len(keys), 1), dtype=np.float32), manifest, source="manifest")
+
+
+def paper_n(spec: TaskSpec, ratio: float) -> dict[str, int | None]:
+    """The paper's training n at ``ratio`` (``round(ratio * n)`` of its 100% count) and its test n."""
+    p = spec.paper_n or {}
+    train = p.get("train")
+    return {"paper_n_train": int(round(ratio * train)) if train else None, "paper_n_test": p.get("test")}
+
+
+def training_n(data: TaskData, ratios: Iterable[float] | None = None,
+               seeds: Iterable[int] | None = None) -> pd.DataFrame:
+    """Subjects (and samples) each (ratio, seed, fold) head trains, validates and tests on, beside the paper's n.
+
+    Planned exactly as :func:`brainfm.tasks.runner.run_grid` plans its heads (same folds, same
+    nested ratio subsets), so it can be computed from the manifest alone (:func:`manifest_task_data`).
+    """
+    spec = data.spec
+    ratios = tuple(spec.ratios if ratios is None else ratios)
+    seeds = tuple(spec.seeds if seeds is None else seeds)
+    rows_of = subject_rows(data)
+    labels = data.subject_labels
+    records = []
+    for fold in plan_folds(data):
+        for seed in seeds:
+            subsets = ratio_subsets(fold, labels, ratios, seed)
+            for ratio in ratios:
+                train = subsets[float(ratio)]
+                records.append({
+                    "task": spec.name, "ratio": float(ratio), "seed": int(seed), "fold": fold.fold,
+                    "validation": spec.split.validation,
+                    "n_train_subjects": len(train), "n_train": int(sum(len(rows_of[s]) for s in train)),
+                    "n_val_subjects": len(fold.val), "n_test_subjects": len(fold.test),
+                    "n_test": int(sum(len(rows_of[s]) for s in fold.test)),
+                    **paper_n(spec, float(ratio)),
+                })
+    return pd.DataFrame.from_records(records)
 
 
 def checked_folds(data: TaskData, pretrain_subjects: Iterable[str] | None) -> list[Fold]:
@@ -167,9 +210,32 @@ def summarize_run(entry: dict[str, Any], key: RunKey, data: TaskData, backbone: 
         "task": spec.name, "backbone": backbone, "ratio": key.ratio, "seed": key.seed,
         "kind": spec.kind, "dataset": spec.dataset, "n_folds": len(folds),
         **{n: int(sum(f[n] for f in folds) / len(folds)) for n in ("n_train", "n_val", "n_test")},
+        **{n: int(sum(f[n] for f in folds) / len(folds)) for n in ("n_train_subjects", "n_test_subjects")
+           if all(n in f for f in folds)},
+        "validation": spec.split.validation, **paper_n(spec, key.ratio),
         "excluded": data.excluded, **info,
     }
     return entry
+
+
+_N_COLUMNS = ("n_train_subjects", "paper_n_train", "n_train", "n_val", "n_test_subjects", "paper_n_test", "n_test")
+
+
+def collect_training_n(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
+    """Per (task, backbone, ratio, seed): the n each run's heads trained/tested on beside the paper's n.
+
+    Read from every run's ``metrics.json`` (runs written before these counts existed lack the
+    subject columns; they are left empty).
+    """
+    import json
+
+    records = []
+    for path in run_files(run_dirs, "metrics.json"):
+        info = json.loads(path.read_text())
+        records.append({k: info.get(k) for k in ("task", "backbone", "ratio", "seed", "validation", *_N_COLUMNS)})
+    if not records:
+        raise InputError(", ".join(map(str, run_dirs)), "no metrics.json files found")
+    return pd.DataFrame.from_records(records).sort_values(["task", "backbone", "ratio", "seed"], ignore_index=True)
 
 
 def pretraining_subjects(manifests: Sequence[str | Path]) -> set[str] | None:
