@@ -234,8 +234,6 @@ def registry_split(dataset: str, datasets: Mapping[str, Any]) -> dict[str, Any]:
     Phantom and subset datasets, entries without a holdout/cv rule, unions whose parts disagree
     and names with no registry entry give ``{}`` (the schema's defaults then apply).
     """
-    from brainfm.data.datasets.catalog import load_dataset_entry
-
     d = datasets.get(dataset)
     if not isinstance(d, Mapping):
         return {}
@@ -244,15 +242,35 @@ def registry_split(dataset: str, datasets: Mapping[str, Any]) -> dict[str, Any]:
         return rules[0] if rules and all(r == rules[0] for r in rules) else {}
     if d.get("source") not in ("local", "download"):
         return {}
-    try:
-        entry = load_dataset_entry(d.get("registry") or dataset)
-    except ConfigError as exc:
-        if "no dataset registry entry" in str(exc) or "not found" in str(exc):
-            return {}
-        raise
-    if entry.split.get("type") not in ("holdout", "cv"):
+    split = _entry_split(str(d.get("registry") or dataset))
+    if not isinstance(split, Mapping) or split.get("type") not in ("holdout", "cv"):
         return {}
-    return {k: entry.split[k] for k in _REGISTRY_SPLIT_KEYS if k in entry.split}
+    return {k: split[k] for k in _REGISTRY_SPLIT_KEYS if k in split}
+
+
+def _entry_split(name: str) -> Any:
+    """The ``split`` mapping of registry entry ``name`` (None when there is no such entry).
+
+    Searched in the order of :func:`brainfm.data.datasets.catalog.search_path` but read as plain
+    YAML: importing the catalog would import pandas, which loading a config must not (the entry
+    itself is validated by the step that builds the dataset's manifest).
+    """
+    import os
+
+    import brainfm
+
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        candidates = [path]
+    else:
+        dirs = [Path(x) for x in os.environ.get("BRAINFM_DATASETS", "").split(os.pathsep) if x]
+        dirs += [Path("config/datasets"), Path(brainfm.__file__).resolve().parent / "data" / "datasets" / "entries"]
+        candidates = [dd / f"{name}{suffix}" for dd in dirs for suffix in (".yaml", ".yml")]
+    for c in candidates:
+        if c.is_file():
+            entry = load_yaml(c.read_text())
+            return entry.get("split") if isinstance(entry, Mapping) else None
+    return None
 
 
 def _with_registry_splits(raw: dict[str, Any]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ __all__ = [
     "RunKey", "run_dir", "run_files", "write_run", "collect_predictions", "collect_optional",
     "plan_folds", "checked_folds", "training_subjects", "subject_rows", "ratio_subsets", "head_seed",
     "summarize_run", "pretraining_subjects", "write_runs", "subset_dataset", "manifest_task_data",
-    "training_n", "paper_n", "collect_training_n",
+    "training_n", "paper_n", "collect_training_n", "take_subset",
 ]
 
 
@@ -233,9 +233,11 @@ def collect_training_n(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
     for path in run_files(run_dirs, "metrics.json"):
         info = json.loads(path.read_text())
         records.append({k: info.get(k) for k in ("task", "backbone", "ratio", "seed", "validation", *_N_COLUMNS)})
+    columns = ["task", "backbone", "ratio", "seed", "validation", *_N_COLUMNS]
     if not records:
-        raise InputError(", ".join(map(str, run_dirs)), "no metrics.json files found")
-    return pd.DataFrame.from_records(records).sort_values(["task", "backbone", "ratio", "seed"], ignore_index=True)
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame.from_records(records, columns=columns).sort_values(["task", "backbone", "ratio", "seed"],
+                                                                           ignore_index=True)
 
 
 def pretraining_subjects(manifests: Sequence[str | Path]) -> set[str] | None:
@@ -269,5 +271,28 @@ def subset_dataset(dataset: Any, task: TaskSpec, manifest: str | Path, out: str 
     out = Path(out)
     df = subset_manifest(parent, training_subjects(task, parent), out.parent, dataset.name,
                          source_dataset=dataset.source_dataset)
+    if getattr(dataset, "take", None):
+        df = take_subset(df, dataset.take, dataset.name)
     write_manifest(out, df)
     return df
+
+
+def take_subset(df: pd.DataFrame, take: dict[str, Any], name: str) -> pd.DataFrame:
+    """A reproducible draw of ``take["n"]`` subjects (all their images) or volumes from a subset's rows.
+
+    The draw is a seeded permutation of the sorted subject ids (or of the rows sorted by subject,
+    session and modality), so it depends only on which training subjects are available.
+    """
+    n, unit, seed = int(take["n"]), take.get("unit", "subjects"), int(take.get("seed", 0))
+    rng = np.random.default_rng(seed)
+    if unit == "subjects":
+        subjects = np.array(sorted(df["subject"].astype(str).unique()))
+        if n > len(subjects):
+            raise InputError(name, f"take {n} subjects, but only {len(subjects)} training subjects are available")
+        chosen = set(subjects[rng.permutation(len(subjects))[:n]].tolist())
+        keep = df["subject"].astype(str).isin(chosen)
+        return df[keep].reset_index(drop=True)
+    ordered = df.sort_values(["subject", "session", "modality"], kind="stable").reset_index(drop=True)
+    if n > len(ordered):
+        raise InputError(name, f"take {n} volumes, but only {len(ordered)} training volumes are available")
+    return ordered.iloc[np.sort(rng.permutation(len(ordered))[:n])].reset_index(drop=True)
