@@ -65,3 +65,45 @@ def test_a_test_scan_in_the_pretraining_corpus_stops_the_run_naming_both_files(t
     with pytest.raises(LeakageError, match="UPENN-GBM-00042_T1.nii.gz == .*BraTS-GLI-00042-000-t1n.nii.gz"):
         check_scan_leakage(test, pre, "task survival_1y")
     check_scan_leakage(test, pre.iloc[1:], "task survival_1y")  # no shared scan: no error
+
+
+def test_scan_leakage_step_stops_a_run_whose_test_scan_is_in_another_collection(tmp_path, proto, make_dataset):
+    """Two collections hold the same scans under other names, dtype and axis order: the step names both files."""
+    import json
+
+    from brainfm.config import TaskSpec
+    from brainfm.preprocess.pipeline import preprocess_dataset
+    from brainfm.tasks.runs import scan_leakage
+
+    man = make_dataset(tmp_path / "task", n=6)
+    man["dx"] = [0, 1] * 3
+    man.drop(columns="mask_path").to_parquet(tmp_path / "task" / "manifest.parquet")
+    preprocess_dataset(man, tmp_path / "task", tmp_path / "pp_task", protocol=proto, products=("downstream",))
+    fresh = make_dataset(tmp_path / "other", n=3, seed=9)
+    fresh["dataset"] = "other"
+    preprocess_dataset(fresh, tmp_path / "other", tmp_path / "pp_other", protocol=proto, products=("pretrain",))
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    rows = []
+    for r in man.itertuples():  # every task scan re-saved elsewhere: int16 with a slope, x axis reversed
+        img = nib.load(tmp_path / "task" / r.path)
+        data, aff = np.asarray(img.dataobj, dtype=np.float64), img.affine.copy()
+        flipped = aff @ np.array([[-1, 0, 0, data.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+        _save(copies / f"GLI-{r.subject}.nii.gz", data[::-1], flipped, np.int16, slope=0.5)
+        rows.append({**r._asdict(), "dataset": "gli", "subject": f"GLI-{r.subject}", "path": f"GLI-{r.subject}.nii.gz"})
+    gli = pd.DataFrame(rows).drop(columns=["Index", "mask_path", "dx"])
+    preprocess_dataset(gli, copies, tmp_path / "pp_gli", protocol=proto, products=("pretrain",))
+
+    task = TaskSpec.from_config("dx", {"dataset": "task", "kind": "classification", "target": "dx", "classes": [0, 1],
+                                       "split": {"test_fraction": 0.34}})
+    out = tmp_path / "scan_leakage.json"
+    manifest = tmp_path / "task" / "manifest.parquet"
+    report = tmp_path / "pp_task" / "report.json"
+    record = scan_leakage(task, manifest, report, [tmp_path / "pp_other" / "report.json"], out)
+    assert json.loads(out.read_text()) == record and record["n_test_scans"] == 2 and record["matches"] == 0
+    out.unlink()
+    with pytest.raises(LeakageError, match=r"task dx: test scans identical to pretraining scans.*sub\d\.nii\.gz == "
+                                           r".*copies/GLI-sub\d\.nii\.gz"):
+        scan_leakage(task, manifest, report, [tmp_path / "pp_other" / "report.json",
+                                              tmp_path / "pp_gli" / "report.json"], out)
+    assert not out.exists()

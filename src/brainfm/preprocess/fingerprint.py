@@ -77,24 +77,32 @@ def decode_fingerprint(fp: str) -> np.ndarray:
     return np.frombuffer(bytes.fromhex("".join("0" + c for c in fp)), dtype=np.uint8)
 
 
-def match_fingerprints(a: pd.DataFrame, b: pd.DataFrame, chunk: int = 256) -> pd.DataFrame:
-    """Pairs of rows of ``a`` and ``b`` (frames with ``fingerprint`` and ``path``) holding the same scan."""
-    if a.empty or b.empty:
-        return pd.DataFrame(columns=["path_a", "path_b", "mean_levels", "far_cells"])
-    xa = np.stack([decode_fingerprint(f) for f in a["fingerprint"]]).astype(np.int16)
-    xb = np.stack([decode_fingerprint(f) for f in b["fingerprint"]]).astype(np.int16)
+def match_fingerprints(a: pd.DataFrame, b: pd.DataFrame, chunk: int = 8192) -> pd.DataFrame:
+    """Pairs of rows of ``a`` and ``b`` (frames with ``fingerprint`` and ``path``) holding the same scan.
+
+    Scales to a whole pretraining corpus: squared distances come from one matrix product per chunk
+    of ``b`` (a same-scan pair has a mean squared level difference below 1), and only those
+    candidates are checked against the exact criteria (:data:`MAX_MEAN_LEVELS`, :data:`MAX_FAR_CELLS`).
+    """
+    columns = ["path_a", "path_b", "mean_levels", "far_cells"]
     blank = "0" * GRID**3
+    a = a[a["fingerprint"] != blank]  # an empty volume says nothing
+    if a.empty or b.empty:
+        return pd.DataFrame(columns=columns)
+    xa = np.stack([decode_fingerprint(f) for f in a["fingerprint"]]).astype(np.float32)
+    na = (xa**2).sum(1)
     records = []
-    for start in range(0, len(xa), chunk):
-        diff = np.abs(xa[start:start + chunk, None, :] - xb[None, :, :])
-        mean = diff.mean(-1)
-        far = (diff > 1).mean(-1)
-        for i, j in zip(*np.nonzero((mean <= MAX_MEAN_LEVELS) & (far <= MAX_FAR_CELLS))):
-            if a["fingerprint"].iloc[start + i] == blank:
-                continue  # an empty volume says nothing
-            records.append({"path_a": str(a["path"].iloc[start + i]), "path_b": str(b["path"].iloc[j]),
-                            "mean_levels": float(mean[i, j]), "far_cells": float(far[i, j])})
-    return pd.DataFrame.from_records(records, columns=["path_a", "path_b", "mean_levels", "far_cells"])
+    for start in range(0, len(b), chunk):
+        part = b.iloc[start:start + chunk]
+        xb = np.stack([decode_fingerprint(f) for f in part["fingerprint"]]).astype(np.float32)
+        sq = (na[:, None] + (xb**2).sum(1)[None, :] - 2.0 * xa @ xb.T) / xa.shape[1]
+        for i, j in zip(*np.nonzero(sq <= 1.0)):
+            diff = np.abs(xa[i] - xb[j])
+            mean, far = float(diff.mean()), float((diff > 1).mean())
+            if mean <= MAX_MEAN_LEVELS and far <= MAX_FAR_CELLS:
+                records.append({"path_a": str(a["path"].iloc[i]), "path_b": str(part["path"].iloc[j]),
+                                "mean_levels": mean, "far_cells": far})
+    return pd.DataFrame.from_records(records, columns=columns)
 
 
 def check_scan_leakage(test_scans: pd.DataFrame, pretrain_scans: pd.DataFrame, what: str) -> None:

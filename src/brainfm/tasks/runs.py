@@ -47,7 +47,7 @@ __all__ = [
     "RunKey", "run_dir", "run_files", "write_run", "collect_predictions", "collect_optional",
     "plan_folds", "checked_folds", "training_subjects", "subject_rows", "ratio_subsets", "head_seed",
     "summarize_run", "pretraining_subjects", "write_runs", "subset_dataset", "manifest_task_data",
-    "training_n", "paper_n", "collect_training_n", "take_subset",
+    "training_n", "paper_n", "collect_training_n", "take_subset", "scan_leakage",
 ]
 
 
@@ -257,6 +257,39 @@ def write_runs(out: str | Path, results: dict[RunKey, dict[str, Any]]) -> Path:
         for key, entry in results.items():
             write_run(tmp, key, entry)
     return Path(out)
+
+
+def scan_leakage(task: TaskSpec, manifest: str | Path, fingerprints: str | Path,
+                 pretrain_fingerprints: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+    """The ``scan_leakage`` step: stop when a test scan of ``task`` is also a pretraining scan.
+
+    Subject ids cannot catch the same scan shared by two collections (BraTS2025-GLI-PRE and
+    BraTS2021 / UPENN-GBM / UCSF-PDGM), so the image fingerprints written by each dataset's
+    preprocess step are compared (:mod:`brainfm.preprocess.fingerprint`). ``fingerprints`` and
+    ``pretrain_fingerprints`` are fingerprint files or the preprocess ``report.json`` beside them.
+    Raises :class:`~brainfm.errors.LeakageError` naming both files; otherwise writes ``out``.
+    """
+    from brainfm.atomic import write_json
+    from brainfm.data.manifest import read_manifest
+    from brainfm.preprocess.fingerprint import check_scan_leakage, read_fingerprints
+
+    data = manifest_task_data(task, read_manifest(manifest, check_files=False))
+    tested = {s for fold in plan_folds(data) for s in fold.test}
+    own = read_fingerprints([_fingerprint_file(fingerprints)])
+    test_scans = own[own["subject"].astype(str).isin(tested)]
+    pre = read_fingerprints([_fingerprint_file(p) for p in pretrain_fingerprints])
+    check_scan_leakage(test_scans, pre, f"task {task.name}")
+    record = {"task": task.name, "n_test_subjects": len(tested), "n_test_scans": len(test_scans),
+              "n_pretrain_scans": len(pre), "matches": 0}
+    write_json(out, record)
+    return record
+
+
+def _fingerprint_file(path: str | Path) -> Path:
+    from brainfm.preprocess.fingerprint import FINGERPRINT_FILE
+
+    path = Path(path)
+    return path.with_name(FINGERPRINT_FILE) if path.name == "report.json" else path
 
 
 def subset_dataset(dataset: Any, task: TaskSpec, manifest: str | Path, out: str | Path) -> pd.DataFrame:
