@@ -108,6 +108,13 @@ class Config:
             tasks[n] = TaskSpec.from_config(n, d, {"ratios": v["ratios"], "seeds": v["seeds"], "head": v["head"],
                                                 "validation": v["validation"]},
                                             backbones=tuple(d.get("backbones") or backbones), source=source)
+        for n, t in tasks.items():
+            if t.split_from:
+                ref = tasks.get(t.split_from)
+                if ref is None or ref.dataset != t.dataset or ref.split_from or t.split_from == n:
+                    raise ConfigError(f"{source}: tasks.{n}.split_from: {t.split_from!r} must be another task on "
+                                      f"dataset {t.dataset!r} that has no split_from itself")
+                tasks[n] = replace(t, split_reference=ref.to_dict())
         for n, d in datasets.items():
             if d.source == "subset":
                 if d.train_of not in tasks:

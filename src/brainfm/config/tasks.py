@@ -98,6 +98,8 @@ class TaskSpec(Spec):
     backbones: tuple[str, ...]
     description: str
     paper_n: dict[str, int] | None = None
+    split_from: str | None = None
+    split_reference: dict[str, Any] | None = None  # the split_from task's spec, resolved by brainfm.config
 
     @classmethod
     def from_config(cls, name: str, section: Mapping[str, Any], inherited: Mapping[str, Any] | None = None, *,
@@ -139,6 +141,7 @@ class TaskSpec(Spec):
             ratios=tuple(float(r) for r in d["ratios"]), seeds=tuple(int(s) for s in d["seeds"]),
             strata=d["strata"], ks=tuple(int(k) for k in d["ks"]), backbones=tuple(d.get("backbones") or ()),
             description=d["description"], paper_n=dict(d["paper_n"]) if d.get("paper_n") else None,
+            split_from=d.get("split_from"), split_reference=d.get("split_reference"),
         )
 
     @property

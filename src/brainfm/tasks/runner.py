@@ -27,13 +27,20 @@ from brainfm.tasks.metrics import classification_metrics, regression_metrics, su
 from brainfm.tasks.runs import RunKey, checked_folds, head_seed, ratio_subsets, subject_rows, summarize_run
 from brainfm.tasks.train import FitResult, HeadConfig, HeadJob, train_head_bank
 
-__all__ = ["fit_heads", "head_config_for", "run_grid", "prediction_frame", "fold_metrics"]
+__all__ = ["fit_heads", "head_config_for", "run_grid", "prediction_frame", "fold_metrics", "training_targets",
+           "TARGET_UNIT_LOSSES"]
+
+#: losses whose parameters are in the units of the (transformed) target, e.g. the ATLAS Huber δ = 1
+#: in log1p-days (paper eq. 9): their targets are never z-scored, whatever ``standardize_target``
+TARGET_UNIT_LOSSES = frozenset({"atlas_mixed"})
+
 
 def head_config_for(data: TaskData) -> tuple[HeadConfig, bool]:
     """The task's head settings over the global defaults, and whether the regression target is z-scored."""
     spec = data.spec
     merged = spec.head.to_dict()  # the run's head merged with the task's overrides (brainfm.config)
-    standardize = bool(merged.pop("standardize_target")) and spec.kind == "regression"
+    standardize = (bool(merged.pop("standardize_target")) and spec.kind == "regression"
+                   and spec.loss not in TARGET_UNIT_LOSSES)
     cfg = HeadConfig.from_dict({**merged, "loss": spec.loss, "n_out": spec.n_out, "loss_kwargs": spec.loss_kwargs})
     if spec.kind == "survival" and merged.get("batch_size") is not None:
         # the partial likelihood needs whole risk sets: train Cox heads on the full training set
@@ -94,17 +101,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
         y = np.concatenate([y, *extra_y])
 
     xt = torch.from_numpy(np.ascontiguousarray(x))
-    yt = torch.from_numpy(np.ascontiguousarray(y))
-    mean = std = None
-    if standardize or spec.target_transform == "log1p":
-        yt = yt.clone()
-        if spec.target_transform == "log1p":
-            yt = torch.log1p(yt)
-        if standardize:
-            # z-score the target with the statistics of the largest training set so every head shares a scale
-            ref = np.unique(np.concatenate([j.train for j in jobs]))
-            mean, std = float(yt[ref].mean()), float(yt[ref].std().clamp(min=1e-6))
-            yt = (yt - mean) / std
+    yt, mean, std = training_targets(y, spec.target_transform, standardize, jobs)
 
     t0 = time.perf_counter()
     fit: FitResult = train_head_bank(xt, yt, jobs, cfg)
@@ -156,6 +153,26 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
             tr.insert(0, "task", spec.name)
             entry["train_risk"] = tr
     return results
+
+
+def training_targets(y: np.ndarray, transform: str, standardize: bool,
+                     jobs: Sequence[HeadJob]) -> tuple[torch.Tensor, float | None, float | None]:
+    """The targets the heads fit: ``log1p`` if the task says so, then (optionally) z-scored.
+
+    Returns ``(targets, mean, std)``; ``mean``/``std`` are None without z-scoring. The z-score uses
+    the statistics of the union of the heads' training rows so every head shares one scale.
+    """
+    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    mean = std = None
+    if standardize or transform == "log1p":
+        yt = yt.clone()
+        if transform == "log1p":
+            yt = torch.log1p(yt)
+        if standardize:
+            ref = np.unique(np.concatenate([j.train for j in jobs]))
+            mean, std = float(yt[ref].mean()), float(yt[ref].std().clamp(min=1e-6))
+            yt = (yt - mean) / std
+    return yt, mean, std
 
 
 def prediction_frame(data: TaskData, rows: np.ndarray, out: np.ndarray, mean: float | None,

@@ -96,6 +96,8 @@ def collect_optional(run_dirs: Sequence[str | Path], name: str) -> pd.DataFrame 
 def plan_folds(data: TaskData) -> list[Fold]:
     """The task's subject-disjoint partitions: one hold-out fold or K CV folds."""
     spec = data.spec
+    if spec.split_reference is not None:
+        return _folds_of_reference(data)
     subjects = data.table.groupby("subject", sort=True).agg(split=("split", "first")).reset_index()
     labels = data.subject_labels
     if labels is not None:
@@ -108,6 +110,24 @@ def plan_folds(data: TaskData) -> list[Fold]:
     fold = Fold(0, tuple(train), tuple(val), tuple(test), mode == "separate")
     fold.check()
     return [fold]
+
+
+def _folds_of_reference(data: TaskData) -> list[Fold]:
+    """The ``split_from`` task's folds restricted to this task's subjects (e.g. the Cox cohort in the binary split)."""
+    from brainfm.config import TaskSpec
+
+    if data.manifest is None:
+        raise InputError(data.spec.name, "split_from needs the manifest the task data was assembled from")
+    ref = TaskSpec.from_dict(data.spec.split_reference, source=f"tasks.{data.spec.name}.split_from")
+    mine = set(data.table["subject"].astype(str))
+    keep = lambda ids: tuple(s for s in ids if s in mine)  # noqa: E731
+    folds = [Fold(f.fold, keep(f.train), keep(f.val), keep(f.test), f.val_in_train)
+             for f in plan_folds(manifest_task_data(ref, data.manifest))]
+    outside = mine - {s for f in folds for s in (*f.train, *f.val, *f.test)}
+    if outside:
+        raise InputError(data.spec.name, f"{len(outside)} subject(s) are not in the cohort of task {ref.name} "
+                                         f"(split_from), e.g. {sorted(outside)[:3]}")
+    return folds
 
 
 def training_subjects(spec: TaskSpec, manifest: pd.DataFrame) -> list[str]:
@@ -123,14 +143,17 @@ def training_subjects(spec: TaskSpec, manifest: pd.DataFrame) -> list[str]:
 
 def manifest_task_data(spec: TaskSpec, manifest: pd.DataFrame) -> TaskData:
     """The task's samples planned from the manifest alone (zero features): its selection and labels."""
-    from brainfm.tasks.data import assemble
+    from brainfm.tasks.data import note_missing_modality, assemble, complete_sessions
 
+    n_missing = 0
     if spec.unit == "image":
-        keys = manifest[["subject", "session", "modality"]].drop_duplicates()
+        keys = manifest.loc[manifest["modality"].astype(str).isin(spec.modalities),
+                            ["subject", "session", "modality"]].drop_duplicates()
     else:
-        keys = manifest[["subject", "session"]].drop_duplicates()
+        keys, n_missing = complete_sessions(manifest, spec.modalities)
     keys = keys.reset_index(drop=True)
-    return assemble(spec, keys, np.zeros((len(keys), 1), dtype=np.float32), manifest, source="manifest")
+    data = assemble(spec, keys, np.zeros((len(keys), 1), dtype=np.float32), manifest, source="manifest")
+    return note_missing_modality(data, n_missing)
 
 
 def paper_n(spec: TaskSpec, ratio: float) -> dict[str, int | None]:
