@@ -141,6 +141,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
         })
     for key, entry in results.items():
         summarize_run(entry, key, data, backbone, head=cfg.__dict__ | {"standardize_target": standardize},
+                      target_scale={"mean": mean, "std": std},
                       trainable_params_per_head=fit.n_params_per_head, bank_size=len(jobs), bank_seconds=seconds)
         entry["eval"] = {name: pd.concat(v, ignore_index=True).assign(seed=key.seed)
                          for name, v in entry["eval"].items()}
@@ -153,6 +154,18 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
             tr.insert(0, "task", spec.name)
             entry["train_risk"] = tr
     return results
+
+
+def frozen_training_rows(data: TaskData, folds: Sequence[Fold]) -> np.ndarray:
+    """Every row some frozen head of the task trains on (all folds, the task's seeds and ratios).
+
+    The z-score of regression targets is taken over these rows (:func:`training_targets`), so the
+    fine-tuning runs, which draw from the same plan, scale targets exactly as the frozen heads do.
+    """
+    rows_of = subject_rows(data)
+    subjects = {s for fold in folds for seed in data.spec.seeds
+                for sub in ratio_subsets(fold, data.subject_labels, data.spec.ratios, seed).values() for s in sub}
+    return np.sort(np.concatenate([rows_of[s] for s in sorted(subjects)]))
 
 
 def training_targets(y: np.ndarray, transform: str, standardize: bool,
