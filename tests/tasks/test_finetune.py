@@ -145,7 +145,8 @@ def test_paper_finetuning_keeps_every_slice_and_the_frozen_target_scale(cohort):
     assert paper.train_slices is None and paper.slice_chunk
     store, manifest = cohort
     spec = TaskSpec.from_config("age", {"dataset": "toy", "kind": "regression", "target": "age"},
-                                {"ratios": [0.5, 1.0], "seeds": [0], "head": {**HEAD, "max_epochs": 3, "standardize_target": True}})
+                                {"ratios": [0.5, 1.0], "seeds": [0],
+                                 "head": {**HEAD, "max_epochs": 3, "standardize_target": True}})
     cfg = FinetuneSpec.from_dict(dict(ratios=(0.5,), seeds=(0,), batch_size=8, max_epochs=1, patience=1))
     tuned = finetune_grid(spec, store, manifest, _encoder, backbone="vit", cfg=cfg, progress=False)
     data, _ = volume_rows(spec, store.index, manifest)

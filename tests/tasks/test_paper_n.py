@@ -79,7 +79,8 @@ def test_split_rule_comes_from_the_registry_unless_the_task_sets_it(paper):
     assert paper.tasks["adni_3class"].split.n_splits == 5
     raw = paper.values["datasets"]
     assert registry_split("brain_age_cohort", raw) == {"type": "holdout", "test_fraction": 0.2, "seed": 0}
-    cfg = load_config({"datasets": {"oasis1": {"source": "download"}}, "backbones": {"braindino": {"encoder": "vit_random"}},
+    cfg = load_config({"datasets": {"oasis1": {"source": "download"}},
+                       "backbones": {"braindino": {"encoder": "vit_random"}},
                        "tasks": {"oasis": {"dataset": "oasis1", "kind": "classification", "target": "demented",
                                            "classes": [0, 1], "split": {"test_fraction": 0.3}}}})
     assert cfg.tasks["oasis"].split.test_fraction == pytest.approx(0.3)

@@ -57,7 +57,7 @@ def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, t
         numeric_only=True).round(1).reset_index()
     tables.write_table(wide, n_table, label=f"tab:{task}-n",
                        caption=f"{task}: subjects the heads trained and were tested on (mean over seeds and folds) "
-                               "beside the paper's n (Supp. Table 2 / text; the paper's n at a ratio is round(ratio x n))")
+                               "beside the paper's n (Supp. Table 2 / text; at a ratio: round(ratio x n))")
     return {"comparison": out, "table": Path(table_path), "figure": Path(figure_path), "training_n": n_out,
             "training_n_table": n_table}
 
