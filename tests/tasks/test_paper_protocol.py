@@ -113,3 +113,10 @@ def test_cox_cohort_is_the_binary_survival_cohort_with_one_365_day_boundary():
     # ... on the binary task's split
     fb, fc = plan_folds(b)[0], plan_folds(c)[0]
     assert set(fc.test) == set(fb.test) - no_event and set(fc.train) == set(fb.train) - no_event
+
+
+def test_paper_config_feeds_the_baselines_as_the_public_braindino_code():
+    cfg = load_config(ROOT / "config" / "paper.yaml")
+    for name in ("brainiac", "bmmae", "brainmvp"):
+        assert cfg.backbones[name].args["protocol"] == "braindino"
+    assert cfg.backbones["bmmae"].args["modalities"] == "auto"  # each sequence through its own tokenizer
