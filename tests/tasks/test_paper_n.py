@@ -85,3 +85,33 @@ def test_split_rule_comes_from_the_registry_unless_the_task_sets_it(paper):
                                            "classes": [0, 1], "split": {"test_fraction": 0.3}}}})
     assert cfg.tasks["oasis"].split.test_fraction == pytest.approx(0.3)
     assert cfg.tasks["oasis"].split.validation == "carve_out"  # the schema's default
+
+
+def test_pretraining_subsets_take_the_papers_counts_from_training_subjects_only(paper, tmp_path):
+    """853 of the 956 ABIDE training subjects; 200 BraTS2023-MEN volumes; a seeded, reproducible draw."""
+    from brainfm.data.manifest import write_manifest
+    from brainfm.tasks.runs import subset_dataset, training_subjects
+
+    size = 1196
+    man = _manifest("abide", size, COHORTS["abide"][1](size))
+    for p in man["path"]:
+        (tmp_path / "abide" / Path(p).name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "abide" / Path(p).name).touch()
+    man["path"] = [Path(p).name for p in man["path"]]
+    write_manifest(tmp_path / "abide" / "manifest.parquet", man)
+    spec, task = paper.datasets["abide_pretrain"], paper.tasks["abide"]
+    out = subset_dataset(spec, task, tmp_path / "abide" / "manifest.parquet", tmp_path / "pre" / "manifest.parquet")
+    again = subset_dataset(spec, task, tmp_path / "abide" / "manifest.parquet", tmp_path / "pre2" / "manifest.parquet")
+    train = set(training_subjects(task, man))
+    assert out["subject"].nunique() == 853 and set(out["subject"]) <= train and len(train) == 956
+    assert out["subject"].tolist() == again["subject"].tolist()
+
+    from brainfm.tasks.runs import take_subset
+
+    volumes = _manifest("brats2023_men", 100, {}, ("T1", "T1c", "T2", "FLAIR"))
+    take = paper.datasets["brats2023_men_pretrain"].take
+    drawn = take_subset(volumes, take, "brats2023_men_pretrain")
+    assert len(drawn) == 200 and drawn.equals(take_subset(volumes, take, "brats2023_men_pretrain"))
+    assert {paper.datasets[f"brats2023_{c}_pretrain"].take["n"] for c in ("ped", "ssa")} == {100, 120}
+    with pytest.raises(Exception, match="only 400 training volumes"):
+        take_subset(volumes, {**take, "n": 401}, "brats2023_men_pretrain")

@@ -177,7 +177,8 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
         pred.insert(0, "fold", fold.fold)
         entry = results.setdefault(RunKey(ratio, seed), {"frames": [], "folds": []})
         entry["frames"].append(pred)
-        entry["folds"].append({"fold": fold.fold, "n_train": int(len(train_rows)), "n_train_synthetic": 0,
+        entry["folds"].append({"fold": fold.fold, "n_train": int(len(train_rows)), "n_train_subjects": len(subset),
+                               "n_test_subjects": len(fold.test), "n_train_synthetic": 0,
                                "n_val": int(len(val_rows)), "n_test": int(len(test_rows)),
                                "seconds": round(time.perf_counter() - t0, 2), **info,
                                "metrics": fold_metrics(data, pred)})
