@@ -53,8 +53,11 @@ def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, t
     n_out, n_table = training_n_outputs(task, out_dir, table_path)
     n = collect_training_n(run_dirs)
     write_parquet(n_out, n)
-    wide = n.drop(columns=["seed"]).groupby(["task", "backbone", "ratio", "validation"], dropna=False).mean(
-        numeric_only=True).round(1).reset_index()
+    counts = [c for c in n.columns if c.startswith(("n_", "paper_n_"))]
+    n[counts] = n[counts].apply(pd.to_numeric, errors="coerce")
+    wide = n.drop(columns=["seed"]).groupby(["task", "backbone", "ratio", "validation"], dropna=False)[counts].mean(
+    ).round(1).reset_index()
+    wide[counts] = wide[counts].astype(object).where(wide[counts].notna(), "-")  # the paper gives no n
     tables.write_table(wide, n_table, label=f"tab:{task}-n",
                        caption=f"{task}: subjects the heads trained and were tested on (mean over seeds and folds) "
                                "beside the paper's n (Supp. Table 2 / text; at a ratio: round(ratio x n))")
