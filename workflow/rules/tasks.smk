@@ -39,8 +39,6 @@ rule scan_leakage:
         L.log("tasks", "{task}", "scan_leakage"),
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
-    group:
-        "heads"
     conda:
         "../../envs/brainfm.yaml"
     shell:
