@@ -115,3 +115,24 @@ def test_pretraining_subsets_take_the_papers_counts_from_training_subjects_only(
     assert {paper.datasets[f"brats2023_{c}_pretrain"].take["n"] for c in ("ped", "ssa")} == {100, 120}
     with pytest.raises(Exception, match="only 400 training volumes"):
         take_subset(volumes, {**take, "n": 401}, "brats2023_men_pretrain")
+
+
+def test_cox_cohort_has_the_papers_n_inside_the_binary_split(paper):
+    """UPENN-GBM: binary 482 / 121; the Cox cohort, filtered from that split, 414 / 106 (§4.3.4)."""
+    from brainfm.tasks.runs import plan_folds
+
+    n = 603
+    rng = np.random.default_rng(1)
+    days = np.where(np.arange(n) < 265, rng.uniform(30, 365, n), rng.uniform(366, 2000, n))
+    man = _manifest("upenn_gbm", n, {"survival_days": days, "event": np.ones(n)}, ("T1", "T1c", "T2", "FLAIR"))
+    binary = manifest_task_data(paper.tasks["survival_1y"], man)
+    fold = plan_folds(binary)[0]
+    assert (len(fold.train), len(fold.test)) == (482, 121)
+    # 68 training and 15 test patients without follow-up (no event status): out of the Cox cohort only
+    lost = set(sorted(fold.train)[:68]) | set(sorted(fold.test)[:15])
+    man.loc[man["subject"].isin(lost), "event"] = np.nan
+    cox = manifest_task_data(paper.tasks["survival_cox"], man)
+    n_cox = training_n(cox, ratios=(1.0,), seeds=(0,)).iloc[0]
+    assert (n_cox["n_train_subjects"], n_cox["n_test_subjects"]) == (414, 106) == (
+        n_cox["paper_n_train"], n_cox["paper_n_test"])
+    assert len(manifest_task_data(paper.tasks["survival_1y"], man).table) == n  # the binary cohort keeps them
