@@ -136,6 +136,13 @@ def cmd_fit_heads(a: argparse.Namespace) -> None:
     log.info("trained %d heads in %.2f s", sum(len(e["folds"]) for e in results.values()), time.perf_counter() - t0)
 
 
+def cmd_scan_leakage(a: argparse.Namespace) -> None:
+    from brainfm.tasks.runs import scan_leakage
+
+    record = scan_leakage(a.task, a.manifest, a.fingerprints, a.pretrain_fingerprints, a.out)
+    log.info("scan leakage %s: %s", a.task.name, json.dumps(record))
+
+
 def cmd_finetune(a: argparse.Namespace) -> None:
     from brainfm.device import resolve_device
     from brainfm.tasks.finetune import finetune
@@ -346,6 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backbone", required=True, help="backbone name (for the outputs)")
     leakage_arg(s)
     s.add_argument("--out", required=True, help="directory receiving ratio~R/seed~S/{predictions.parquet,metrics.json}")
+
+    s = step("scan-leakage", cmd_scan_leakage, "stop when a task's test scan is also a pretraining scan (fingerprints)")
+    task_arg(s)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--fingerprints", required=True, help="the task dataset's preprocess report.json or fingerprints")
+    s.add_argument("--pretrain-fingerprints", nargs="*", default=[],
+                   help="every pretraining dataset's preprocess report.json (or fingerprints.parquet)")
+    s.add_argument("--out", required=True, help="JSON record written when no test scan is a pretraining scan")
 
     s = step("finetune", cmd_finetune, "full fine-tuning of encoder + head over folds x ratios x seeds (Supp. Table 6)")
     task_arg(s)

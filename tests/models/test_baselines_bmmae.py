@@ -167,3 +167,33 @@ def test_full_size_key_layout_and_braindino_protocol() -> None:
     torch.testing.assert_close(dino.preprocess(vol),
                                torch.nn.functional.interpolate(vol[None, None], size=(32, 32, 32), mode="trilinear",
                                                                align_corners=False))
+
+
+def test_auto_modalities_feed_each_sequence_through_its_own_tokenizer(released, tmp_path):
+    """The paper config's BM-MAE: a FLAIR volume uses the flair tokenizer, a T1c volume the t1ce one."""
+    import numpy as np
+    import pandas as pd
+
+    from brainfm.features import extract_features
+
+    path, _ = released
+    g = torch.Generator().manual_seed(0)
+    vols = [torch.randn(16, 24, 24, generator=g).abs() for _ in range(2)]
+    items = [(m, v) for v in vols for m in ("T1", "T1c", "FLAIR")]
+
+    class Store:
+        index = pd.DataFrame({"subject": [f"s{i // 3}" for i in range(6)], "session": "0",
+                              "modality": [m for m, _ in items]})
+
+        def __getitem__(self, i):
+            return items[i][1].numpy()
+
+    auto = create_encoder("bmmae", weights=path, modalities="auto", **TINY)
+    got = extract_features(auto, Store(), tmp_path / "auto", volume_batch=4, progress=False).cls
+    for i, (m, v) in enumerate(items):
+        single = create_encoder("bmmae", weights=path, modalities=bmmae_key(m), **TINY)
+        with torch.no_grad():
+            ref = single.forward_features(single.preprocess(v))["cls"][0].numpy()
+        np.testing.assert_allclose(got[i], ref, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(got[0], got[2], atol=1e-4)  # same image, T1 vs FLAIR tokenizer
+    assert auto.config["modalities"] == "auto"

@@ -156,6 +156,10 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, monkeypatch, 
     rep = preprocess_dataset(man, tmp_path / "data", tmp_path / "out", protocol=proto)
     assert rep["n_resumed"] == 2 and rep["n_processed"] == 3
     assert_stores_equal(tmp_path / "out", tmp_path / "ref")
+    # one image fingerprint per volume, the same whether or not the run was interrupted
+    fps = pd.read_parquet(tmp_path / "out" / "fingerprints.parquet")
+    pd.testing.assert_frame_equal(fps, pd.read_parquet(tmp_path / "ref" / "fingerprints.parquet"))
+    assert len(fps) == len(man) == rep["fingerprints"]["n_items"] and fps["fingerprint"].nunique() == len(man)
 
 
 def test_partially_stored_volume_gets_only_its_missing_slices(tmp_path, monkeypatch, proto, make_dataset,

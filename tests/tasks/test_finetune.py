@@ -113,3 +113,44 @@ def test_dropout_head_trains_and_stays_deterministic(cohort):
     (key,) = a
     pd.testing.assert_frame_equal(a[key]["predictions"], b[key]["predictions"])
     assert a[key]["info"]["head"]["dropout"] == 0.3
+
+
+def test_checkpointed_slice_chunks_use_every_slice_with_the_same_gradients():
+    """Supp. Table 6 like for like: all slices of a volume, in checkpointed chunks, equal one full pass."""
+    from brainfm.tasks.finetune import _features
+
+    torch.manual_seed(0)
+    vols = [[torch.randn(DEPTH, SIZE, SIZE)], [torch.randn(DEPTH, SIZE, SIZE), torch.randn(DEPTH, SIZE, SIZE)]]
+    grads = []
+    for chunk in (None, 3):
+        enc = _encoder()
+        for p in enc.parameters():
+            p.requires_grad_(True)
+        out = _features(enc, vols, torch.device("cpu"), False, None, None, slice_chunk=chunk)
+        out.square().sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in enc.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    assert len(grads[0][1]) == len(grads[1][1]) > 0
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_paper_finetuning_keeps_every_slice_and_the_frozen_target_scale(cohort):
+    from pathlib import Path
+
+    from brainfm.config import load_config
+    from brainfm.tasks.runner import run_grid
+
+    paper = load_config(Path(__file__).resolve().parents[2] / "config" / "paper.yaml").finetune
+    assert paper.train_slices is None and paper.slice_chunk
+    store, manifest = cohort
+    spec = TaskSpec.from_config("age", {"dataset": "toy", "kind": "regression", "target": "age"},
+                                {"ratios": [0.5, 1.0], "seeds": [0],
+                                 "head": {**HEAD, "max_epochs": 3, "standardize_target": True}})
+    cfg = FinetuneSpec.from_dict(dict(ratios=(0.5,), seeds=(0,), batch_size=8, max_epochs=1, patience=1))
+    tuned = finetune_grid(spec, store, manifest, _encoder, backbone="vit", cfg=cfg, progress=False)
+    data, _ = volume_rows(spec, store.index, manifest)
+    frozen = run_grid(data, backbone="vit", ratios=spec.ratios, seeds=spec.seeds)
+    (scale,) = {tuple(e["info"]["target_scale"].values()) for e in tuned.values()}
+    assert scale[1] is not None
+    assert all(tuple(e["info"]["target_scale"].values()) == scale for e in frozen.values())

@@ -60,6 +60,16 @@ def task_inputs(wc):
         "features": L.features(wc.backbone, dataset),
         "manifest": L.manifest(dataset),
         "pretrain": CFG.pretrain_manifests_for(dataset),
+        "scan_leakage": L.scan_leakage(wc.task),
+    }
+
+
+def scan_leakage_inputs(wc):
+    dataset = CFG.tasks[wc.task].dataset
+    return {
+        "manifest": L.manifest(dataset),
+        "fingerprints": L.preprocess_report(dataset),
+        "pretrain": [L.preprocess_report(d) for d in CFG.pretrain_datasets()],
     }
 
 

@@ -24,6 +24,8 @@ rule task_stats:
             subcategory="{task}",
             labels={"task": "{task}", "kind": "metric vs label ratio"},
         ),
+        training_n=L.stats("{task}", "training_n.parquet"),
+        training_n_table=L.table("training_n_{task}"),
     log:
         L.log("stats", "{task}"),
     benchmark:

@@ -27,6 +27,25 @@ rule fit_heads:
         " --backbone {wildcards.backbone} --pretrain-manifests {input.pretrain} --out {output} > {log} 2>&1"
 
 
+rule scan_leakage:
+    """No test scan of a task may be a pretraining scan, whatever collection it came from (fingerprints)."""
+    wildcard_constraints:
+        task=_alt(list(CFG.tasks)),
+    input:
+        unpack(scan_leakage_inputs),
+    output:
+        L.scan_leakage("{task}"),
+    log:
+        L.log("tasks", "{task}", "scan_leakage"),
+    params:
+        task=lambda wc: CFG.tasks[wc.task].to_json(),
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm scan-leakage --task {params.task:q} --manifest {input.manifest} --fingerprints {input.fingerprints}"
+        " --pretrain-fingerprints {input.pretrain} --out {output} > {log} 2>&1"
+
+
 rule finetune:
     """Encoder and head trained jointly on the frozen protocol's folds and subsets (Supp. Table 6)."""
     wildcard_constraints:

@@ -31,6 +31,7 @@ class DatasetSpec(Spec):
     n_subjects: int | None = None
     cohort: str | None = None  # resolved by Config: subsets share their parent's cohort
     options: dict[str, Any] = field(default_factory=dict)
+    take: dict[str, Any] | None = None  # subset: {n, unit, seed}, a reproducible draw of the paper's count
 
     @classmethod
     def _build(cls, d: dict[str, Any], *, name: str | None, source: str, where: str) -> DatasetSpec:

@@ -65,6 +65,10 @@ class ResultsLayout:
     def runs(self, task: str, backbone: str) -> str:
         return self._p("tasks", task, backbone, "runs")
 
+    def scan_leakage(self, task: str) -> str:
+        """The record that no test scan of ``task`` is a pretraining scan (image fingerprints)."""
+        return self._p("tasks", task, "scan_leakage.json")
+
     def finetune_runs(self, task: str, backbone: str) -> str:
         return self._p("tasks", task, backbone, "finetune")
 

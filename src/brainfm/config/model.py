@@ -67,7 +67,7 @@ class Config:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "config") -> Config:
-        v = validate(copy.deepcopy(dict(raw)), source=source)
+        v = validate(_with_registry_splits(copy.deepcopy(dict(raw))), source=source)
         layout = ResultsLayout(v["results"])
 
         def section(spec_cls: Any, key: str) -> Any:
@@ -105,8 +105,16 @@ class Config:
             unknown = [b for b in d.get("backbones", []) if b not in backbones]
             if unknown:
                 raise ConfigError(f"{source}: tasks.{n}.backbones: {unknown[0]!r} is not declared under backbones")
-            tasks[n] = TaskSpec.from_config(n, d, {"ratios": v["ratios"], "seeds": v["seeds"], "head": v["head"]},
+            tasks[n] = TaskSpec.from_config(n, d, {"ratios": v["ratios"], "seeds": v["seeds"], "head": v["head"],
+                                                "validation": v["validation"]},
                                             backbones=tuple(d.get("backbones") or backbones), source=source)
+        for n, t in tasks.items():
+            if t.split_from:
+                ref = tasks.get(t.split_from)
+                if ref is None or ref.dataset != t.dataset or ref.split_from or t.split_from == n:
+                    raise ConfigError(f"{source}: tasks.{n}.split_from: {t.split_from!r} must be another task on "
+                                      f"dataset {t.dataset!r} that has no split_from itself")
+                tasks[n] = replace(t, split_reference=ref.to_dict())
         for n, d in datasets.items():
             if d.source == "subset":
                 if d.train_of not in tasks:
@@ -221,6 +229,74 @@ def _check_datasets(datasets: Mapping[str, DatasetSpec], v: Mapping[str, Any], s
             raise ConfigError(f"{source}: datasets.{n}: a union needs 'parts' (two datasets or more)")
         if d.source == "subset" and (d.of not in datasets or not d.train_of):
             raise ConfigError(f"{source}: datasets.{n}: a subset needs 'of' (a dataset) and 'train_of' (a task)")
+
+
+#: registry split keys a task inherits (the registry's ``stratify`` is the task's own ``stratify`` key)
+_REGISTRY_SPLIT_KEYS = ("type", "test_fraction", "n_test", "n_splits", "seed")
+
+
+def registry_split(dataset: str, datasets: Mapping[str, Any]) -> dict[str, Any]:
+    """The split rule of a dataset's registry entry (a union: its parts' common rule), as task split keys.
+
+    Phantom and subset datasets, entries without a holdout/cv rule, unions whose parts disagree
+    and names with no registry entry give ``{}`` (the schema's defaults then apply).
+    """
+    d = datasets.get(dataset)
+    if not isinstance(d, Mapping):
+        return {}
+    if d.get("source") == "union":
+        rules = [registry_split(p, datasets) for p in d.get("parts") or ()]
+        return rules[0] if rules and all(r == rules[0] for r in rules) else {}
+    if d.get("source") not in ("local", "download"):
+        return {}
+    split = _entry_split(str(d.get("registry") or dataset))
+    if not isinstance(split, Mapping) or split.get("type") not in ("holdout", "cv"):
+        return {}
+    return {k: split[k] for k in _REGISTRY_SPLIT_KEYS if k in split}
+
+
+def _entry_split(name: str) -> Any:
+    """The ``split`` mapping of registry entry ``name`` (None when there is no such entry).
+
+    Searched in the order of :func:`brainfm.data.datasets.catalog.search_path` but read as plain
+    YAML: importing the catalog would import pandas, which loading a config must not (the entry
+    itself is validated by the step that builds the dataset's manifest).
+    """
+    import os
+
+    import brainfm
+
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        candidates = [path]
+    else:
+        dirs = [Path(x) for x in os.environ.get("BRAINFM_DATASETS", "").split(os.pathsep) if x]
+        dirs += [Path("config/datasets"), Path(brainfm.__file__).resolve().parent / "data" / "datasets" / "entries"]
+        candidates = [dd / f"{name}{suffix}" for dd in dirs for suffix in (".yaml", ".yml")]
+    for c in candidates:
+        if c.is_file():
+            entry = load_yaml(c.read_text())
+            return entry.get("split") if isinstance(entry, Mapping) else None
+    return None
+
+
+def _with_registry_splits(raw: dict[str, Any]) -> dict[str, Any]:
+    """Fill each task's unset split keys from its dataset's registry entry (before schema defaults)."""
+    datasets = raw.get("datasets")
+    tasks = raw.get("tasks")
+    if not isinstance(datasets, Mapping) or not isinstance(tasks, Mapping):
+        return raw
+    for task in tasks.values():
+        if isinstance(task, dict) and isinstance(task.get("dataset"), str):
+            rule = registry_split(task["dataset"], datasets)
+            if rule:
+                own = dict(task.get("split") or {})
+                if own.get("type", rule["type"]) != rule["type"]:
+                    rule = {}  # the task chose another kind of split: none of the registry's keys apply
+                if "test_fraction" in own or "n_test" in own:
+                    rule = {k: v for k, v in rule.items() if k not in ("test_fraction", "n_test")}
+                task["split"] = {**rule, **own}
+    return raw
 
 
 def _cohort(name: str, datasets: Mapping[str, DatasetSpec]) -> str:

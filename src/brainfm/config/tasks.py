@@ -32,7 +32,8 @@ _DEFAULT_METRICS = {
 def run_defaults() -> dict[str, Any]:
     """The run-wide values a task inherits when a caller gives none (the schema's defaults)."""
     props = load_schema()["properties"]
-    return {"ratios": props["ratios"]["default"], "seeds": props["seeds"]["default"], "head": {}}
+    return {"ratios": props["ratios"]["default"], "seeds": props["seeds"]["default"], "head": {},
+            "validation": props["validation"]["default"]}
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class SplitSpec:
     n_splits: int
     val_fraction: float
     seed: int
+    validation: str  # "carve_out" | "separate" (brainfm.data.splits.validation_split)
+    n_test: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,17 @@ class TaskSpec(Spec):
     ks: tuple[int, ...]
     backbones: tuple[str, ...]
     description: str
+    paper_n: dict[str, int] | None = None
+    split_from: str | None = None
+    split_reference: dict[str, Any] | None = None  # the split_from task's spec, resolved by brainfm.config
 
     @classmethod
     def from_config(cls, name: str, section: Mapping[str, Any], inherited: Mapping[str, Any] | None = None, *,
                     backbones: tuple[str, ...] = (), source: str = "config") -> TaskSpec:
-        """A ``tasks.<name>`` section plus what it inherits: ``ratios``, ``seeds``, ``head`` (run-wide)."""
+        """A ``tasks.<name>`` section plus what it inherits: ``ratios``, ``seeds``, ``head``, ``validation``."""
         inherited = {**run_defaults(), **(inherited or {})}
         d = dict(section)
+        d["split"] = {"validation": inherited["validation"], **dict(d.get("split") or {})}
         d.setdefault("ratios", inherited["ratios"])
         d.setdefault("seeds", inherited["seeds"])
         d["head"] = {**validate(dict(inherited["head"]), definition="head", source=source, where="head"),
@@ -128,12 +135,13 @@ class TaskSpec(Spec):
             unit=d.get("unit", "image" if d["target"] == "modality" else "session"),
             target_transform=d["target_transform"], loss=d.get("loss") or _DEFAULT_LOSS[kind],
             loss_kwargs=dict(d["loss_kwargs"]), head=HeadSpec._build(head, name=None, source=source, where=where),
-            smote=bool(d["smote"]), split=SplitSpec(**d["split"]),
+            smote=bool(d["smote"]), split=SplitSpec(**{"validation": run_defaults()["validation"], **d["split"]}),
             stratify=d.get("stratify", d["target"] if kind in ("classification", "knn") else None),
             metrics=tuple(d.get("metrics") or _DEFAULT_METRICS[kind]),
             ratios=tuple(float(r) for r in d["ratios"]), seeds=tuple(int(s) for s in d["seeds"]),
             strata=d["strata"], ks=tuple(int(k) for k in d["ks"]), backbones=tuple(d.get("backbones") or ()),
-            description=d["description"],
+            description=d["description"], paper_n=dict(d["paper_n"]) if d.get("paper_n") else None,
+            split_from=d.get("split_from"), split_reference=d.get("split_reference"),
         )
 
     @property

@@ -25,6 +25,7 @@ __all__ = [
     "holdout_split",
     "cv_folds",
     "validation_split",
+    "VALIDATION_MODES",
     "nested_ratio_subsets",
     "check_against_pretraining",
     "stratum_labels",
@@ -33,16 +34,23 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Fold:
-    """One train/val/test partition of subject ids (plus the fold number for CV)."""
+    """One train/val/test partition of subject ids (plus the fold number for CV).
+
+    ``val_in_train`` marks the ``separate`` validation mode: the validation subjects are a fixed
+    draw that stays inside the counted training set (so the heads train on the paper's n), and
+    only train/test and validation/test must be disjoint.
+    """
 
     fold: int
     train: tuple[str, ...]
     val: tuple[str, ...]
     test: tuple[str, ...]
+    val_in_train: bool = False
 
     def check(self) -> None:
         check_disjoint(self.train, self.test, f"fold {self.fold}: train and test")
-        check_disjoint(self.train, self.val, f"fold {self.fold}: train and validation")
+        if not self.val_in_train:
+            check_disjoint(self.train, self.val, f"fold {self.fold}: train and validation")
         check_disjoint(self.val, self.test, f"fold {self.fold}: validation and test")
 
 
@@ -74,8 +82,13 @@ def _stratified_permutation(labels: np.ndarray | None, n: int, rng: np.random.Ge
     return np.argsort(keys, kind="stable")
 
 
-def holdout_split(subjects: pd.DataFrame, test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Split subjects into train/test, honouring a fixed ``split`` column where it is set."""
+def holdout_split(subjects: pd.DataFrame, test_fraction: float, seed: int,
+                  n_test: int | None = None) -> tuple[list[str], list[str]]:
+    """Split subjects into train/test, honouring a fixed ``split`` column where it is set.
+
+    ``n_test`` (a count, e.g. the paper's 240 ABIDE test subjects) replaces ``test_fraction`` of
+    the free subjects when given, so a cohort of the paper's size gets the paper's split sizes.
+    """
     fixed_train = subjects.loc[subjects["split"] == "train", "subject"].tolist()
     fixed_test = subjects.loc[subjects["split"] == "test", "subject"].tolist()
     free = subjects[~subjects["split"].isin(["train", "test"])]
@@ -83,19 +96,29 @@ def holdout_split(subjects: pd.DataFrame, test_fraction: float, seed: int) -> tu
         rng = np.random.default_rng(seed)
         labels = free["strat"].to_numpy() if "strat" in free.columns else None
         order = _stratified_permutation(labels, len(free), rng)
-        n_test = int(round(test_fraction * len(free)))
+        n_test = int(round(test_fraction * len(free))) if n_test is None else min(int(n_test), len(free) - 1)
         ids = free["subject"].to_numpy()[order]
         fixed_test += ids[:n_test].tolist()
         fixed_train += ids[n_test:].tolist()
     return sorted(fixed_train), sorted(fixed_test)
 
 
+VALIDATION_MODES = ("carve_out", "separate")
+
+
 def validation_split(train: Sequence[str], labels: pd.Series | None, fraction: float,
-                     seed: int) -> tuple[list[str], list[str]]:
-    """Carve a fixed, stratified validation set out of the training subjects.
+                     seed: int, mode: str = "carve_out") -> tuple[list[str], list[str]]:
+    """A fixed, stratified validation set drawn from the training subjects.
 
     It is drawn once per fold and kept constant across label ratios, as in the paper.
+    ``carve_out`` removes it from the training subjects (every ratio's n shrinks by it);
+    ``separate`` leaves the training subjects whole, so the counted training set at each ratio is
+    the paper's n. The paper's cohorts are exactly train + test (ABIDE 956 + 240 = 1196), so the
+    public code's separate ``valid.csv`` cannot be disjoint from both; ``separate`` keeps the test
+    set untouched and lets validation subjects also be training subjects.
     """
+    if mode not in VALIDATION_MODES:
+        raise ConfigError(f"validation mode {mode!r} is not one of {VALIDATION_MODES}")
     train = list(train)
     if fraction <= 0:
         return train, []
@@ -104,10 +127,12 @@ def validation_split(train: Sequence[str], labels: pd.Series | None, fraction: f
     order = _stratified_permutation(lab, len(train), rng)
     n_val = max(1, int(round(fraction * len(train))))
     ids = np.asarray(train)[order]
-    return sorted(ids[n_val:].tolist()), sorted(ids[:n_val].tolist())
+    kept = ids if mode == "separate" else ids[n_val:]
+    return sorted(kept.tolist()), sorted(ids[:n_val].tolist())
 
 
-def cv_folds(subjects: pd.DataFrame, n_splits: int, seed: int, val_fraction: float) -> list[Fold]:
+def cv_folds(subjects: pd.DataFrame, n_splits: int, seed: int, val_fraction: float,
+             validation: str = "carve_out") -> list[Fold]:
     """Subject-disjoint stratified K-fold (all visits of a subject in one fold)."""
     labels = subjects["strat"].astype(str).to_numpy() if "strat" in subjects.columns else np.zeros(len(subjects))
     ids = subjects["subject"].to_numpy()
@@ -115,8 +140,8 @@ def cv_folds(subjects: pd.DataFrame, n_splits: int, seed: int, val_fraction: flo
     folds = []
     strat = subjects.set_index("subject")["strat"] if "strat" in subjects.columns else None
     for k, (tr, te) in enumerate(splitter.split(ids, labels, groups=ids)):
-        train, val = validation_split(ids[tr], strat, val_fraction, seed + 1000 + k)
-        fold = Fold(k, tuple(train), tuple(val), tuple(sorted(ids[te])))
+        train, val = validation_split(ids[tr], strat, val_fraction, seed + 1000 + k, validation)
+        fold = Fold(k, tuple(train), tuple(val), tuple(sorted(ids[te])), validation == "separate")
         fold.check()
         folds.append(fold)
     return folds

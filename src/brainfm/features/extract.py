@@ -382,7 +382,20 @@ def _run_3d(encoder: Encoder, volumes: Iterator[tuple[int, torch.Tensor]], dev: 
         bar.update(len(rows))
         batch.clear()
 
+    # an encoder with one input layer per MRI sequence (BM-MAE's tokenizers) is told each volume's
+    # modality; a batch never mixes modalities
+    per_modality = bool(getattr(encoder, "per_modality", False))
+    if per_modality and "modality" not in index.columns:
+        raise InputError(source, f"{type(encoder).__name__} picks its input layer by modality; the store has none")
+    current = None
     for j, vol in volumes:
+        if per_modality:
+            modality = str(index.at[j, "modality"])
+            if modality != current:
+                if batch:
+                    run()
+                encoder.use_modality(modality)
+                current = modality
         stats["slices_per_volume"].add(int(vol.shape[0]))
         stats["total_slices"] += int(vol.shape[0])
         x = encoder.preprocess(vol.to(dev, non_blocking=True))

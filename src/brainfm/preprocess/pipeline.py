@@ -9,6 +9,8 @@ optional test-time perturbation (:mod:`brainfm.perturb`), skull stripping, the p
                                  has a ``mask_path`` column and the downstream product is asked
 * ``out_dir/pretrain/``          slice store, items (cube, cube), ``slice_index`` and ``blank`` keys
 * ``out_dir/quarantine.csv``     inputs that failed validation, with the reason (the run continues)
+* ``out_dir/fingerprints.parquet`` one image fingerprint per volume (:mod:`brainfm.preprocess.fingerprint`),
+                                 computed on the loaded scan before any perturbation, for leakage checks
 * ``out_dir/report.json``        counts, timings, protocol; written last (the workflow's sentinel)
 
 Rows are written in manifest order whatever ``n_jobs`` (results are consumed in order from a
@@ -40,6 +42,7 @@ from brainfm.config import PRODUCTS, PerturbationSetting, ProtocolSpec, canonica
 from brainfm.data.nifti import Volume, load_mask, load_volume
 from brainfm.device import resolve_device
 from brainfm.errors import ConfigError, InputError, ManifestError
+from brainfm.preprocess.fingerprint import FINGERPRINT_FILE, image_fingerprint
 from brainfm.preprocess.skullstrip import STRIPPERS, get_skull_stripper, skull_strip
 from brainfm.preprocess.slices import blank_flags, sample_slice_indices, stable_seed, volume_rng
 from brainfm.preprocess.store import ShardWriter
@@ -157,6 +160,7 @@ def _run_row(task: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         vol = load_volume(task["path"])
+        fingerprint = image_fingerprint(vol.data)
         label = None
         if task.get("mask_path"):
             label = load_mask(task["mask_path"], like=vol)
@@ -179,7 +183,7 @@ def _run_row(task: dict[str, Any]) -> dict[str, Any]:
             res[name] = np.clip(res[name], -65504, 65504).astype(np.float16)
     if "label" in res:
         res["label"] = res["label"].astype(np.uint8 if res["label"].max() <= 255 else np.int32)
-    return {"ok": True, "key": key, "path": task["path"], "result": res}
+    return {"ok": True, "key": key, "path": task["path"], "result": res, "fingerprint": fingerprint}
 
 
 # ---------------------------------------------------------------------------- driver
@@ -285,6 +289,11 @@ def preprocess_dataset(manifest: pd.DataFrame, root: str | Path, out_dir: str | 
                       "perturbation": None if pert is None else {**pert, "seed": stable_seed("perturb", pert["seed"],
                                                                                              *key)}})
 
+    fp_path = out_dir / FINGERPRINT_FILE
+    fingerprints: dict[tuple[str, ...], tuple[str, str]] = {}
+    if fp_path.is_file():  # a resumed run keeps the fingerprints of the volumes it already stored
+        for r in pd.read_parquet(fp_path).itertuples(index=False):
+            fingerprints[tuple(str(getattr(r, c)) for c in KEY_COLUMNS)] = (str(r.path), str(r.fingerprint))
     quarantine: list[dict[str, Any]] = []
     seconds: list[float] = []
     timing: dict[str, float] = {}
@@ -300,6 +309,7 @@ def preprocess_dataset(manifest: pd.DataFrame, root: str | Path, out_dir: str | 
             log.warning("quarantined: %s", res["reason"])
             return
         r = res["result"]
+        fingerprints[key] = (res["path"], res["fingerprint"])
         seconds.append(r["seconds"])
         for k, v in r["timing"].items():
             timing[k] = timing.get(k, 0.0) + v
@@ -349,6 +359,15 @@ def preprocess_dataset(manifest: pd.DataFrame, root: str | Path, out_dir: str | 
     finally:
         bar.close()
         _write_quarantine(out_dir / "quarantine.csv", quarantine)
+        _write_fingerprints(fp_path, fingerprints, keys)
+
+    stale = [i for i, k in enumerate(keys) if k not in fingerprints and
+             k not in {tuple(q[c] for c in KEY_COLUMNS) for q in quarantine}]
+    if stale:  # stored by a run that predates fingerprints: read those scans once more
+        for i in stale:
+            path = _abs_path(root, rows.iloc[i]["path"])
+            fingerprints[keys[i]] = (path, image_fingerprint(load_volume(path).data))
+        _write_fingerprints(fp_path, fingerprints, keys)
 
     stores = {name: {"path": name, "n_items": wr.n_items, "item_shape": list(wr.item_shape)}
               for name, wr in writers.items()}
@@ -372,6 +391,7 @@ def preprocess_dataset(manifest: pd.DataFrame, root: str | Path, out_dir: str | 
         "stores": stores,
         "n_slices_sampled": n_slices,
         "n_blank_slices": n_blank,
+        "fingerprints": {"path": FINGERPRINT_FILE, "n_items": sum(k in fingerprints for k in keys)},
         "n_jobs": int(n_jobs),
         "seconds": total,
         "seconds_per_volume": float(np.mean(seconds)) if seconds else None,
@@ -379,6 +399,16 @@ def preprocess_dataset(manifest: pd.DataFrame, root: str | Path, out_dir: str | 
     }
     write_json(out_dir / "report.json", report)
     return report
+
+
+def _write_fingerprints(path: Path, fingerprints: Mapping[tuple[str, ...], tuple[str, str]],
+                        keys: Sequence[tuple[str, ...]]) -> None:
+    """The fingerprints of this manifest's volumes, in manifest order (atomically)."""
+    from brainfm.atomic import write_parquet
+
+    records = [{**dict(zip(KEY_COLUMNS, k)), "path": fingerprints[k][0], "fingerprint": fingerprints[k][1]}
+               for k in keys if k in fingerprints]
+    write_parquet(path, pd.DataFrame.from_records(records, columns=[*KEY_COLUMNS, "path", "fingerprint"]))
 
 
 def _write_quarantine(path: Path, records: list[dict[str, Any]]) -> None:

@@ -32,7 +32,7 @@ from brainfm.stats.comparison import compare_predictions
 from brainfm.stats.km import km_table
 from brainfm.stats.knn import knn_table
 from brainfm.stats.strata import age_strata_table
-from brainfm.tasks.runs import collect_optional, collect_predictions
+from brainfm.tasks.runs import collect_optional, collect_predictions, collect_training_n
 
 __all__ = ["task_stats", "knn_stats", "strata_stats", "km_stats", "finetune_table", "perturbation_stats"]
 
@@ -50,7 +50,24 @@ def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, t
                        caption=f"{task}: {description or task}. Estimates per label ratio vs {reference}.",
                        label=f"tab:{task}")
     figures.metric_vs_ratio(tidy, figure_path, reference=reference, labels=labels, suptitle=description or None)
-    return {"comparison": out, "table": Path(table_path), "figure": Path(figure_path)}
+    n_out, n_table = training_n_outputs(task, out_dir, table_path)
+    n = collect_training_n(run_dirs)
+    write_parquet(n_out, n)
+    counts = [c for c in n.columns if c.startswith(("n_", "paper_n_"))]
+    n[counts] = n[counts].apply(pd.to_numeric, errors="coerce")
+    wide = n.drop(columns=["seed"]).groupby(["task", "backbone", "ratio", "validation"], dropna=False)[counts].mean(
+    ).round(1).reset_index()
+    wide[counts] = wide[counts].astype(object).where(wide[counts].notna(), "-")  # the paper gives no n
+    tables.write_table(wide, n_table, label=f"tab:{task}-n",
+                       caption=f"{task}: subjects the heads trained and were tested on (mean over seeds and folds) "
+                               "beside the paper's n (Supp. Table 2 / text; at a ratio: round(ratio x n))")
+    return {"comparison": out, "table": Path(table_path), "figure": Path(figure_path), "training_n": n_out,
+            "training_n_table": n_table}
+
+
+def training_n_outputs(task: str, out_dir: str | Path, table_path: str | Path) -> tuple[Path, Path]:
+    """Where ``task_stats`` writes the training-n parquet (beside comparison.parquet) and table (beside the task's)."""
+    return Path(out_dir) / "training_n.parquet", Path(table_path).with_name(f"training_n_{task}.md")
 
 
 def knn_stats(task: str, knn_files: Sequence[str | Path], out_dir: str | Path, table_path: str | Path,

@@ -16,7 +16,7 @@ import pandas as pd
 from brainfm.errors import ConfigError, ManifestError
 from brainfm.config import TaskSpec
 
-__all__ = ["TaskData", "build_task_data", "session_labels"]
+__all__ = ["TaskData", "build_task_data", "session_labels", "complete_sessions", "note_missing_modality"]
 
 
 @dataclass
@@ -26,6 +26,7 @@ class TaskData:
     x: np.ndarray  # (N, D) float32
     y: np.ndarray  # (N,) class index / regression target, or (N, 2) time and event
     excluded: dict[str, int] = field(default_factory=dict)
+    manifest: pd.DataFrame | None = None  # the labels it was assembled from (a split_from task re-plans on it)
 
     @property
     def subject_labels(self) -> pd.Series | None:
@@ -61,8 +62,29 @@ def build_task_data(spec: TaskSpec, features, manifest: pd.DataFrame) -> TaskDat
         keys = index.loc[chosen, ["subject", "session", "modality"]].reset_index(drop=True)
         x = np.asarray(matrix)[chosen]
     else:
-        keys, x = fuse_modalities(features.index, matrix, spec.modalities)
-    return assemble(spec, keys, x, manifest, source=f"features {features.path}")
+        # the paper keeps only cases with every modality a task fuses (e.g. UPENN-GBM Cox: all four):
+        # a session lacking one is dropped and counted, not an error
+        keys, x = fuse_modalities(features.index, matrix, spec.modalities, on_missing="drop")
+    data = assemble(spec, keys, x, manifest, source=f"features {features.path}")
+    return note_missing_modality(data, int(keys.attrs.get("n_dropped", 0)))
+
+
+def complete_sessions(manifest: pd.DataFrame, modalities: tuple[str, ...]) -> tuple[pd.DataFrame, int]:
+    """The (subject, session) keys of ``manifest`` holding every one of ``modalities``, and how many lack one."""
+    sessions = manifest[["subject", "session"]].astype(str).drop_duplicates().reset_index(drop=True)
+    rows = manifest[manifest["modality"].astype(str).isin(set(modalities))]
+    have = rows.assign(subject=rows["subject"].astype(str), session=rows["session"].astype(str)).groupby(
+        ["subject", "session"])["modality"].nunique()
+    full = set(have[have == len(set(modalities))].index)
+    keep = [(s, e) in full for s, e in zip(sessions["subject"], sessions["session"])]
+    return sessions[keep].reset_index(drop=True), int(len(sessions) - sum(keep))
+
+
+def note_missing_modality(data: TaskData, n: int) -> TaskData:
+    """Record ``n`` sessions dropped for lacking a modality in ``data.excluded`` (written to metrics.json)."""
+    if n:
+        data.excluded = {"missing_modality": n, **data.excluded}
+    return data
 
 
 def assemble(spec: TaskSpec, keys: pd.DataFrame, x: np.ndarray, manifest: pd.DataFrame,
@@ -132,7 +154,7 @@ def assemble(spec: TaskSpec, keys: pd.DataFrame, x: np.ndarray, manifest: pd.Dat
     if len(table) == 0:
         raise ConfigError(f"task {spec.name}: no samples left after selection ({excluded})")
     table["y"] = y if y.ndim == 1 else y[:, 0]
-    return TaskData(spec, table, x, y, {k: v for k, v in excluded.items() if v})
+    return TaskData(spec, table, x, y, {k: v for k, v in excluded.items() if v}, manifest)
 
 
 def _norm(v: object) -> str:

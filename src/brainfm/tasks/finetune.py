@@ -36,10 +36,10 @@ from brainfm.models.base import Encoder
 from brainfm.tasks.data import TaskData, assemble
 from brainfm.tasks.heads import HeadBank, init_head_params
 from brainfm.tasks.losses import LOSSES
-from brainfm.tasks.runner import fold_metrics, head_config_for, prediction_frame
+from brainfm.tasks.runner import fold_metrics, frozen_training_rows, head_config_for, prediction_frame, training_targets
 from brainfm.tasks.runs import RunKey, checked_folds, head_seed, ratio_subsets, subject_rows, summarize_run
 from brainfm.config import FinetuneSpec, TaskSpec
-from brainfm.tasks.train import head_generator
+from brainfm.tasks.train import HeadJob, head_generator
 
 __all__ = ["finetune", "finetune_grid", "volume_rows"]
 
@@ -89,8 +89,14 @@ class _Head(nn.Module):
 
 
 def _features(encoder: Encoder, volumes: Sequence[Sequence[torch.Tensor]], device: torch.device, amp: bool,
-              train_slices: int | None, gen: torch.Generator | None) -> torch.Tensor:
-    """(B, D) sample features: slice-CLS mean per volume, then mean over the sample's modalities."""
+              train_slices: int | None, gen: torch.Generator | None, slice_chunk: int | None = None) -> torch.Tensor:
+    """(B, D) sample features: slice-CLS mean per volume, then mean over the sample's modalities.
+
+    With ``slice_chunk`` the slices pass through the encoder in chunks of that many; while
+    gradients are on, each chunk is gradient-checkpointed (its activations are recomputed in the
+    backward pass), so every slice contributes at the memory cost of one chunk. The result and
+    its gradients equal those of one pass over all slices.
+    """
     chunks, owners = [], []
     for b, vols in enumerate(volumes):
         for vol in vols:
@@ -101,8 +107,20 @@ def _features(encoder: Encoder, volumes: Sequence[Sequence[torch.Tensor]], devic
             chunks.append(x)
             owners.append((b, x.shape[0]))
     xb = torch.cat(chunks).to(device)
-    with autocast_context(device, amp):
-        cls = encoder.forward_features(xb)["cls"].float()
+
+    def cls_of(x: torch.Tensor) -> torch.Tensor:
+        with autocast_context(device, amp):
+            return encoder.forward_features(x)["cls"].float()
+
+    if slice_chunk is None or xb.shape[0] <= slice_chunk:
+        cls = cls_of(xb)
+    elif torch.is_grad_enabled():
+        from torch.utils.checkpoint import checkpoint
+
+        cls = torch.cat([checkpoint(cls_of, xb[i:i + slice_chunk], use_reentrant=False)
+                         for i in range(0, xb.shape[0], slice_chunk)])
+    else:
+        cls = torch.cat([cls_of(xb[i:i + slice_chunk]) for i in range(0, xb.shape[0], slice_chunk)])
     out, start = [], 0
     per_sample: dict[int, list[torch.Tensor]] = {}
     for b, n in owners:
@@ -127,9 +145,9 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
     loss_fn = LOSSES[head_cfg.loss]
     rows_of = subject_rows(data)
     labels = data.subject_labels
-    y = torch.from_numpy(data.y.astype(np.float32))
-    if spec.target_transform == "log1p":
-        y = torch.log1p(y)
+    # the frozen heads' target scaling: log1p, then (if on) one z-score from their whole training plan
+    y, mean, std = training_targets(data.y.astype(np.float32), spec.target_transform, standardize,
+                                    [HeadJob(frozen_training_rows(data, folds), np.empty(0, int), 0)])
 
     def load(i: int) -> list[torch.Tensor]:
         vols = []
@@ -152,19 +170,15 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
         train_rows = np.concatenate([rows_of[s] for s in subset])
         val_rows = np.concatenate([rows_of[s] for s in fold.val]) if fold.val else np.empty(0, int)
         test_rows = np.concatenate([rows_of[s] for s in fold.test])
-        mean = std = None
-        yt = y
-        if standardize:
-            mean, std = float(y[train_rows].mean()), float(y[train_rows].std().clamp(min=1e-6))
-            yt = (y - mean) / std
         t0 = time.perf_counter()
-        out, info = _fit_one(spec, make_encoder, load, yt, train_rows, val_rows, test_rows, head_cfg, loss_fn,
+        out, info = _fit_one(spec, make_encoder, load, y, train_rows, val_rows, test_rows, head_cfg, loss_fn,
                              cfg, head_seed(seed, fold.fold), dev)
         pred = prediction_frame(data, test_rows, out, mean, std)
         pred.insert(0, "fold", fold.fold)
         entry = results.setdefault(RunKey(ratio, seed), {"frames": [], "folds": []})
         entry["frames"].append(pred)
-        entry["folds"].append({"fold": fold.fold, "n_train": int(len(train_rows)), "n_train_synthetic": 0,
+        entry["folds"].append({"fold": fold.fold, "n_train": int(len(train_rows)), "n_train_subjects": len(subset),
+                               "n_test_subjects": len(fold.test), "n_train_synthetic": 0,
                                "n_val": int(len(val_rows)), "n_test": int(len(test_rows)),
                                "seconds": round(time.perf_counter() - t0, 2), **info,
                                "metrics": fold_metrics(data, pred)})
@@ -175,7 +189,8 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
     for key, entry in results.items():
         settings = {k: v for k, v in cfg.to_dict().items() if k not in ("tasks", "backbones", "resources")}
         summarize_run(entry, key, data, backbone, mode="finetune",
-                      head=head_cfg.__dict__ | {"standardize_target": standardize}, finetune=settings)
+                      head=head_cfg.__dict__ | {"standardize_target": standardize}, finetune=settings,
+                      target_scale={"mean": mean, "std": std})
     return results
 
 
@@ -190,7 +205,7 @@ def _fit_one(spec: TaskSpec, make_encoder: Callable[[], Encoder], load: Callable
 
     def feats(rows: np.ndarray, train: bool) -> torch.Tensor:
         return _features(encoder, [load(int(i)) for i in rows], dev, cfg.amp_bf16,
-                         cfg.train_slices if train else None, gen)
+                         cfg.train_slices if train else None, gen, cfg.slice_chunk)
 
     def predict(rows: np.ndarray) -> torch.Tensor:
         model.eval()

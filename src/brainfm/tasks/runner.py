@@ -27,13 +27,20 @@ from brainfm.tasks.metrics import classification_metrics, regression_metrics, su
 from brainfm.tasks.runs import RunKey, checked_folds, head_seed, ratio_subsets, subject_rows, summarize_run
 from brainfm.tasks.train import FitResult, HeadConfig, HeadJob, train_head_bank
 
-__all__ = ["fit_heads", "head_config_for", "run_grid", "prediction_frame", "fold_metrics"]
+__all__ = ["fit_heads", "head_config_for", "run_grid", "prediction_frame", "fold_metrics", "training_targets",
+           "TARGET_UNIT_LOSSES"]
+
+#: losses whose parameters are in the units of the (transformed) target, e.g. the ATLAS Huber δ = 1
+#: in log1p-days (paper eq. 9): their targets are never z-scored, whatever ``standardize_target``
+TARGET_UNIT_LOSSES = frozenset({"atlas_mixed"})
+
 
 def head_config_for(data: TaskData) -> tuple[HeadConfig, bool]:
     """The task's head settings over the global defaults, and whether the regression target is z-scored."""
     spec = data.spec
     merged = spec.head.to_dict()  # the run's head merged with the task's overrides (brainfm.config)
-    standardize = bool(merged.pop("standardize_target")) and spec.kind == "regression"
+    standardize = (bool(merged.pop("standardize_target")) and spec.kind == "regression"
+                   and spec.loss not in TARGET_UNIT_LOSSES)
     cfg = HeadConfig.from_dict({**merged, "loss": spec.loss, "n_out": spec.n_out, "loss_kwargs": spec.loss_kwargs})
     if spec.kind == "survival" and merged.get("batch_size") is not None:
         # the partial likelihood needs whole risk sets: train Cox heads on the full training set
@@ -74,7 +81,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
     extra_x, extra_y = [], []
     n_base = len(x)
     jobs: list[HeadJob] = []
-    meta: list[tuple[float, int, Fold]] = []
+    meta: list[tuple[float, int, Fold, int]] = []
     for fold in folds:
         val_rows = np.concatenate([rows_of[s] for s in fold.val]) if fold.val else np.empty(0, int)
         for seed in seeds:
@@ -88,23 +95,13 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
                     extra_y.append(sy)
                     train_rows = np.concatenate([train_rows, np.arange(start, start + len(sx))])
                 jobs.append(HeadJob(train_rows, val_rows, head_seed(seed, fold.fold)))
-                meta.append((float(ratio), int(seed), fold))
+                meta.append((float(ratio), int(seed), fold, len(subsets[float(ratio)])))
     if extra_x:
         x = np.concatenate([x, *extra_x])
         y = np.concatenate([y, *extra_y])
 
     xt = torch.from_numpy(np.ascontiguousarray(x))
-    yt = torch.from_numpy(np.ascontiguousarray(y))
-    mean = std = None
-    if standardize or spec.target_transform == "log1p":
-        yt = yt.clone()
-        if spec.target_transform == "log1p":
-            yt = torch.log1p(yt)
-        if standardize:
-            # z-score the target with the statistics of the largest training set so every head shares a scale
-            ref = np.unique(np.concatenate([j.train for j in jobs]))
-            mean, std = float(yt[ref].mean()), float(yt[ref].std().clamp(min=1e-6))
-            yt = (yt - mean) / std
+    yt, mean, std = training_targets(y, spec.target_transform, standardize, jobs)
 
     t0 = time.perf_counter()
     fit: FitResult = train_head_bank(xt, yt, jobs, cfg)
@@ -114,7 +111,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
                 for name, m in (eval_sets or {}).items()}
 
     results: dict[RunKey, dict[str, Any]] = {}
-    for h, (ratio, seed, fold) in enumerate(meta):
+    for h, (ratio, seed, fold, n_subjects) in enumerate(meta):
         test_rows = np.concatenate([rows_of[s] for s in fold.test])
         pred = prediction_frame(data, test_rows, out[h, test_rows], mean, std)
         pred.insert(0, "fold", fold.fold)
@@ -133,6 +130,8 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
         entry["folds"].append({
             "fold": fold.fold,
             "n_train": int(np.isin(jobs[h].train, np.arange(n_base)).sum()),
+            "n_train_subjects": int(n_subjects),
+            "n_test_subjects": len(fold.test),
             "n_train_synthetic": int((jobs[h].train >= n_base).sum()),
             "n_val": int(len(jobs[h].val)),
             "n_test": int(len(test_rows)),
@@ -142,6 +141,7 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
         })
     for key, entry in results.items():
         summarize_run(entry, key, data, backbone, head=cfg.__dict__ | {"standardize_target": standardize},
+                      target_scale={"mean": mean, "std": std},
                       trainable_params_per_head=fit.n_params_per_head, bank_size=len(jobs), bank_seconds=seconds)
         entry["eval"] = {name: pd.concat(v, ignore_index=True).assign(seed=key.seed)
                          for name, v in entry["eval"].items()}
@@ -154,6 +154,38 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
             tr.insert(0, "task", spec.name)
             entry["train_risk"] = tr
     return results
+
+
+def frozen_training_rows(data: TaskData, folds: Sequence[Fold]) -> np.ndarray:
+    """Every row some frozen head of the task trains on (all folds, the task's seeds and ratios).
+
+    The z-score of regression targets is taken over these rows (:func:`training_targets`), so the
+    fine-tuning runs, which draw from the same plan, scale targets exactly as the frozen heads do.
+    """
+    rows_of = subject_rows(data)
+    subjects = {s for fold in folds for seed in data.spec.seeds
+                for sub in ratio_subsets(fold, data.subject_labels, data.spec.ratios, seed).values() for s in sub}
+    return np.sort(np.concatenate([rows_of[s] for s in sorted(subjects)]))
+
+
+def training_targets(y: np.ndarray, transform: str, standardize: bool,
+                     jobs: Sequence[HeadJob]) -> tuple[torch.Tensor, float | None, float | None]:
+    """The targets the heads fit: ``log1p`` if the task says so, then (optionally) z-scored.
+
+    Returns ``(targets, mean, std)``; ``mean``/``std`` are None without z-scoring. The z-score uses
+    the statistics of the union of the heads' training rows so every head shares one scale.
+    """
+    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    mean = std = None
+    if standardize or transform == "log1p":
+        yt = yt.clone()
+        if transform == "log1p":
+            yt = torch.log1p(yt)
+        if standardize:
+            ref = np.unique(np.concatenate([j.train for j in jobs]))
+            mean, std = float(yt[ref].mean()), float(yt[ref].std().clamp(min=1e-6))
+            yt = (yt - mean) / std
+    return yt, mean, std
 
 
 def prediction_frame(data: TaskData, rows: np.ndarray, out: np.ndarray, mean: float | None,

@@ -32,8 +32,16 @@ trilinearly to 128^3 (the whole brain, not a 1 mm centre crop) and applies the n
 (z, x, y) volume resized to 128^3, no re-normalisation.
 
 The encoder takes one channel per entry of ``modalities`` (default ``("t1",)``): our feature
-store has one volume per modality, so each encoder instance uses one tokenizer; multi-channel
-input concatenates the tokens of several modalities, as ``ViTEncoder`` does. Layers for CKA:
+store has one volume per modality; multi-channel input concatenates the tokens of several
+modalities, as ``ViTEncoder`` does. ``modalities="auto"`` (the paper config) feeds every volume
+through the tokenizer of its own sequence (T1 -> ``t1``, T1c -> ``t1ce``, T2 -> ``t2``, FLAIR ->
+``flair``, via :func:`bmmae_key`): feature extraction calls :meth:`BMMAEEncoder.use_modality` with
+each volume's manifest modality (``per_modality``). The public BrainDINO code instead asked for
+``"T1"`` for every sequence (a tokenizer key the file lacks, so a random one was used); we do not
+reproduce that.
+
+Paper config: ``protocol="braindino"`` (the public code's input: its robust z-scored volume,
+(z, x, y) axes, trilinear to 128^3) with ``modalities="auto"``. Layers for CKA:
 ``block0..block11``, the CLS token of each block after the final LayerNorm (the last equals ``cls``).
 """
 
@@ -157,7 +165,9 @@ class BMMAEEncoder(VolumeEncoder3D):
         tokenizers = tuple(tokenizers)
         if not tokenizers or len(set(tokenizers)) != len(tokenizers):
             raise ConfigError(f"BM-MAE tokenizers must be distinct and non-empty, got {list(tokenizers)}")
-        self.modalities = _check_modalities(modalities, tokenizers)
+        self.tokenizer_keys = tokenizers
+        self.per_modality = modalities == "auto"
+        self.modalities = (tokenizers[0],) if self.per_modality else _check_modalities(modalities, tokenizers)
         self.protocol = protocol
         self.img_size, self.patch_size = patch_grid(img_size, patch_size)
         try:
@@ -172,13 +182,20 @@ class BMMAEEncoder(VolumeEncoder3D):
         self.embed_dim = int(hidden_size)
         self.layer_names = [f"block{i}" for i in range(num_layers)]
         self.cka_layers = early_mid_late(len(self.layer_names))
-        self.config = {"modalities": list(self.modalities), "tokenizers": list(tokenizers),
+        self.config = {"modalities": "auto" if self.per_modality else list(self.modalities),
+                       "tokenizers": list(tokenizers),
                        "img_size": list(self.img_size), "patch_size": self.patch_size, "hidden_size": hidden_size,
                        "num_layers": num_layers, "num_heads": num_heads, "mlp_dim": mlp_dim, "protocol": protocol,
                        "input_axes": list(self.input_perm), "seed": int(seed)}
 
     def weight_module(self) -> nn.Module:
         return self.net
+
+    def use_modality(self, modality: str) -> None:
+        """``modalities="auto"``: encode the next volumes with the tokenizer of ``modality`` (canonical name)."""
+        if not self.per_modality:
+            raise ConfigError("use_modality needs an encoder built with modalities='auto'")
+        self.modalities = _check_modalities(bmmae_key(modality), self.tokenizer_keys)
 
     def preprocess(self, volume: torch.Tensor) -> torch.Tensor:
         """native: (x, y, z), trilinear 128^3, non-zero z-score; braindino: (z, x, y), trilinear 128^3, as stored."""

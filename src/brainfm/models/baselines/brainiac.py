@@ -47,7 +47,8 @@ Axis order: the store's canonical (D, H, W) = (z, x, y) volume is permuted to (x
 the nibabel order of their RAS-ish atlas-registered inputs (the atlas file is not in the public
 snapshot, so its exact orientation is unverified). ``protocol="braindino"`` (v2 only) instead
 reproduces how the public BrainDINO code fed BrainIAC: its own robust z-scored (z, x, y) volume
-resized to 96^3, no re-normalisation.
+resized to 96^3, no re-normalisation. ``config/paper.yaml`` selects ``protocol: braindino``
+(with ``pool="first"``, the default), so the BrainIAC rows compare what the paper compared.
 
 ``*_scratch``: the same architectures with a seeded random initialisation (controls).
 """

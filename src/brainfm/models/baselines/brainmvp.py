@@ -19,7 +19,8 @@ Input permute. ``UniFormer.forward`` starts with ``x.permute(0, 1, 4, 2, 3)`` ("
     our canonical (D, H, W), so ``protocol="native"`` hands the network (x, y, z) and keeps the
     permute, which the network then undoes. ``protocol="braindino"`` reproduces the public BrainDINO
     comparison code, which passes its (z, x, y) volume of 128 x 224 x 224 straight in, so the network
-    runs on (y, z, x) (its comment "[B, 512, 14, 8, 14]" confirms the shape).
+    runs on (y, z, x) (its comment "[B, 512, 14, 8, 14]" confirms the shape). ``config/paper.yaml``
+    selects ``protocol: braindino`` so the BrainMVP rows compare what the paper compared.
 
 Intensity. Pretraining: RAS, 1 mm, foreground crop, ``ScaleIntensityRangePercentiles(5, 95, 0, 1,
     clip=True)``; downstream recipe (``Downstream/dataset/transforms.py``): the same percentile
