@@ -242,9 +242,6 @@ def _check_segmentation(seg: SegmentationSpec, datasets: Mapping[str, DatasetSpe
                         backbones: Mapping[str, BackboneSpec], source: str) -> None:
     """Benchmarks are datasets with a label map (registry entries); backbones are declared; batch sizes
     name configurations in use."""
-    from brainfm.data.datasets.catalog import load_dataset_entry
-    from brainfm.data.datasets.labelmap import LabelMap
-
     _check_names(seg.benchmarks, datasets, f"{source}: segmentation.benchmarks", "a dataset")
     _check_names(seg.backbones, backbones, f"{source}: segmentation.backbones", "a backbone")
     if bool(seg.benchmarks) != bool(seg.backbones):
@@ -253,6 +250,9 @@ def _check_segmentation(seg: SegmentationSpec, datasets: Mapping[str, DatasetSpe
     for b in seg.benchmarks:
         if not datasets[b].is_real:  # phantom generators (importing them costs torch) are checked when preparing
             continue
+        from brainfm.data.datasets.catalog import load_dataset_entry
+        from brainfm.data.datasets.labelmap import LabelMap
+
         try:
             entry = load_dataset_entry(datasets[b].registry or b)
             if entry.raw.get("segmentation") is None:
