@@ -193,6 +193,16 @@ def cmd_segment(a: argparse.Namespace) -> None:
              json.dumps(info["parameters"]))
 
 
+def cmd_segment_perturbed(a: argparse.Namespace) -> None:
+    from brainfm.config import PerturbationSetting
+    from brainfm.device import resolve_device
+    from brainfm.segmentation.steps import segment_perturbed
+
+    segment_perturbed(a.benchmark, a.run, a.out, benchmark=a.name, backbone=a.backbone,
+                      settings=[PerturbationSetting.parse(t) for t in a.settings], seed=a.seed,
+                      n_boot=a.stats.n_boot, device=resolve_device(a.device), threads=a.threads)
+
+
 def cmd_segmentation_stats(a: argparse.Namespace) -> None:
     from brainfm.stats.runners import segmentation_stats
 
@@ -455,6 +465,19 @@ def build_parser() -> argparse.ArgumentParser:
     leakage_arg(s)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", required=True, help="the job's folder")
+
+    s = step("segment-perturbed", cmd_segment_perturbed,
+             "a full-data segmentation model on perturbed test images (Fig. 5, Supp. Table 18 rows)")
+    s.add_argument("--benchmark", required=True, help="the prepared benchmark's prepared.json")
+    s.add_argument("--run", required=True, help="the job folder whose model is evaluated")
+    s.add_argument("--name", required=True, help="benchmark name")
+    s.add_argument("--backbone", required=True, help="backbone name")
+    s.add_argument("--settings", nargs="+", required=True, help="KIND~SEVERITY items, e.g. gamma~2 gibbs~0.4")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random bias field")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True, help="parquet of Dice per region and setting")
+    stats_args(s)
 
     s = step("segmentation-stats", cmd_segmentation_stats,
              "segmentation Dice vs ratio per benchmark x region (Fig. 3a) and its table (Supp. Table 7)")

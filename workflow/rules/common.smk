@@ -136,7 +136,7 @@ def all_targets():
     targets += [L.figure(f"km_{task}") for task in CFG.survival_tasks()]
     if CFG.analysis.cka.datasets:
         targets.append(L.figure("cka"))
-    if CFG.perturbations.tasks:
+    if CFG.perturbations.tasks or CFG.segmentation_perturbed():
         targets += [L.table("perturbations"), L.figure("perturbations")]
     targets += [L.table(f"finetune_{b}") for b in CFG.finetune_backbones()]
     if CFG.segmentation.enabled:

@@ -148,3 +148,35 @@ rule segmentation_figure:
     shell:
         "brainfm segmentation-figure --benchmarks {params.benchmarks} --runs {params.runs} --cases {params.cases}"
         " --figure {output} --stats {params.stats:q} --labels {params.labels:q} > {log} 2>&1"
+
+
+rule segment_perturbed:
+    """A full-data model on perturbed test images, one perturbation at a time (Fig. 5, Supp. Table 18)."""
+    wildcard_constraints:
+        benchmark=_alt(sorted({bm for bm, _ in CFG.segmentation_perturbed()})),
+        backbone=_alt(sorted({b for _, b in CFG.segmentation_perturbed()})),
+    input:
+        benchmark=L.segmentation_prepared("{benchmark}"),
+        run=lambda wc: L.segmentation_run(
+            wc.benchmark, wc.backbone, max(SEG.ratios), min(SEG.seeds)
+        ),
+    output:
+        L.segmentation_perturbed("{benchmark}", "{backbone}"),
+    log:
+        L.log("segmentation", "{benchmark}", "{backbone}", "perturbed"),
+    params:
+        settings=[s.tag for s in CFG.perturbation_settings()],
+        seed=CFG.seed,
+        stats=STATS,
+        threads=SEG.threads,
+        device=CFG.device,
+    threads: SEG.threads
+    resources:
+        gpu=resources_of(SEG, "gpu"),
+        mem_mb=resources_of(SEG, "mem_mb"),
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm segment-perturbed --benchmark {input.benchmark} --run {input.run} --name {wildcards.benchmark}"
+        " --backbone {wildcards.backbone} --settings {params.settings} --seed {params.seed}"
+        " --stats {params.stats:q} --threads {params.threads} --device {params.device} --out {output} > {log} 2>&1"

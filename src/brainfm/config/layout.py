@@ -90,6 +90,10 @@ class ResultsLayout:
     def segmentation_dice(self, benchmark: str, backbone: str, ratio: str | float, seed: str | int) -> str:
         return f"{self.segmentation_run(benchmark, backbone, ratio, seed)}/dice.parquet"
 
+    def segmentation_perturbed(self, benchmark: str, backbone: str) -> str:
+        """Dice per region and perturbation setting of a backbone's full-data model (Fig. 5 rows)."""
+        return self._p("segmentation", benchmark, "perturbed", f"{backbone}.parquet")
+
     # statistics, analyses, tables, figures
     def stats_dir(self, task: str) -> str:
         return self._p("stats", task)

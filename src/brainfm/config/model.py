@@ -220,6 +220,14 @@ class Config:
     def segmentation_benchmarks(self) -> list[str]:
         return list(self.segmentation.benchmarks) if self.segmentation.enabled else []
 
+    def segmentation_perturbed(self) -> list[tuple[str, str]]:
+        """(benchmark, backbone) pairs scored on perturbed test images: the perturbation grid's backbones
+        that are segmentation backbones, on ``segmentation.perturbation_benchmarks``."""
+        if not (self.segmentation.enabled and self.perturbation_settings()):
+            return []
+        backbones = [b for b in self.perturbations.backbones if b in self.segmentation.backbones]
+        return [(bm, b) for bm in self.segmentation.perturbation_benchmarks for b in backbones]
+
 
 def _check_names(names: Any, known: Mapping[str, Any], where: str, what: str) -> None:
     for n in names:
@@ -260,6 +268,8 @@ def _check_segmentation(seg: SegmentationSpec, datasets: Mapping[str, DatasetSpe
             LabelMap.from_mapping(entry.raw["segmentation"], f"{entry.source}: field 'segmentation'")
         except ConfigError as exc:
             raise ConfigError(f"{source}: segmentation.benchmarks: {b!r} has no tumour label map ({exc})") from None
+    _check_names(seg.perturbation_benchmarks, dict.fromkeys(seg.benchmarks),
+                 f"{source}: segmentation.perturbation_benchmarks", "a segmentation benchmark")
     unused = sorted(set(seg.batch_sizes) - set(seg.configurations()))
     if unused:
         raise ConfigError(f"{source}: segmentation.batch_sizes: {unused[0]!r} is not the configuration of any "

@@ -54,6 +54,7 @@ class SegmentationSpec(Spec):
     all_background: bool
     adjust: str
     figure_cases: int
+    perturbation_benchmarks: tuple[str, ...]
     threads: int
     augmentation_workers: int
     processes: int
@@ -73,7 +74,8 @@ class SegmentationSpec(Spec):
                    val_iterations_per_epoch=int(d["val_iterations_per_epoch"]), use_mirroring=bool(d["use_mirroring"]),
                    plot_progress=bool(d["plot_progress"]), keep_checkpoint=bool(d["keep_checkpoint"]),
                    all_background=bool(d["all_background"]), adjust=str(d["adjust"]),
-                   figure_cases=int(d["figure_cases"]), threads=int(d["threads"]),
+                   figure_cases=int(d["figure_cases"]),
+                   perturbation_benchmarks=tuple(d["perturbation_benchmarks"]), threads=int(d["threads"]),
                    augmentation_workers=int(d["augmentation_workers"]), processes=int(d["processes"]),
                    resources=dict(d["resources"]))
 
