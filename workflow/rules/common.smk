@@ -96,15 +96,9 @@ SEG = CFG.segmentation
 SEG_RATIOS = [f"{r:g}" for r in SEG.ratios]
 
 
-def segmentation_runs(benchmarks=None, ratios=None, seeds=None):
-    """Job folders of the grid (optionally restricted)."""
-    return [
-        L.segmentation_run(bm, b, r, s)
-        for bm, b, r, s in SEG.cells()
-        if (benchmarks is None or bm in benchmarks)
-        and (ratios is None or r in ratios)
-        and (seeds is None or s in seeds)
-    ]
+def segmentation_runs():
+    """Job folders of the whole grid (benchmarks x backbones x ratios x seeds)."""
+    return [L.segmentation_run(bm, b, r, s) for bm, b, r, s in SEG.cells()]
 
 
 def segment_inputs(wc):

@@ -3,6 +3,7 @@
 # split); every (benchmark, backbone, ratio, seed) cell is its own training job, so a cluster runs
 # them in parallel and one cell reruns alone. Statistics, Supp. Tables 5/7 and Figs. 2/3a close it.
 
+
 rule prepare_segmentation:
     """nnU-Net raw dataset (4 channels, region labels, test cases aside), plans and preprocessing."""
     wildcard_constraints:
@@ -20,6 +21,9 @@ rule prepare_segmentation:
         configurations=SEG.configurations(),
         settings=SEG.prepare_json(),
     threads: SEG.processes
+    resources:
+        mem_mb=resources_of(SEG, "mem_mb"),
+        runtime=resources_of(SEG, "runtime"),
     conda:
         "../../envs/brainfm.yaml"
     shell:
