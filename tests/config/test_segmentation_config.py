@@ -67,6 +67,10 @@ def test_shipped_configs_plan_the_paper_grid_and_the_demo():
     assert paper.ratios == (0.1, 0.2, 0.4, 0.6, 0.8, 1.0) and len(paper.cells()) == 4 * 5 * 6 * len(paper.seeds)
     assert paper.backbones["braindino"].configuration == "2d_256" and paper.backbones["brainiac"].configuration == "3d_96"
     assert paper.resources["gpu"] == 1
+    # MEN pretraining subjects (the sequence task's training subjects, pooled through a union) are checked
+    full = load_config(REPO / "config" / "paper.yaml")
+    assert full.segmentation_pretrain_manifests("brats2023_men") == ["results/data/brats2023_men_pretrain/manifest.parquet"]
+    assert full.segmentation_perturbed() == [("brats2021", b) for b in ("braindino", "brainiac", "bmmae", "brainmvp")]
     demo = load_config(REPO / "config" / "config.yaml").segmentation
     assert demo.benchmarks == ("phantom_tumor",) and {"braindino", "vit_random"} <= set(demo.backbones)
 

@@ -105,7 +105,7 @@ def segment_inputs(wc):
     return {
         "benchmark": L.segmentation_prepared(wc.benchmark),
         "weights": CFG.backbone_weights(wc.backbone),
-        "pretrain": CFG.pretrain_manifests_for(wc.benchmark),
+        "pretrain": CFG.segmentation_pretrain_manifests(wc.benchmark),
     }
 
 

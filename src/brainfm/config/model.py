@@ -220,6 +220,13 @@ class Config:
     def segmentation_benchmarks(self) -> list[str]:
         return list(self.segmentation.benchmarks) if self.segmentation.enabled else []
 
+    def segmentation_pretrain_manifests(self, benchmark: str) -> list[str]:
+        """Pretraining manifests a benchmark's test subjects must avoid: its cohort's, plus pretraining
+        subsets pooled from it through a union (their subjects carry a ``<benchmark>:`` prefix)."""
+        pooled = {self.layout.manifest(d) for d in self.pretrain_datasets()
+                  if self.datasets[d].source == "subset" and self.datasets[d].source_dataset == benchmark}
+        return sorted(set(self.pretrain_manifests_for(benchmark)) | pooled)
+
     def segmentation_perturbed(self) -> list[tuple[str, str]]:
         """(benchmark, backbone) pairs scored on perturbed test images: the perturbation grid's backbones
         that are segmentation backbones, on ``segmentation.perturbation_benchmarks``."""

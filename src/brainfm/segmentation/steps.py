@@ -91,17 +91,21 @@ def segment(benchmark_marker: str | Path, out: str | Path, *, benchmark: str, ba
     ``backbone`` is a :class:`brainfm.config.BackboneSpec` (registry encoder, weights file,
     arguments); ``network`` its segmentation entry (``configuration``, ``blocks``, ``decoder``);
     ``settings`` the :class:`brainfm.config.SegmentationSpec` (training loop, fold, threads).
-    Test subjects found in ``pretrain_manifests`` stop the job (leakage).
+    Test subjects found in ``pretrain_manifests`` stop the job (leakage); subjects pooled from this
+    benchmark through a union are matched without their ``<benchmark>:`` prefix.
     """
     from brainfm.segmentation.job import run_segmentation_job
     from brainfm.tasks.runs import pretraining_subjects
 
     blocks = network.get("blocks")
+    seen = pretraining_subjects(pretrain_manifests)
+    if seen is not None:  # a union pooled from this benchmark prefixes its subjects with the benchmark's name
+        seen = {s.removeprefix(f"{benchmark}:") for s in seen}
     return run_segmentation_job(
         Path(benchmark_marker).parent, out, task=benchmark, backbone=backbone.name, encoder=backbone.encoder,
         ratio=float(ratio), seed=int(seed), configuration=network["configuration"], weights=backbone.weights,
         encoder_kwargs=dict(backbone.args), settings=settings.train_settings(), fold=settings.fold,
-        pretrain_subjects=pretraining_subjects(pretrain_manifests), device=device, threads=settings.threads,
+        pretrain_subjects=seen, device=device, threads=settings.threads,
         augmentation_workers=settings.augmentation_workers, use_mirroring=settings.use_mirroring,
         blocks=list(blocks) if blocks else None, decoder=dict(network.get("decoder") or {}),
         keep_checkpoint=settings.keep_checkpoint)
