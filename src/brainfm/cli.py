@@ -177,6 +177,66 @@ def cmd_cka(a: argparse.Namespace) -> None:
     log.info("CKA:\n%s", table.to_string(index=False))
 
 
+# ----------------------------------------------------------------------------- segmentation
+def cmd_prepare_segmentation(a: argparse.Namespace) -> None:
+    from brainfm.segmentation.steps import prepare_segmentation
+
+    settings = a.settings or {}
+    prepare_segmentation(a.dataset, a.manifest, a.out, configurations=a.configurations,
+                         batch_sizes=settings.get("batch_sizes"), test_fraction=settings.get("test_fraction"),
+                         processes=int(settings.get("processes", 1)))
+
+
+def cmd_segment(a: argparse.Namespace) -> None:
+    from brainfm.device import resolve_device
+    from brainfm.segmentation.steps import segment
+
+    info = segment(a.benchmark, a.out, benchmark=a.name, backbone=a.backbone, network=a.network, ratio=a.ratio,
+                   seed=a.seed, settings=a.settings, pretrain_manifests=a.pretrain_manifests,
+                   device=resolve_device(a.device))
+    log.info("%s/%s ratio %g seed %d: Dice %s vs all-background %s; parameters %s", a.name, a.backbone.name, a.ratio,
+             a.seed, json.dumps({k: round(v, 4) for k, v in info["mean_dice"].items()}),
+             json.dumps({k: round(v, 4) for k, v in info["all_background_mean_dice"].items()}),
+             json.dumps(info["parameters"]))
+
+
+def cmd_segment_perturbed(a: argparse.Namespace) -> None:
+    from brainfm.config import PerturbationSetting
+    from brainfm.device import resolve_device
+    from brainfm.segmentation.steps import segment_perturbed
+
+    segment_perturbed(a.benchmark, a.run, a.out, benchmark=a.name, backbone=a.backbone,
+                      settings=[PerturbationSetting.parse(t) for t in a.settings], seed=a.seed,
+                      n_boot=a.stats.n_boot, device=resolve_device(a.device), threads=a.threads)
+
+
+def cmd_segmentation_stats(a: argparse.Namespace) -> None:
+    from brainfm.stats.runners import segmentation_stats
+
+    settings = a.settings
+    segmentation_stats(a.runs, a.out, a.table, a.figure, reference=a.stats.reference,
+                       all_background=settings.all_background, adjust=settings.adjust, n_boot=a.stats.n_boot,
+                       seed=a.stats.seed, alpha=a.stats.alpha, labels=a.labels)
+
+
+def cmd_segmentation_labels(a: argparse.Namespace) -> None:
+    from brainfm.report.segmentation import segmentation_labels
+
+    segmentation_labels(dict(item.partition("=")[::2] for item in a.benchmarks), a.table)
+
+
+def cmd_segmentation_figure(a: argparse.Namespace) -> None:
+    from brainfm.report.segmentation import segmentation_figure
+
+    runs: dict[str, dict[str, str]] = {}
+    for item in a.runs:
+        key, _, path = item.partition("=")
+        benchmark, _, backbone = key.partition(":")
+        runs.setdefault(benchmark, {})[backbone] = path
+    benchmarks = dict(item.partition("=")[::2] for item in a.benchmarks)
+    segmentation_figure(benchmarks, runs, a.figure, reference=a.stats.reference, n_cases=a.cases, labels=a.labels)
+
+
 # ----------------------------------------------------------------------------- statistics and report
 def cmd_task_stats(a: argparse.Namespace) -> None:
     from brainfm.stats.runners import task_stats
@@ -396,6 +456,64 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--modalities", nargs="*", default=[], help="default: every modality")
     s.add_argument("--depth-labels", nargs="+", default=["early", "mid", "late"])
     s.add_argument("--out", required=True)
+
+    # segmentation
+    s = step("prepare-segmentation", cmd_prepare_segmentation,
+             "a segmentation benchmark for nnU-Net v2: raw dataset, plans, preprocessed data, fold split")
+    s.add_argument("--dataset", type=_spec("DatasetSpec"), required=True, help="JSON of the benchmark's dataset entry")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--configurations", nargs="+", required=True, help="nnU-Net configurations, e.g. 2d_256 3d_128")
+    s.add_argument("--settings", type=_json, default={},
+                   help="JSON {batch_sizes, test_fraction, processes} (SegmentationSpec.prepare_json)")
+    s.add_argument("--out", required=True, help="the benchmark's prepared.json (its folder is the benchmark root)")
+
+    s = step("segment", cmd_segment, "one segmentation job: train on a ratio's subset, predict and score the test cases")
+    s.add_argument("--benchmark", required=True, help="the prepared benchmark's prepared.json")
+    s.add_argument("--name", required=True, help="benchmark name (the 'task' column of the Dice table)")
+    s.add_argument("--backbone", type=_spec("BackboneSpec"), required=True, help="JSON of the backbone")
+    s.add_argument("--network", type=_json, required=True,
+                   help="JSON of the backbone's segmentation entry {configuration, blocks, decoder}")
+    s.add_argument("--ratio", type=float, required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--settings", type=_spec("SegmentationSpec"), default="{}",
+                   help="JSON of the config 'segmentation' section (training keys)")
+    leakage_arg(s)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True, help="the job's folder")
+
+    s = step("segment-perturbed", cmd_segment_perturbed,
+             "a full-data segmentation model on perturbed test images (Fig. 5, Supp. Table 18 rows)")
+    s.add_argument("--benchmark", required=True, help="the prepared benchmark's prepared.json")
+    s.add_argument("--run", required=True, help="the job folder whose model is evaluated")
+    s.add_argument("--name", required=True, help="benchmark name")
+    s.add_argument("--backbone", required=True, help="backbone name")
+    s.add_argument("--settings", nargs="+", required=True, help="KIND~SEVERITY items, e.g. gamma~2 gibbs~0.4")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random bias field")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True, help="parquet of Dice per region and setting")
+    stats_args(s)
+
+    s = step("segmentation-stats", cmd_segmentation_stats,
+             "segmentation Dice vs ratio per benchmark x region (Fig. 3a) and its table (Supp. Table 7)")
+    s.add_argument("--runs", nargs="+", required=True, help="segmentation job folders")
+    s.add_argument("--settings", type=_spec("SegmentationSpec"), default="{}",
+                   help="JSON of the config 'segmentation' section (all_background, adjust)")
+    s.add_argument("--out", required=True, help="tidy comparison (parquet)")
+    s.add_argument("--table", required=True)
+    s.add_argument("--figure", required=True)
+    stats_args(s)
+
+    s = step("segmentation-labels", cmd_segmentation_labels, "label map of every benchmark (Supp. Table 5)")
+    s.add_argument("--benchmarks", nargs="+", required=True, help="NAME=REGISTRY items")
+    s.add_argument("--table", required=True)
+
+    s = step("segmentation-figure", cmd_segmentation_figure, "qualitative segmentation figure (Fig. 2)")
+    s.add_argument("--benchmarks", nargs="+", required=True, help="NAME=PREPARED_JSON items")
+    s.add_argument("--runs", nargs="+", required=True, help="BENCHMARK:BACKBONE=JOB_DIR items")
+    s.add_argument("--cases", type=int, default=1, help="test cases shown per benchmark")
+    s.add_argument("--figure", required=True)
+    stats_args(s)
 
     # statistics
     for name, func, help_ in (

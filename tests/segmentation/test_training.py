@@ -124,6 +124,19 @@ def test_one_job_end_to_end(prepared, tmp_path, tiny_vit):
     first = nib.load(str(out / "predictions" / f"{test[0]}.nii.gz"))
     again = nib.load(str(tmp_path / "again" / f"{test[0]}.nii.gz"))
     np.testing.assert_array_equal(np.asanyarray(first.dataobj), np.asanyarray(again.dataobj))
+    # the same model on perturbed test images (Fig. 5 rows); the clean rows are the job's own Dice
+    from brainfm.config import PerturbationSetting
+    from brainfm.segmentation.steps import PERTURBED_COLUMNS, segment_perturbed
+
+    pert = segment_perturbed(prepared.root / "prepared.json", out, tmp_path / "perturbed.parquet",
+                             benchmark="phantom_tumor", backbone="vit_random",
+                             settings=[PerturbationSetting("gamma", 2.0)], n_boot=20)
+    assert list(pert.columns) == PERTURBED_COLUMNS and set(pert.perturbation) == {"gamma"}
+    assert sorted(set(pert.severity)) == [1.0, 2.0] and pert["value"].between(0, 1).all()
+    assert (pert["n_cases"] == len(test)).all() and set(pert.task) == {f"phantom_tumor {r}" for r in ("WT", "TC", "ET")}
+    clean = pert[pert.severity == 1.0].set_index("metric")["value"]
+    for region in ("WT", "TC", "ET"):
+        assert clean[f"dice_{region}"] == pytest.approx(table[table.region == region].dice.mean())
     # the table is what the paired bootstrap takes
     both = pd.concat([table, table.assign(backbone="braindino", dice=table.dice.clip(upper=0.99) + 0.01)])
     res = compare_dice(both, n_boot=50)

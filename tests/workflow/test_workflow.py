@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,7 +53,8 @@ def _planned_rules(wf: Path, configfile: str) -> str:
 def test_demo_config_plans_every_rule_family(tmp_path):
     out = _planned_rules(_copy_workflow(tmp_path), "config/config.yaml")
     for rule in ("phantom_dataset", "preprocess", "pretrain", "extract_features", "fit_heads", "knn_probe",
-                 "task_stats", "knn_stats", "cka", "summary_table"):
+                 "task_stats", "knn_stats", "cka", "summary_table", "prepare_segmentation", "segment",
+                 "segmentation_stats", "segmentation_labels", "segmentation_figure"):
         assert rule in out, f"{rule} missing from the demo plan"
 
 
@@ -62,8 +64,12 @@ def test_paper_config_plans_and_missing_inputs_stop_with_instructions(tmp_path):
     wf = _copy_workflow(tmp_path)
     out = _planned_rules(wf, "config/paper.yaml")
     for rule in ("real_dataset", "union_dataset", "subset_dataset", "user_weights", "pretrain", "fit_heads",
-                 "knn_probe", "preprocess_perturbed", "cka", "task_stats", "summary_table"):
+                 "knn_probe", "preprocess_perturbed", "cka", "task_stats", "summary_table", "segmentation_stats",
+                 "segmentation_labels", "segmentation_figure"):
         assert rule in out, f"{rule} missing from the paper plan"
+    # segmentation: 4 BraTS benchmarks prepared once each; 4 benchmarks x 5 backbones x 6 ratios training jobs
+    counts = dict(re.findall(r"^(prepare_segmentation|segment)\s+(\d+)$", out, flags=re.M))
+    assert counts == {"prepare_segmentation": "4", "segment": "120"}, out
     proc = _smk(wf, "results/data/adni/manifest.parquet", "weights/bmmae.pth", "--keep-going", "--cores", "1",
                 "--retries", "0", "--configfile", "config/paper.yaml", timeout=600)
     assert proc.returncode != 0
@@ -122,6 +128,15 @@ def test_tiny_demo_dag_end_to_end(tmp_path):
     assert json.loads((res / "features/braindino/phantom_brainage/meta.json").read_text())["n_volumes"] > 0
     pert = pd.read_parquet(res / "perturbed/results/brain_age/braindino.parquet")
     assert set(pert["severity"]) == {1.0, 2.0}
+    # segmentation: per-case Dice of each job, Supp. Tables 5/7, Figs. 2/3a, rows in the summary
+    for name in ("segmentation_dice", "segmentation_labels"):
+        assert (res / "tables" / f"{name}.md").stat().st_size > 0
+    for name in ("segmentation_dice", "segmentation_examples"):
+        assert (res / "figures" / f"{name}.png").stat().st_size > 1000
+    dice = pd.read_parquet(res / "segmentation/phantom_tumor/runs/vit_random/ratio~1/seed~0/dice.parquet")
+    assert set(dice["region"]) == {"WT", "TC", "ET"} and dice["dice"].between(0, 1).all()
+    assert "All background" in (res / "tables/segmentation_dice.md").read_text()
+    assert "dice_WT" in (res / "tables/summary.md").read_text()
 
     # a second run has nothing to do; forcing one task's heads reruns only that cell and its statistics
     again = _smk(wf, "-n", "--cores", "2", "--configfile", "config/tiny.yaml")
@@ -130,6 +145,12 @@ def test_tiny_demo_dag_end_to_end(tmp_path):
                   "-R", "results/tasks/brain_age/vit_random/runs")
     text = forced.stdout + forced.stderr
     assert "fit_heads" in text and "task_stats" in text and "pretrain" not in text and "extract_features" not in text
+    # one segmentation cell reruns alone: no new benchmark preparation, the statistics follow
+    forced = _smk(wf, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "config/tiny.yaml",
+                  "-R", "results/segmentation/phantom_tumor/runs/vit_random/ratio~1/seed~0")
+    text = forced.stdout + forced.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text, flags=re.M))
+    assert counts.get("segment") == "1" and "segmentation_stats" in counts and "prepare_segmentation" not in counts
 
 
 @pytest.mark.slow

@@ -101,6 +101,34 @@ def run_dirs(task):
     return [L.runs(task, b) for b in CFG.tasks[task].backbones]
 
 
+# ---------------------------------------------------------------- segmentation (rules/segmentation.smk)
+SEG = CFG.segmentation
+SEG_RATIOS = [f"{r:g}" for r in SEG.ratios]
+
+
+def segmentation_runs():
+    """Job folders of the whole grid (benchmarks x backbones x ratios x seeds)."""
+    return [L.segmentation_run(bm, b, r, s) for bm, b, r, s in SEG.cells()]
+
+
+def segment_inputs(wc):
+    return {
+        "benchmark": L.segmentation_prepared(wc.benchmark),
+        "weights": CFG.backbone_weights(wc.backbone),
+        "pretrain": CFG.segmentation_pretrain_manifests(wc.benchmark),
+    }
+
+
+def segmentation_figure_runs():
+    """BENCHMARK:BACKBONE=JOB_DIR of the full-data, first-seed jobs shown in Fig. 2."""
+    top, seed = max(SEG.ratios), min(SEG.seeds)
+    return {
+        f"{bm}:{b}": L.segmentation_run(bm, b, top, seed)
+        for bm in CFG.segmentation_benchmarks()
+        for b in SEG.backbones
+    }
+
+
 # ---------------------------------------------------------------- final targets
 def all_targets():
     targets = []
@@ -112,8 +140,11 @@ def all_targets():
     targets += [L.figure(f"km_{task}") for task in CFG.survival_tasks()]
     if CFG.analysis.cka.datasets:
         targets.append(L.figure("cka"))
-    if CFG.perturbations.tasks:
+    if CFG.perturbations.tasks or CFG.segmentation_perturbed():
         targets += [L.table("perturbations"), L.figure("perturbations")]
     targets += [L.table(f"finetune_{b}") for b in CFG.finetune_backbones()]
+    if CFG.segmentation.enabled:
+        targets += [L.table("segmentation_dice"), L.figure("segmentation_dice"), L.table("segmentation_labels"),
+                    L.figure("segmentation_examples")]
     targets.append(L.table("summary"))
     return targets

@@ -69,7 +69,8 @@ rule evaluate_perturbed:
 
 rule perturbation_stats:
     input:
-        [L.perturbed_results(t, b) for t in CFG.perturbations.tasks for b in CFG.perturbations.backbones],
+        [L.perturbed_results(t, b) for t in CFG.perturbations.tasks for b in CFG.perturbations.backbones]
+        + [L.segmentation_perturbed(bm, b) for bm, b in CFG.segmentation_perturbed()],
     output:
         table=L.table("perturbations"),
         figure=report(

@@ -27,7 +27,8 @@ rule cka_figure:
 
 rule summary_table:
     input:
-        comparisons=[L.stats(t, "comparison.parquet") for t in CFG.head_tasks()],
+        comparisons=[L.stats(t, "comparison.parquet") for t in CFG.head_tasks()]
+        + ([L.stats("segmentation", "comparison.parquet")] if CFG.segmentation.enabled else []),
         knn=[L.stats(t, "knn.parquet") for t in CFG.knn_tasks()],
     output:
         report(

@@ -16,6 +16,7 @@ from brainfm.config.outputs import AnalysisSpec, CkaSpec, ReportSpec, StatsSpec
 from brainfm.config.perturbations import IDENTITY, PAPER_GRIDS, PerturbationSetting, PerturbationsSpec, canonical_kind
 from brainfm.config.preprocess import PRODUCTS, PreprocessSpec, ProtocolSpec
 from brainfm.config.pretrain import RECIPES, PretrainSpec, Recipe
+from brainfm.config.segmentation import SegmentationBackbone, SegmentationSpec
 from brainfm.config.spec import Spec, as_json, read_json_arg
 from brainfm.config.tasks import KINDS, HeadSpec, SplitSpec, TaskSpec
 
@@ -25,5 +26,5 @@ __all__ = [
     "PretrainSpec", "Recipe", "RECIPES", "BackboneSpec", "FeaturesSpec", "WeightsRef",
     "TaskSpec", "SplitSpec", "HeadSpec", "KINDS", "FinetuneSpec",
     "PerturbationsSpec", "PerturbationSetting", "IDENTITY", "PAPER_GRIDS", "canonical_kind",
-    "StatsSpec", "AnalysisSpec", "CkaSpec", "ReportSpec",
+    "StatsSpec", "AnalysisSpec", "CkaSpec", "ReportSpec", "SegmentationSpec", "SegmentationBackbone",
 ]

@@ -78,6 +78,26 @@ class ResultsLayout:
     def perturbed_results(self, task: str, backbone: str) -> str:
         return self._p("perturbed", "results", task, f"{backbone}.parquet")
 
+    # segmentation (nnU-Net v2): one prepared benchmark per dataset, one folder per training job
+    def segmentation_benchmark(self, benchmark: str) -> str:
+        """A benchmark's nnU-Net tree (raw, preprocessed; its ``prepared.json`` is the rule's sentinel)."""
+        return self._p("segmentation", benchmark, "nnunet")
+
+    def segmentation_prepared(self, benchmark: str) -> str:
+        return f"{self.segmentation_benchmark(benchmark)}/prepared.json"
+
+    def segmentation_run(self, benchmark: str, backbone: str, ratio: str | float, seed: str | int) -> str:
+        """One job's folder (dice.parquet, run.json, predictions/); ``ratio`` as in ``ratio~0.1``."""
+        r = ratio if isinstance(ratio, str) else f"{ratio:g}"
+        return self._p("segmentation", benchmark, "runs", backbone, f"ratio~{r}", f"seed~{seed}")
+
+    def segmentation_dice(self, benchmark: str, backbone: str, ratio: str | float, seed: str | int) -> str:
+        return f"{self.segmentation_run(benchmark, backbone, ratio, seed)}/dice.parquet"
+
+    def segmentation_perturbed(self, benchmark: str, backbone: str) -> str:
+        """Dice per region and perturbation setting of a backbone's full-data model (Fig. 5 rows)."""
+        return self._p("segmentation", benchmark, "perturbed", f"{backbone}.parquet")
+
     # statistics, analyses, tables, figures
     def stats_dir(self, task: str) -> str:
         return self._p("stats", task)

@@ -25,6 +25,7 @@ from brainfm.config.perturbations import PerturbationSetting, PerturbationsSpec
 from brainfm.config.preprocess import PreprocessSpec
 from brainfm.config.pretrain import RECIPES, PretrainSpec
 from brainfm.config.schema import load_yaml, validate
+from brainfm.config.segmentation import SegmentationSpec
 from brainfm.config.tasks import HeadSpec, TaskSpec
 from brainfm.errors import ConfigError
 
@@ -63,6 +64,7 @@ class Config:
     analysis: AnalysisSpec
     stats: StatsSpec
     report: ReportSpec
+    segmentation: SegmentationSpec
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -138,13 +140,19 @@ class Config:
         stats = section(StatsSpec, "stats")
         _check_names([stats.reference], backbones, f"{source}: stats.reference", "a backbone")
 
+        seg = v["segmentation"]
+        seg.setdefault("ratios", list(v["ratios"]))
+        seg.setdefault("seeds", list(v["seeds"]))
+        segmentation = section(SegmentationSpec, "segmentation")
+        _check_segmentation(segmentation, datasets, backbones, source)
+
         return cls(source=source, values=v, run_name=v["run_name"], device=v["device"], seed=v["seed"],
                    layout=layout, datasets=datasets, phantom=section(PhantomSpec, "phantom"),
                    preprocess=PreprocessSpec._build(v["preprocess"], name=None, source=source, where="preprocess"),
                    pretrain=pretrain, backbones=backbones, features=features, head=head,
                    ratios=tuple(float(r) for r in v["ratios"]), seeds=tuple(v["seeds"]), tasks=tasks,
                    finetune=finetune, perturbations=perturbations, analysis=analysis, stats=stats,
-                   report=section(ReportSpec, "report"))
+                   report=section(ReportSpec, "report"), segmentation=segmentation)
 
     # ------------------------------------------------------------------ datasets and stores
     def pretrain_datasets(self) -> list[str]:
@@ -212,6 +220,28 @@ class Config:
 
     def perturbation_settings(self) -> list[PerturbationSetting]:
         return self.perturbations.settings
+
+    # ------------------------------------------------------------------ segmentation
+    def segmentation_backbones(self) -> list[str]:
+        return list(self.segmentation.backbones) if self.segmentation.enabled else []
+
+    def segmentation_benchmarks(self) -> list[str]:
+        return list(self.segmentation.benchmarks) if self.segmentation.enabled else []
+
+    def segmentation_pretrain_manifests(self, benchmark: str) -> list[str]:
+        """Pretraining manifests a benchmark's test subjects must avoid: its cohort's, plus pretraining
+        subsets pooled from it through a union (their subjects carry a ``<benchmark>:`` prefix)."""
+        pooled = {self.layout.manifest(d) for d in self.pretrain_datasets()
+                  if self.datasets[d].source == "subset" and self.datasets[d].source_dataset == benchmark}
+        return sorted(set(self.pretrain_manifests_for(benchmark)) | pooled)
+
+    def segmentation_perturbed(self) -> list[tuple[str, str]]:
+        """(benchmark, backbone) pairs scored on perturbed test images: the perturbation grid's backbones
+        that are segmentation backbones, on ``segmentation.perturbation_benchmarks``."""
+        if not (self.segmentation.enabled and self.perturbation_settings()):
+            return []
+        backbones = [b for b in self.perturbations.backbones if b in self.segmentation.backbones]
+        return [(bm, b) for bm in self.segmentation.perturbation_benchmarks for b in backbones]
 
 
 def _check_names(names: Any, known: Mapping[str, Any], where: str, what: str) -> None:
@@ -297,6 +327,36 @@ def _with_registry_splits(raw: dict[str, Any]) -> dict[str, Any]:
                     rule = {k: v for k, v in rule.items() if k not in ("test_fraction", "n_test")}
                 task["split"] = {**rule, **own}
     return raw
+
+
+def _check_segmentation(seg: SegmentationSpec, datasets: Mapping[str, DatasetSpec],
+                        backbones: Mapping[str, BackboneSpec], source: str) -> None:
+    """Benchmarks are datasets with a label map (registry entries); backbones are declared; batch sizes
+    name configurations in use."""
+    _check_names(seg.benchmarks, datasets, f"{source}: segmentation.benchmarks", "a dataset")
+    _check_names(seg.backbones, backbones, f"{source}: segmentation.backbones", "a backbone")
+    if bool(seg.benchmarks) != bool(seg.backbones):
+        missing = "backbones" if seg.benchmarks else "benchmarks"
+        raise ConfigError(f"{source}: segmentation.{missing}: none given (segmentation needs benchmarks and backbones)")
+    for b in seg.benchmarks:
+        if not datasets[b].is_real:  # phantom generators (importing them costs torch) are checked when preparing
+            continue
+        from brainfm.data.datasets.catalog import load_dataset_entry
+        from brainfm.data.datasets.labelmap import LabelMap
+
+        try:
+            entry = load_dataset_entry(datasets[b].registry or b)
+            if entry.raw.get("segmentation") is None:
+                raise ConfigError(f"{entry.source}: no 'segmentation' label map")
+            LabelMap.from_mapping(entry.raw["segmentation"], f"{entry.source}: field 'segmentation'")
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: segmentation.benchmarks: {b!r} has no tumour label map ({exc})") from None
+    _check_names(seg.perturbation_benchmarks, dict.fromkeys(seg.benchmarks),
+                 f"{source}: segmentation.perturbation_benchmarks", "a segmentation benchmark")
+    unused = sorted(set(seg.batch_sizes) - set(seg.configurations()))
+    if unused:
+        raise ConfigError(f"{source}: segmentation.batch_sizes: {unused[0]!r} is not the configuration of any "
+                          f"segmentation backbone ({', '.join(seg.configurations()) or 'none'})")
 
 
 def _cohort(name: str, datasets: Mapping[str, DatasetSpec]) -> str:

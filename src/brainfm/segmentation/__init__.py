@@ -17,7 +17,8 @@ Modules, in pipeline order:
 - :mod:`.trainer` -- the nnU-Net trainer subclass (AdamW, poly LR, no deep supervision, subsets);
 - :mod:`.protocol` -- fold 0, nested label-ratio subsets, leakage checks;
 - :mod:`.predict` -- sliding-window prediction and per-case region Dice;
-- :mod:`.job` -- :func:`run_segmentation_job`, one (benchmark, backbone, ratio, seed) cell.
+- :mod:`.job` -- :func:`run_segmentation_job`, one (benchmark, backbone, ratio, seed) cell;
+- :mod:`.steps` -- the workflow steps ``prepare_segmentation``, ``segment``, ``segment_perturbed``.
 
 Everything that imports nnU-Net is imported lazily from here.
 """
@@ -33,6 +34,7 @@ _EXPORTS = {
     "TrainSettings": "trainer", "FrozenEncoderTrainer": "trainer", "PAPER_2D": "trainer", "PAPER_3D": "trainer",
     "PAPER_RATIOS": "protocol", "ratio_training_cases": "protocol", "check_pretraining_leakage": "protocol",
     "run_segmentation_job": "job",
+    "prepare_segmentation": "steps", "segment": "steps", "segment_perturbed": "steps",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from brainfm.atomic import atomic_dir, write_json, write_parquet
-from brainfm.device import torch_threads
+from brainfm.device import resolve_device, torch_threads
 from brainfm.errors import ConfigError
 from brainfm.segmentation.benchmark import PreparedBenchmark, open_benchmark
 from brainfm.segmentation.network import NETWORK_CLASS, native_axes, parameter_counts
@@ -51,7 +51,7 @@ from brainfm.segmentation.protocol import (
 )
 from brainfm.segmentation.trainer import PAPER_2D, PAPER_3D, FrozenEncoderTrainer, TrainSettings
 
-__all__ = ["run_segmentation_job", "job_configuration", "resolve_device", "load_trained", "predict_with_job",
+__all__ = ["run_segmentation_job", "job_configuration", "load_trained", "predict_with_job",
            "DICE_TABLE_COLUMNS"]
 
 log = logging.getLogger("brainfm.segmentation")
@@ -60,13 +60,9 @@ DICE_TABLE_COLUMNS = ["task", "backbone", "ratio", "seed", "subject", "session",
                       "gt_voxels", "pred_voxels"]
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but CUDA is not available")
-    return dev
+def _device(device: str | torch.device = "auto") -> torch.device:
+    """The torch device of ``device`` (``auto`` resolved by :func:`brainfm.device.resolve_device`)."""
+    return torch.device(resolve_device(str(device)))
 
 
 def job_configuration(plans: dict[str, Any], configuration: str, backbone: str, *, encoder: str,
@@ -132,7 +128,7 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
     dims = len(plans["configurations"][job_cfg]["architecture"]["arch_kwargs"]["patch_size"])
     if not isinstance(settings, TrainSettings):
         settings = TrainSettings.from_dict(settings, PAPER_2D if dims == 2 else PAPER_3D)
-    dev = resolve_device(device)
+    dev = _device(device)
     _seed_everything(int(seed))
     plans["continue_training"] = False
     out_dir = Path(out_dir)
@@ -230,7 +226,7 @@ def load_trained(job_dir: str | Path, device: str = "auto") -> Iterator[FrozenEn
     with tempfile.TemporaryDirectory(prefix="brainfm-seg-") as scratch, nnunet_environment(NnunetTree.under(scratch)):
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
-        dev = resolve_device(device)
+        dev = _device(device)
         trainer = FrozenEncoderTrainer(plans, run["nnunet_configuration"], run["fold"], dataset_json, device=dev)
         # what nnU-Net's predictor does for a trained model folder (trainer.initialize() would also want
         # the preprocessed training data): build the network from the plans, load the final weights

@@ -11,6 +11,7 @@ step                   what it computes (module)
 ``km_stats``           Kaplan-Meier risk groups, log-rank test (:mod:`~brainfm.stats.km`)
 ``finetune_table``     frozen vs fine-tuned encoder, paired tests (:mod:`~brainfm.stats.comparison`)
 ``perturbation_stats`` metric by perturbation severity (scored by :mod:`brainfm.tasks.perturbation`)
+``segmentation_stats`` Dice per benchmark x region vs the reference (:mod:`~brainfm.stats.segmentation`)
 =====================  =====================================================================
 
 They take plain arguments (paths and the few task fields they need), read runs through
@@ -34,7 +35,8 @@ from brainfm.stats.knn import knn_table
 from brainfm.stats.strata import age_strata_table
 from brainfm.tasks.runs import collect_optional, collect_predictions, collect_training_n
 
-__all__ = ["task_stats", "knn_stats", "strata_stats", "km_stats", "finetune_table", "perturbation_stats"]
+__all__ = ["task_stats", "knn_stats", "strata_stats", "km_stats", "finetune_table", "perturbation_stats",
+           "segmentation_stats"]
 
 Labels = Mapping[str, str] | None
 
@@ -158,6 +160,32 @@ def perturbation_stats(files: Sequence[str | Path], table_path: str | Path, figu
                        caption="Test-time perturbations: metric (± bootstrap sd) by severity", label="tab:perturb")
     figures.perturbation_bars(frame, figure_path, reference=reference, row="task", labels=labels)
     return Path(figure_path)
+
+
+def segmentation_stats(run_dirs: Sequence[str | Path], out_path: str | Path, table_path: str | Path,
+                       figure_path: str | Path, *, reference: str, all_background: bool = True,
+                       adjust: str | None = None, n_boot: int = 2000, seed: int = 42, alpha: float = 0.05,
+                       labels: Labels = None) -> pd.DataFrame:
+    """Dice vs label ratio, a panel per benchmark x region (Fig. 3a), and its table (Supp. Table 7).
+
+    ``run_dirs`` are the segmentation jobs' folders (``dice.parquet`` inside). The table gives
+    mean ± bootstrap sd per ratio with marks from the paired bootstrap against ``reference``.
+    """
+    from brainfm.stats.segmentation import ALL_BACKGROUND, read_dice, segmentation_comparison
+
+    tidy = segmentation_comparison(read_dice(run_dirs), reference, all_background=all_background, adjust=adjust,
+                                   n_boot=n_boot, seed=seed, alpha=alpha)
+    write_parquet(Path(out_path), tidy)
+    names = {ALL_BACKGROUND: "All background", **dict(labels or {})}
+    adjusted = " (Holm-adjusted across backbones)" if adjust == "holm" else ""
+    tables.write_table(tables.comparison_table(tidy, reference, labels=names), table_path, label="tab:segmentation",
+                       caption=f"Tumour segmentation: Dice (mean ± bootstrap sd) per label ratio; paired bootstrap "
+                               f"vs {names.get(reference, reference)} at matched ratios{adjusted}")
+    panels = list(dict.fromkeys(zip(tidy["task"], tidy["metric"])))
+    regions = tidy["metric"].nunique()
+    figures.metric_vs_ratio(tidy, figure_path, reference=reference, labels=names, panels=panels, ncols=regions,
+                            titles={(t, m): f"{t}: {m.removeprefix('dice_')}" for t, m in panels})
+    return tidy
 
 
 def _read_frames(files: Sequence[str | Path], what: str) -> pd.DataFrame:

@@ -161,9 +161,16 @@ def label_map_for(dataset: str, search_dirs: Sequence[str | Path] | None = None)
 
     Raises :class:`ConfigError` when the dataset has no label map.
     """
-    from brainfm.data.phantom import PHANTOM_DATASETS
+    from brainfm.data.datasets.catalog import list_datasets
 
-    if dataset in PHANTOM_DATASETS:
+    # registry entries first: the phantom generators import torch, a registry lookup does not
+    registry = Path(str(dataset)).suffix in (".yaml", ".yml") or dataset in list_datasets(search_dirs)
+    from_phantom = not registry
+    if from_phantom:
+        from brainfm.data.phantom import PHANTOM_DATASETS
+
+        from_phantom = dataset in PHANTOM_DATASETS
+    if from_phantom:
         seg = PHANTOM_DATASETS[dataset].segmentation
         if seg is None:
             raise ConfigError(f"phantom dataset {dataset!r} has no segmentation label map")
