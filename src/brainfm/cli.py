@@ -158,7 +158,8 @@ def cmd_evaluate_perturbed(a: argparse.Namespace) -> None:
     from brainfm.tasks.perturbation import evaluate_perturbed
 
     perturbed = dict(item.partition("=")[::2] for item in a.perturbed)
-    frame = evaluate_perturbed(a.task, a.features, perturbed, a.manifest, a.backbone, a.out, stats=a.stats)
+    frame = evaluate_perturbed(a.task, a.features, perturbed, a.manifest, a.backbone, a.out, stats=a.stats,
+                               predictions=a.predictions or None)
     log.info("perturbation results for %s/%s: %d rows", a.task.name, a.backbone, len(frame))
 
 
@@ -201,7 +202,9 @@ def cmd_knn_stats(a: argparse.Namespace) -> None:
 def cmd_perturbation_stats(a: argparse.Namespace) -> None:
     from brainfm.stats.runners import perturbation_stats
 
-    perturbation_stats(a.inputs, a.table, a.figure, reference=a.stats.reference, labels=a.labels)
+    perturbation_stats(a.inputs, a.table, a.figure, reference=a.stats.reference, labels=a.labels,
+                       predictions=a.predictions, comparison_path=a.comparison or None, n_boot=a.stats.n_boot,
+                       seed=a.stats.seed, alpha=a.stats.alpha)
 
 
 def cmd_finetune_table(a: argparse.Namespace) -> None:
@@ -373,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backbone", required=True)
     stats_args(s)
     s.add_argument("--out", required=True)
+    s.add_argument("--predictions", default="", help="per-item pooled predictions (input of the pairwise tests)")
 
     s = step("cka", cmd_cka, "layer-wise linear CKA of the reference backbone against the others")
     s.add_argument("--reference", required=True)
@@ -399,8 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     outputs(s)
     stats_args(s)
 
-    s = step("perturbation-stats", cmd_perturbation_stats, "perturbation table and grouped bars (Fig. 5)")
+    s = step("perturbation-stats", cmd_perturbation_stats,
+             "perturbation table and grouped bars (Fig. 5) with tests vs the reference per severity (Supp. Table 18)")
     s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--predictions", nargs="*", default=[],
+                   help="per-item predictions of evaluate-perturbed: adds the pairwise tests")
+    s.add_argument("--comparison", default="", help="tidy pairwise tests (parquet)")
     outputs(s, out_dir=False)
     stats_args(s)
 

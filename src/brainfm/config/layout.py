@@ -74,6 +74,10 @@ class ResultsLayout:
     def perturbed_results(self, task: str, backbone: str) -> str:
         return self._p("perturbed", "results", task, f"{backbone}.parquet")
 
+    def perturbed_predictions(self, task: str, backbone: str) -> str:
+        """Per-item pooled predictions behind ``perturbed_results`` (the pairwise tests' input)."""
+        return self._p("perturbed", "results", task, f"{backbone}_predictions.parquet")
+
     # statistics, analyses, tables, figures
     def stats_dir(self, task: str) -> str:
         return self._p("stats", task)

@@ -278,7 +278,8 @@ def draw_perturbation_bars(frame: pd.DataFrame, *, reference: str | None = None,
     """Grouped bars by perturbation severity, one panel per (``row`` value, perturbation) (Fig. 5).
 
     ``frame`` columns: backbone, perturbation, severity, metric, value, err (+ optional task;
-    use ``row="task"`` for one row per task). Severities are ordered numerically when possible.
+    use ``row="task"`` for one row per task; + optional ``stars``: significance marks against
+    the reference, drawn above each bar). Severities are ordered numerically when possible.
     """
     _require(frame, ["backbone", "perturbation", "severity", "metric", "value", "err"], "perturbation_bars")
     rows_vals = list(dict.fromkeys(frame[row]))
@@ -299,6 +300,12 @@ def draw_perturbation_bars(frame: pd.DataFrame, *, reference: str | None = None,
                     x = np.arange(len(sev)) + _dodge(len(present), width)[k]
                     ax.bar(x, d["value"].to_numpy(float), width=width, color=colors[b], edgecolor="white",
                            linewidth=0.3, yerr=d["err"].to_numpy(float), error_kw={"lw": 0.7, "capsize": 1.5})
+                    if "stars" in d.columns:
+                        tops = (d["value"] + d["err"].fillna(0)).to_numpy(float)
+                        for xi, top, mark in zip(x, tops, d["stars"].fillna("")):
+                            if mark and np.isfinite(top):
+                                ax.text(xi, top, mark, ha="center", va="bottom", fontsize=5, rotation=90,
+                                        color=colors[b])
                 ax.set_xticks(range(len(sev)), [str(s) for s in sev])
                 ax.set_xlabel(f"{pert} severity")
                 metric = str(df["metric"].iloc[0]) if not df.empty else str(rv)
@@ -307,7 +314,10 @@ def draw_perturbation_bars(frame: pd.DataFrame, *, reference: str | None = None,
                 if i == 0:
                     ax.set_title(str(pert))
                 ax.margins(y=0.1)
-        _legend(fig, backbones, colors, "error bars: uncertainty estimates", kind="bar", labels=labels)
+        note = "error bars: uncertainty estimates"
+        if "stars" in frame.columns and frame["stars"].fillna("").astype(bool).any():
+            note += "; " + _SIG_NOTE.format(ref=display_name(reference or DEFAULT_REFERENCE, labels))
+        _legend(fig, backbones, colors, note, kind="bar", labels=labels)
         return fig
 
 
