@@ -127,6 +127,11 @@ class Config:
 
         analysis = section(AnalysisSpec, "analysis")
         _check_names(analysis.cka.datasets, datasets, f"{source}: analysis.cka.datasets", "a dataset")
+        sim = analysis.similarity
+        if sim.dataset is not None and sim.dataset not in {t.dataset for t in tasks.values()}:
+            raise ConfigError(f"{source}: analysis.similarity.dataset: {sim.dataset!r} is not the dataset of a task "
+                              "(the maps read its downstream volume store)")
+        _check_names(sim.backbones, backbones, f"{source}: analysis.similarity.backbones", "a backbone")
         stats = section(StatsSpec, "stats")
         _check_names([stats.reference], backbones, f"{source}: stats.reference", "a backbone")
 
@@ -163,6 +168,13 @@ class Config:
         cohort = self.datasets[dataset].cohort
         return sorted({self.layout.manifest(d) for d in self.pretrain_datasets()
                        if self.datasets[d].cohort == cohort})
+
+    def similarity_backbones(self) -> list[str]:
+        """Backbones of the similarity maps (Fig. 6a); none while the analysis is off."""
+        sim = self.analysis.similarity
+        if sim.dataset is None:
+            return []
+        return list(sim.backbones or self.backbones)
 
     def needs_central_patches(self, dataset: str) -> bool:
         return any(t.dataset == dataset and t.features == "patch_central" for t in self.tasks.values())

@@ -5,7 +5,8 @@
 - :func:`km_grid`: Kaplan-Meier curves, ratios x backbones, with log-rank p (Fig. 4);
 - :func:`perturbation_bars`: grouped bars by perturbation severity (Fig. 5);
 - :func:`knn_accuracy`: kNN accuracy vs k with bootstrap error bars (Fig. 6b, left);
-- :func:`cka_heatmap`: CKA of the reference against other backbones by depth (Fig. 6b, right).
+- :func:`cka_heatmap`: CKA of the reference against other backbones by depth (Fig. 6b, right);
+- :func:`similarity_grid`: reference-point similarity maps, backbones x references (Fig. 6a).
 
 Each ``draw_*`` function takes tidy data frames and returns a :class:`~matplotlib.figure.Figure`
 (for notebooks and tests); the function of the same name without the prefix also takes an output
@@ -41,7 +42,7 @@ from brainfm.stats.predictions import DEFAULT_REFERENCE
 __all__ = [
     "metric_vs_ratio", "age_strata_bars", "km_grid", "perturbation_bars", "knn_accuracy", "cka_heatmap",
     "draw_metric_vs_ratio", "draw_age_strata_bars", "draw_km_grid", "draw_perturbation_bars", "draw_knn_accuracy",
-    "draw_cka_heatmap",
+    "draw_cka_heatmap", "similarity_grid", "draw_similarity_grid",
 ]
 
 _SIG_NOTE = "* p<0.05, ** p<0.01, *** p<0.001 vs {ref}"
@@ -442,3 +443,57 @@ def knn_accuracy(knn: pd.DataFrame, path: str | Path, *, dpi: int | None = None,
 def cka_heatmap(cka: pd.DataFrame, path: str | Path, *, dpi: int | None = None, **kwargs) -> list[Path]:
     """Fig. 6b right (see :func:`draw_cka_heatmap`), saved as ``path``.png/.pdf."""
     return _save(draw_cka_heatmap(cka, **kwargs), path, dpi)
+
+
+def draw_similarity_grid(panels: Mapping[str, Mapping[str, np.ndarray]], references: Sequence[str],
+                         aucs: Mapping[tuple[str, str], float] | None = None, *,
+                         labels: Mapping[str, str] | None = None, title: str | None = None) -> Figure:
+    """Reference-point similarity maps (Fig. 6a): rows = backbones, columns = references.
+
+    ``panels[backbone]`` holds the slice (``image``, (H, W)), one similarity map per reference
+    (``maps``, (R, H, W), NaN where the reference is absent) and the reference tissues
+    (``tissues``, (R, H, W)), outlined on each map, and optionally the reference points (``points``,
+    (y, x) per reference); ``aucs`` adds each map's separation AUC. All maps share one colour scale
+    (no per-encoder rescaling, as in the paper).
+    """
+    backbones = list(panels)
+    if not backbones:
+        raise ValueError("similarity_grid: no backbones")
+    with style():
+        fig, axes = new_figure(len(backbones), len(references), panel=(2.0, 2.0), extra_height=0.3)
+        im = None
+        finite = [np.asarray(p["maps"], float) for p in panels.values()]
+        lo = min((float(np.nanmin(m)) for m in finite if np.isfinite(m).any()), default=-1.0)
+        for i, b in enumerate(backbones):
+            p = panels[b]
+            for j, ref in enumerate(references):
+                ax = axes[i * len(references) + j]
+                ax.imshow(p["image"], cmap="gray", interpolation="nearest")
+                m = np.asarray(p["maps"][j], dtype=float)
+                if np.isfinite(m).any():
+                    im = ax.imshow(m, cmap="jet", alpha=0.5, vmin=min(lo, 0.99), vmax=1.0, interpolation="bilinear")
+                    pts = p.get("points")
+                    y, x = pts[j] if pts is not None else np.unravel_index(int(np.nanargmax(m)), m.shape)
+                    ax.plot([x], [y], marker="*", color="white", markeredgecolor="black", markersize=7,
+                            markeredgewidth=0.4)
+                    if np.asarray(p["tissues"][j]).any():
+                        ax.contour(np.asarray(p["tissues"][j], float), levels=[0.5], colors="white", linewidths=0.5)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                auc_v = (aucs or {}).get((b, ref), float("nan"))
+                label = ref.replace("_", " ")
+                ax.set_title(f"{label}: AUC {auc_v:.2f}" if np.isfinite(auc_v) else f"{label}: n/a", fontsize=7)
+                if j == 0:
+                    ax.set_ylabel(display_name(b, labels))
+        if im is not None:
+            fig.colorbar(im, ax=axes, shrink=0.6, label="cosine similarity to the reference (\u2605)")
+        if title:
+            fig.suptitle(title, fontsize=8)
+        return fig
+
+
+def similarity_grid(panels: Mapping[str, Mapping[str, np.ndarray]], references: Sequence[str],
+                    aucs: Mapping[tuple[str, str], float] | None, path: str | Path, *, dpi: int | None = None,
+                    **kwargs) -> list[Path]:
+    """Fig. 6a (see :func:`draw_similarity_grid`), saved as ``path``.png/.pdf."""
+    return _save(draw_similarity_grid(panels, references, aucs, **kwargs), path, dpi)
