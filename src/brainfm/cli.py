@@ -171,6 +171,27 @@ def cmd_cka(a: argparse.Namespace) -> None:
     log.info("CKA:\n%s", table.to_string(index=False))
 
 
+def cmd_similarity_maps(a: argparse.Namespace) -> None:
+    from brainfm.analysis.similarity import similarity_maps
+    from brainfm.device import resolve_device
+    from brainfm.models import create_encoder
+
+    backbone = a.backbone
+    encoder = create_encoder(backbone.encoder, weights=backbone.weights, **backbone.args)
+    frame = similarity_maps(encoder, backbone.name, a.store, a.masks or None, a.out, modality=a.modality,
+                            n_cases=a.n_cases, references=a.references, device=resolve_device(a.device))
+    log.info("similarity %s: mean AUC by reference %s", backbone.name,
+             json.dumps({k: round(v, 3) for k, v in frame.groupby("reference")["auc"].mean().items()}))
+
+
+def cmd_similarity_report(a: argparse.Namespace) -> None:
+    from brainfm.analysis.similarity import similarity_report
+
+    summary = similarity_report(a.inputs, a.tidy, a.table, a.figure, reference=a.stats.reference,
+                                n_boot=a.stats.n_boot, seed=a.stats.seed, alpha=a.stats.alpha, labels=a.labels)
+    log.info("similarity AUCs:\n%s", summary.to_string(index=False))
+
+
 # ----------------------------------------------------------------------------- statistics and report
 def cmd_task_stats(a: argparse.Namespace) -> None:
     from brainfm.stats.runners import task_stats
@@ -385,6 +406,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--modalities", nargs="*", default=[], help="default: every modality")
     s.add_argument("--depth-labels", nargs="+", default=["early", "mid", "late"])
     s.add_argument("--out", required=True)
+
+    s = step("similarity-maps", cmd_similarity_maps,
+             "reference-point similarity maps of one backbone and their tissue-separation AUC (Fig. 6a)")
+    s.add_argument("--backbone", type=_spec("BackboneSpec"), required=True,
+                   help="JSON of a 'backbones.<name>' entry plus 'name' (weights resolved to a file or null)")
+    s.add_argument("--store", required=True, help="downstream volume store")
+    s.add_argument("--masks", default="", help="downstream mask store (the tumour reference); absent: none")
+    s.add_argument("--modality", default="T1")
+    s.add_argument("--n-cases", type=int, default=8)
+    s.add_argument("--references", nargs="+", default=["tumour", "csf", "white_matter"])
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True, help="per-case AUCs (parquet); the maps go to the same name .npz")
+
+    s = step("similarity-report", cmd_similarity_report,
+             "Fig. 6a (backbones x references) and the separation-AUC table with bootstrap CIs over cases")
+    s.add_argument("--inputs", nargs="+", required=True, help="similarity-maps parquet files (one per backbone)")
+    s.add_argument("--tidy", required=True, help="mean AUC and CI per backbone x reference (parquet)")
+    s.add_argument("--table", required=True)
+    s.add_argument("--figure", required=True)
+    stats_args(s)
 
     # statistics
     for name, func, help_ in (

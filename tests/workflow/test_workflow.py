@@ -96,7 +96,7 @@ def test_tiny_demo_dag_end_to_end(tmp_path):
         for ext in ("md", "csv", "tex"):
             assert (res / "tables" / f"{task}.{ext}").stat().st_size > 0
     for fig in ("ratio_brain_age", "ratio_adni_3class", "ratio_survival_cox", "knn_knn_adni", "cka", "perturbations",
-                "strata_brain_age", "km_survival_cox"):
+                "strata_brain_age", "km_survival_cox", "similarity"):
         assert (res / "figures" / f"{fig}.png").stat().st_size > 1000
         assert (res / "figures" / f"{fig}.pdf").exists()
     assert (res / "tables" / "summary.md").exists()
@@ -122,6 +122,12 @@ def test_tiny_demo_dag_end_to_end(tmp_path):
     assert json.loads((res / "features/braindino/phantom_brainage/meta.json").read_text())["n_volumes"] > 0
     pert = pd.read_parquet(res / "perturbed/results/brain_age/braindino.parquet")
     assert set(pert["severity"]) == {1.0, 2.0}
+    # Supp. Table 18: vit_random tested against braindino at each severity
+    tests = pd.read_parquet(res / "stats/perturbations/comparison.parquet")
+    assert tests.loc[tests.backbone == "vit_random", "p_value"].between(0, 1).all()
+    # Fig. 6a: every backbone has a separation AUC for every reference
+    sim = pd.read_parquet(res / "analysis/similarity_auc.parquet")
+    assert set(sim["backbone"]) == {"braindino", "brainiac_simclr", "vit_random"} and len(sim) == 9
 
     # a second run has nothing to do; forcing one task's heads reruns only that cell and its statistics
     again = _smk(wf, "-n", "--cores", "2", "--configfile", "config/tiny.yaml")

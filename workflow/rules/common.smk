@@ -102,6 +102,8 @@ def all_targets():
     targets += [L.figure(f"km_{task}") for task in CFG.survival_tasks()]
     if CFG.analysis.cka.datasets:
         targets.append(L.figure("cka"))
+    if CFG.similarity_backbones():
+        targets += [L.figure("similarity"), L.table("similarity")]
     if CFG.perturbations.tasks:
         targets += [L.table("perturbations"), L.figure("perturbations")]
     targets += [L.table(f"finetune_{b}") for b in CFG.finetune_backbones()]

@@ -128,9 +128,8 @@ class Config:
         analysis = section(AnalysisSpec, "analysis")
         _check_names(analysis.cka.datasets, datasets, f"{source}: analysis.cka.datasets", "a dataset")
         sim = analysis.similarity
-        if sim.dataset is not None and sim.dataset not in {t.dataset for t in tasks.values()}:
-            raise ConfigError(f"{source}: analysis.similarity.dataset: {sim.dataset!r} is not the dataset of a task "
-                              "(the maps read its downstream volume store)")
+        if sim.dataset is not None:
+            _check_names([sim.dataset], datasets, f"{source}: analysis.similarity.dataset", "a dataset")
         _check_names(sim.backbones, backbones, f"{source}: analysis.similarity.backbones", "a backbone")
         stats = section(StatsSpec, "stats")
         _check_names([stats.reference], backbones, f"{source}: stats.reference", "a backbone")
@@ -156,7 +155,7 @@ class Config:
     def products(self, dataset: str) -> tuple[str, ...]:
         """The stores the preprocessing of ``dataset`` must write (tasks: volumes; runs: their recipe's)."""
         out = set()
-        if dataset in self.task_datasets():
+        if dataset in self.task_datasets() or dataset == self.analysis.similarity.dataset:
             out.add("downstream")
         for run in self.pretrain.values():
             if dataset in run.datasets:
