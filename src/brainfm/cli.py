@@ -249,6 +249,16 @@ def cmd_summary_table(a: argparse.Namespace) -> None:
     summary_table(a.comparisons, a.knn, a.out, reference=a.stats.reference, labels=a.labels)
 
 
+def cmd_protocol_deviations(a: argparse.Namespace) -> None:
+    from brainfm.config import load_config
+    from brainfm.report.protocol import protocol_deviations
+
+    text = a.config.strip()
+    cfg = load_config(_json(text) if text.startswith("{") else text, source=a.source or text)
+    dev = protocol_deviations(cfg.values, a.out, source=a.source or text)
+    log.info("%d deviation(s) from the paper's protocol: %s", len(dev), ", ".join(r["key"] for r in dev) or "none")
+
+
 def cmd_bench(a: argparse.Namespace) -> None:
     from brainfm.bench.suite import run_benchmarks
 
@@ -471,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--knn", nargs="*", default=[])
     s.add_argument("--out", required=True)
     stats_args(s)
+
+    s = step("protocol-deviations", cmd_protocol_deviations,
+             "where a config departs from the paper's stated protocol (results/tables/protocol_deviations.md)")
+    s.add_argument("--config", required=True, help="a config file, or the validated config values as JSON")
+    s.add_argument("--source", default="", help="the config's name in the document (default: --config)")
+    s.add_argument("--out", required=True)
 
     s = step("bench", cmd_bench, "benchmarks: extraction vs roofline, heads, statistics, SSL training, demo DAG")
     s.add_argument("--out", default="results/bench")

@@ -108,4 +108,5 @@ def all_targets():
         targets += [L.table("perturbations"), L.figure("perturbations")]
     targets += [L.table(f"finetune_{b}") for b in CFG.finetune_backbones()]
     targets.append(L.table("summary"))
+    targets.append(L.table("protocol_deviations"))
     return targets

@@ -47,3 +47,24 @@ rule summary_table:
     shell:
         "brainfm summary-table --comparisons {input.comparisons} --knn {input.knn} --out {output}"
         " --stats {params.stats:q} --labels {params.labels:q} > {log} 2>&1"
+
+
+rule protocol_deviations:
+    output:
+        report(
+            L.table("protocol_deviations"),
+            caption="../report/protocol_deviations.rst",
+            category="Tables",
+            subcategory="protocol",
+        ),
+    log:
+        L.log("report", "protocol_deviations"),
+    params:
+        values=as_json(CFG.values),
+        source=os.path.relpath(CFG.source),
+    localrule: True
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm protocol-deviations --config {params.values:q} --source {params.source:q} --out {output}"
+        " > {log} 2>&1"
