@@ -249,6 +249,32 @@ def cmd_summary_table(a: argparse.Namespace) -> None:
     summary_table(a.comparisons, a.knn, a.out, reference=a.stats.reference, labels=a.labels)
 
 
+def _named_paths(items: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise BrainfmError(f"{what}: expected NAME=PATH, got {item!r}")
+        out[name] = path
+    return out
+
+
+def cmd_corpus_figure(a: argparse.Namespace) -> None:
+    from brainfm.report.corpus import corpus_figure
+
+    counts = corpus_figure(_named_paths(a.manifests, "--manifests"), _named_paths(a.stores, "--stores"), a.table,
+                           a.figure)
+    log.info("corpus: %d datasets, %d volumes, %s slices", counts["dataset"].nunique(), int(counts["volumes"].sum()),
+             counts["slices"].sum(min_count=1))
+
+
+def cmd_dataset_table(a: argparse.Namespace) -> None:
+    from brainfm.report.corpus import dataset_table
+
+    frame = dataset_table(a.datasets, _named_paths(a.manifests, "--manifests"), a.roles, a.table)
+    log.info("dataset table: %d datasets, %d subjects", len(frame), int(frame["subjects"].sum()))
+
+
 def cmd_protocol_deviations(a: argparse.Namespace) -> None:
     from brainfm.config import load_config
     from brainfm.report.protocol import protocol_deviations
@@ -481,6 +507,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--knn", nargs="*", default=[])
     s.add_argument("--out", required=True)
     stats_args(s)
+
+    s = step("corpus-figure", cmd_corpus_figure,
+             "pretraining corpus composition: volumes and slices per dataset and modality (Fig. 1a)")
+    s.add_argument("--manifests", nargs="+", required=True, help="NAME=MANIFEST items, one per pretraining dataset")
+    s.add_argument("--stores", nargs="*", default=[], help="NAME=SLICE_STORE items (datasets with a slice store)")
+    s.add_argument("--table", required=True)
+    s.add_argument("--figure", required=True)
+
+    s = step("dataset-table", cmd_dataset_table, "the run's datasets: access, role, counts, splits (Supp. Table 2)")
+    s.add_argument("--datasets", type=_json, required=True,
+                   help="JSON list of the config's dataset entries, each with its 'name'")
+    s.add_argument("--manifests", nargs="+", required=True, help="NAME=MANIFEST items")
+    s.add_argument("--roles", type=_json, default={}, help="JSON {dataset: [role, ...]}")
+    s.add_argument("--table", required=True)
 
     s = step("protocol-deviations", cmd_protocol_deviations,
              "where a config departs from the paper's stated protocol (results/tables/protocol_deviations.md)")

@@ -87,6 +87,20 @@ def finetune_inputs(wc):
     }
 
 
+def dataset_roles():
+    """What each dataset is used for (Supp. Table 2's role column)."""
+    roles = {n: [] for n in CFG.datasets}
+    for r, run in CFG.pretrain.items():
+        for d in run.datasets:
+            roles[d].append(f"pretraining ({r})")
+    for t, spec in CFG.tasks.items():
+        roles[spec.dataset].append(f"task {t}")
+    for n, d in CFG.datasets.items():
+        for part in d.parts:
+            roles[part].append(f"part of {n}")
+    return roles
+
+
 def run_dirs(task):
     return [L.runs(task, b) for b in CFG.tasks[task].backbones]
 
@@ -109,4 +123,7 @@ def all_targets():
     targets += [L.table(f"finetune_{b}") for b in CFG.finetune_backbones()]
     targets.append(L.table("summary"))
     targets.append(L.table("protocol_deviations"))
+    targets.append(L.table("datasets"))
+    if CFG.pretrain_datasets():
+        targets.append(L.figure("corpus"))
     return targets
