@@ -194,10 +194,11 @@ def cmd_similarity_report(a: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- statistics and report
 def cmd_task_stats(a: argparse.Namespace) -> None:
-    from brainfm.stats.runners import task_stats
+    from brainfm.stats.runners import task_metrics, task_stats
 
     task_stats(a.task.name, a.runs, a.out_dir, a.table, a.figure, reference=a.stats.reference,
-               description=a.task.description, n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels)
+               description=a.task.description, n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels,
+               metrics=task_metrics(a.task.kind, a.task.target))
 
 
 def cmd_strata_stats(a: argparse.Namespace) -> None:

@@ -35,17 +35,31 @@ from brainfm.stats.knn import knn_table
 from brainfm.stats.strata import age_strata_table
 from brainfm.tasks.runs import collect_optional, collect_predictions
 
-__all__ = ["task_stats", "knn_stats", "strata_stats", "km_stats", "finetune_table", "perturbation_stats"]
+__all__ = ["task_metrics", "task_stats", "knn_stats", "strata_stats", "km_stats", "finetune_table", "perturbation_stats"]
 
 Labels = Mapping[str, str] | None
 
 
+def task_metrics(kind: str, target: str) -> list[str] | None:
+    """The metrics the paper reports for a task when they differ from its kind's default (None: the default).
+
+    MRI sequence classification (the task predicting ``modality``, §4.3.6) is reported with
+    accuracy beside the macro-AUC.
+    """
+    if kind == "classification" and target == "modality":
+        return ["macro_auc", "accuracy"]
+    return None
+
+
 def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, table_path: str | Path,
                figure_path: str | Path, *, reference: str, description: str = "", n_boot: int = 2000,
-               seed: int = 42, labels: Labels = None) -> dict[str, Path]:
-    """Statistics, table and figure of one head-trained task across backbones and ratios (Fig. 3)."""
+               seed: int = 42, labels: Labels = None, metrics: Sequence[str] | None = None) -> dict[str, Path]:
+    """Statistics, table and figure of one head-trained task across backbones and ratios (Fig. 3).
+
+    ``metrics`` overrides the kind's default metric (see :func:`task_metrics`).
+    """
     out = Path(out_dir) / "comparison.parquet"
-    tidy = compare_predictions(collect_predictions(run_dirs), reference, n_boot=n_boot, seed=seed)
+    tidy = compare_predictions(collect_predictions(run_dirs), reference, n_boot=n_boot, seed=seed, metrics=metrics)
     write_parquet(out, tidy)
     tables.write_table(tables.comparison_table(tidy, reference, labels=labels), table_path,
                        caption=f"{task}: {description or task}. Estimates per label ratio vs {reference}.",
