@@ -244,6 +244,13 @@ def cmd_cka_figure(a: argparse.Namespace) -> None:
     cka_figure(a.inputs, a.figure, reference=a.stats.reference, labels=a.labels)
 
 
+def cmd_composite_figure(a: argparse.Namespace) -> None:
+    from brainfm.report.build import composite_figure
+
+    composite_figure(a.comparisons, a.figure, reference=a.stats.reference, labels=a.labels,
+                     descriptions=a.descriptions)
+
+
 def cmd_summary_table(a: argparse.Namespace) -> None:
     from brainfm.report.build import summary_table
 
@@ -500,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     # report
     s = step("cka-figure", cmd_cka_figure, "CKA heatmaps")
     s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--figure", required=True)
+    stats_args(s)
+
+    s = step("composite-figure", cmd_composite_figure, "Fig. 3 panels b-l in one figure (beside the per-task figures)")
+    s.add_argument("--comparisons", nargs="+", required=True, help="comparison.parquet of each task")
+    s.add_argument("--descriptions", type=_json, default={}, help="JSON {task: panel title}")
     s.add_argument("--figure", required=True)
     stats_args(s)
 

@@ -122,6 +122,8 @@ def all_targets():
         targets += [L.table("perturbations"), L.figure("perturbations")]
     targets += [L.table(f"finetune_{b}") for b in CFG.finetune_backbones()]
     targets.append(L.table("summary"))
+    if CFG.head_tasks():
+        targets.append(L.figure("fig3"))
     targets.append(L.table("protocol_deviations"))
     targets.append(L.table("datasets"))
     if CFG.pretrain_datasets():

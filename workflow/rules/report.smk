@@ -107,3 +107,22 @@ rule dataset_table:
     shell:
         "brainfm dataset-table --datasets {params.datasets:q} --manifests {params.manifests}"
         " --roles {params.roles:q} --table {output} > {log} 2>&1"
+
+
+rule composite_figure:
+    input:
+        [L.stats(t, "comparison.parquet") for t in CFG.head_tasks()],
+    output:
+        report(L.figure("fig3"), caption="../report/fig3.rst", category="Figures", subcategory="summary"),
+    log:
+        L.log("report", "fig3"),
+    params:
+        descriptions=as_json({t: CFG.tasks[t].description or t for t in CFG.head_tasks()}),
+        stats=STATS,
+        labels=LABELS,
+    localrule: True
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm composite-figure --comparisons {input} --descriptions {params.descriptions:q}"
+        " --figure {output} --stats {params.stats:q} --labels {params.labels:q} > {log} 2>&1"
