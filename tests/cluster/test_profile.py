@@ -24,7 +24,8 @@ def _planned_jobs(wf: Path) -> Counter:
     return Counter({rule: int(n) for rule, n in rows if rule != "total"})
 
 
-LOCAL_RULES = {"all", "cka_figure", "summary_table", "finetune_table", "perturbation_report"}
+LOCAL_RULES = {"all", "cka_figure", "summary_table", "finetune_table", "perturbation_report", "perturbation_stats",
+               "similarity_report", "protocol_deviations", "corpus_figure", "dataset_table", "composite_figure"}
 GROUPS = {"heads": {"fit_heads", "knn_probe"}, "stats": {"task_stats", "knn_stats", "strata_stats", "km_stats"}}
 
 
