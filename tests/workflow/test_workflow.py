@@ -128,6 +128,14 @@ def test_tiny_demo_dag_end_to_end(tmp_path):
     # Fig. 6a: every backbone has a separation AUC for every reference
     sim = pd.read_parquet(res / "analysis/similarity_auc.parquet")
     assert set(sim["backbone"]) == {"braindino", "brainiac_simclr", "vit_random"} and len(sim) == 9
+    # Fig. 1a, Supp. Table 2, the composite Fig. 3 and the protocol deviations
+    assert (res / "figures" / "corpus.png").stat().st_size > 1000 and (res / "figures" / "fig3.pdf").exists()
+    corpus = pd.read_csv(res / "tables" / "corpus.csv")
+    manifest = pd.read_parquet(res / "data/phantom_pretrain/manifest.parquet")
+    assert corpus.loc[corpus.dataset == "phantom_pretrain", "volumes"].sum() == len(manifest)
+    datasets = pd.read_csv(res / "tables" / "datasets.csv").set_index("dataset")
+    assert datasets.loc["phantom_adni", "subjects"] == 12 and "task adni_3class" in datasets.loc["phantom_adni", "role"]
+    assert "deviation(s) from the paper's stated protocol" in (res / "tables" / "protocol_deviations.md").read_text()
 
     # a second run has nothing to do; forcing one task's heads reruns only that cell and its statistics
     again = _smk(wf, "-n", "--cores", "2", "--configfile", "config/tiny.yaml")
