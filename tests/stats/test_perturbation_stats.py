@@ -126,3 +126,19 @@ def test_pooled_predictions_average_seeds_and_keep_one_row_per_scan():
     assert list(out.y_pred) == [1.0, 0.0] and set(out.seed) == {0} and set(out.fold) == {0}
     with pytest.raises(Exception, match="several folds"):
         pooled_predictions(spec, pred.assign(subject="s1"), backbone="b")
+
+
+def test_perturbation_error_bars_resample_subjects_not_visits():
+    from brainfm.config import TaskSpec
+    from brainfm.stats import bootstrap_ci
+    from brainfm.tasks.perturbation import _score
+
+    spec = TaskSpec.from_json('{"name": "t", "kind": "regression", "dataset": "d", "target": "y", '
+                              '"ratios": [1.0], "seeds": [0], "head": {}}')
+    df = _items("regression", n=30, visits=4)
+    pred = df[(df.backbone == "braindino") & (df.severity == 1.0)].assign(seed=0)
+    got = _score(spec, pred, n_boot=300, seed=2)
+    pred = pred.sort_values(["fold", "subject", "session"])
+    ref = bootstrap_ci(pred.y_true.to_numpy(), pred.y_pred.to_numpy(), "mae", n_boot=300, seed=2, stratify=False,
+                       groups=pred.subject.to_numpy())
+    assert got["value"] == pytest.approx(ref.estimate) and got["err"] == pytest.approx(ref.sd)

@@ -22,7 +22,7 @@ import pandas as pd
 from brainfm.config import IDENTITY, PerturbationSetting, StatsSpec, TaskSpec
 from brainfm.errors import ManifestError
 from brainfm.stats import bootstrap_ci
-from brainfm.stats.predictions import ITEM_KEY
+from brainfm.stats.predictions import ITEM_KEY, cluster_groups
 from brainfm.tasks.data import build_task_data
 from brainfm.tasks.runner import run_grid
 
@@ -33,21 +33,25 @@ PRIMARY_METRIC = {"classification": "auc", "regression": "mae", "survival": "cin
 
 def _score(spec: TaskSpec, pred: pd.DataFrame, n_boot: int, seed: int) -> dict[str, float]:
     key = ITEM_KEY  # one test item; seeds are averaged per item
+    # repeated visits (ADNI): resample subjects, not visits, as the pairwise tests do
     if spec.kind == "classification":
         cols = [c for c in pred.columns if c.startswith("prob_")]
         avg = pred.groupby(key, sort=True)[cols + ["y_true"]].mean()
+        groups = cluster_groups(avg.index.get_level_values("subject").to_numpy())
         y, scores = avg["y_true"].to_numpy().astype(int), avg[cols].to_numpy()
         if scores.shape[1] == 2:
             scores = scores[:, 1]
-        res = bootstrap_ci(y, scores, "auc", n_boot=n_boot, seed=seed)
+        res = bootstrap_ci(y, scores, "auc", n_boot=n_boot, seed=seed, groups=groups)
     elif spec.kind == "regression":
         avg = pred.groupby(key, sort=True)[["y_true", "y_pred"]].mean()
+        groups = cluster_groups(avg.index.get_level_values("subject").to_numpy())
         res = bootstrap_ci(avg["y_true"].to_numpy(), avg["y_pred"].to_numpy(), "mae", n_boot=n_boot, seed=seed,
-                           stratify=False)
+                           stratify=False, groups=groups)
     else:
         avg = pred.groupby(key, sort=True)[["time", "event", "y_pred"]].mean()
+        groups = cluster_groups(avg.index.get_level_values("subject").to_numpy())
         yt = np.stack([avg["time"].to_numpy(), avg["event"].to_numpy()], 1)
-        res = bootstrap_ci(yt, avg["y_pred"].to_numpy(), "cindex", n_boot=n_boot, seed=seed)
+        res = bootstrap_ci(yt, avg["y_pred"].to_numpy(), "cindex", n_boot=n_boot, seed=seed, groups=groups)
     return {"value": float(res.estimate), "err": float(res.sd), "ci_low": float(res.low), "ci_high": float(res.high)}
 
 
