@@ -305,7 +305,7 @@ def draw_perturbation_bars(frame: pd.DataFrame, *, reference: str | None = None,
                         tops = (d["value"] + d["err"].fillna(0)).to_numpy(float)
                         for xi, top, mark in zip(x, tops, d["stars"].fillna("")):
                             if mark and np.isfinite(top):
-                                ax.text(xi, top, mark, ha="center", va="bottom", fontsize=5, rotation=90,
+                                ax.text(xi, top, mark, ha="center", va="bottom", fontsize=6, fontweight="bold",
                                         color=colors[b])
                 ax.set_xticks(range(len(sev)), [str(s) for s in sev])
                 ax.set_xlabel(f"{pert} severity")
@@ -317,7 +317,7 @@ def draw_perturbation_bars(frame: pd.DataFrame, *, reference: str | None = None,
                 ax.margins(y=0.1)
         note = "error bars: uncertainty estimates"
         if "stars" in frame.columns and frame["stars"].fillna("").astype(bool).any():
-            note += "; " + _SIG_NOTE.format(ref=display_name(reference or DEFAULT_REFERENCE, labels))
+            note += "\n" + _SIG_NOTE.format(ref=display_name(reference or DEFAULT_REFERENCE, labels))
         _legend(fig, backbones, colors, note, kind="bar", labels=labels)
         return fig
 
