@@ -88,5 +88,5 @@ def composite_figure(comparison_files: Sequence[str | Path], figure_path: str | 
     tidy = pd.concat([pd.read_parquet(f) for f in comparison_files], ignore_index=True)
     panels, titles = composite_panels(tidy, descriptions)
     figures.metric_vs_ratio(tidy, figure_path, reference=reference, panels=panels, titles=titles, ncols=ncols,
-                            labels=labels, suptitle="Downstream evaluation vs labelled-data ratio (Fig. 3)")
+                            labels=labels, suptitle="Fig. 3: downstream tasks")
     return Path(figure_path)
