@@ -67,7 +67,7 @@ def _independent_paired_bootstrap_p(y, a, b, subjects, n_boot, seed):
 
 def test_auc_p_values_agree_with_an_independent_subject_bootstrap():
     df = _items("classification", n=60, visits=2, seed=3)
-    n_boot = 1500
+    n_boot = 800
     out = perturbation_comparison(df, "braindino", n_boot=n_boot, seed=5)
     for sev in (1.0, 2.0):
         sel = df[df.severity == sev]
