@@ -165,7 +165,8 @@ def cmd_evaluate_perturbed(a: argparse.Namespace) -> None:
     from brainfm.tasks.perturbation import evaluate_perturbed
 
     perturbed = dict(item.partition("=")[::2] for item in a.perturbed)
-    frame = evaluate_perturbed(a.task, a.features, perturbed, a.manifest, a.backbone, a.out, stats=a.stats)
+    frame = evaluate_perturbed(a.task, a.features, perturbed, a.manifest, a.backbone, a.out, stats=a.stats,
+                               predictions=a.predictions or None)
     log.info("perturbation results for %s/%s: %d rows", a.task.name, a.backbone, len(frame))
 
 
@@ -237,12 +238,34 @@ def cmd_segmentation_figure(a: argparse.Namespace) -> None:
     segmentation_figure(benchmarks, runs, a.figure, reference=a.stats.reference, n_cases=a.cases, labels=a.labels)
 
 
+def cmd_similarity_maps(a: argparse.Namespace) -> None:
+    from brainfm.analysis.similarity import similarity_maps
+    from brainfm.device import resolve_device
+    from brainfm.models import create_encoder
+
+    backbone = a.backbone
+    encoder = create_encoder(backbone.encoder, weights=backbone.weights, **backbone.args)
+    frame = similarity_maps(encoder, backbone.name, a.store, a.masks or None, a.out, modality=a.modality,
+                            n_cases=a.n_cases, references=a.references, device=resolve_device(a.device))
+    log.info("similarity %s: mean AUC by reference %s", backbone.name,
+             json.dumps({k: round(v, 3) for k, v in frame.groupby("reference")["auc"].mean().items()}))
+
+
+def cmd_similarity_report(a: argparse.Namespace) -> None:
+    from brainfm.analysis.similarity import similarity_report
+
+    summary = similarity_report(a.inputs, a.tidy, a.table, a.figure, reference=a.stats.reference,
+                                n_boot=a.stats.n_boot, seed=a.stats.seed, alpha=a.stats.alpha, labels=a.labels)
+    log.info("similarity AUCs:\n%s", summary.to_string(index=False))
+
+
 # ----------------------------------------------------------------------------- statistics and report
 def cmd_task_stats(a: argparse.Namespace) -> None:
-    from brainfm.stats.runners import task_stats
+    from brainfm.stats.runners import task_metrics, task_stats
 
     task_stats(a.task.name, a.runs, a.out_dir, a.table, a.figure, reference=a.stats.reference,
-               description=a.task.description, n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels)
+               description=a.task.description, n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels,
+               metrics=task_metrics(a.task.kind, a.task.target))
 
 
 def cmd_strata_stats(a: argparse.Namespace) -> None:
@@ -268,7 +291,9 @@ def cmd_knn_stats(a: argparse.Namespace) -> None:
 def cmd_perturbation_stats(a: argparse.Namespace) -> None:
     from brainfm.stats.runners import perturbation_stats
 
-    perturbation_stats(a.inputs, a.table, a.figure, reference=a.stats.reference, labels=a.labels)
+    perturbation_stats(a.inputs, a.table, a.figure, reference=a.stats.reference, labels=a.labels,
+                       predictions=a.predictions, comparison_path=a.comparison or None, n_boot=a.stats.n_boot,
+                       seed=a.stats.seed, alpha=a.stats.alpha)
 
 
 def cmd_finetune_table(a: argparse.Namespace) -> None:
@@ -286,10 +311,53 @@ def cmd_cka_figure(a: argparse.Namespace) -> None:
     cka_figure(a.inputs, a.figure, reference=a.stats.reference, labels=a.labels)
 
 
+def cmd_composite_figure(a: argparse.Namespace) -> None:
+    from brainfm.report.build import composite_figure
+
+    composite_figure(a.comparisons, a.figure, reference=a.stats.reference, labels=a.labels,
+                     descriptions=a.descriptions)
+
+
 def cmd_summary_table(a: argparse.Namespace) -> None:
     from brainfm.report.build import summary_table
 
     summary_table(a.comparisons, a.knn, a.out, reference=a.stats.reference, labels=a.labels)
+
+
+def _named_paths(items: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise BrainfmError(f"{what}: expected NAME=PATH, got {item!r}")
+        out[name] = path
+    return out
+
+
+def cmd_corpus_figure(a: argparse.Namespace) -> None:
+    from brainfm.report.corpus import corpus_figure
+
+    counts = corpus_figure(_named_paths(a.manifests, "--manifests"), _named_paths(a.stores, "--stores"), a.table,
+                           a.figure)
+    log.info("corpus: %d datasets, %d volumes, %s slices", counts["dataset"].nunique(), int(counts["volumes"].sum()),
+             counts["slices"].sum(min_count=1))
+
+
+def cmd_dataset_table(a: argparse.Namespace) -> None:
+    from brainfm.report.corpus import dataset_table
+
+    frame = dataset_table(a.datasets, _named_paths(a.manifests, "--manifests"), a.roles, a.table)
+    log.info("dataset table: %d datasets, %d subjects", len(frame), int(frame["subjects"].sum()))
+
+
+def cmd_protocol_deviations(a: argparse.Namespace) -> None:
+    from brainfm.config import load_config
+    from brainfm.report.protocol import protocol_deviations
+
+    text = a.config.strip()
+    cfg = load_config(_json(text) if text.startswith("{") else text, source=a.source or text)
+    dev = protocol_deviations(cfg.values, a.out, source=a.source or text)
+    log.info("%d deviation(s) from the paper's protocol: %s", len(dev), ", ".join(r["key"] for r in dev) or "none")
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
@@ -448,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backbone", required=True)
     stats_args(s)
     s.add_argument("--out", required=True)
+    s.add_argument("--predictions", default="", help="per-item pooled predictions (input of the pairwise tests)")
 
     s = step("cka", cmd_cka, "layer-wise linear CKA of the reference backbone against the others")
     s.add_argument("--reference", required=True)
@@ -504,6 +573,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--figure", required=True)
     stats_args(s)
 
+    s = step("similarity-maps", cmd_similarity_maps,
+             "reference-point similarity maps of one backbone and their tissue-separation AUC (Fig. 6a)")
+    s.add_argument("--backbone", type=_spec("BackboneSpec"), required=True,
+                   help="JSON of a 'backbones.<name>' entry plus 'name' (weights resolved to a file or null)")
+    s.add_argument("--store", required=True, help="downstream volume store")
+    s.add_argument("--masks", default="", help="downstream mask store (the tumour reference); absent: none")
+    s.add_argument("--modality", default="T1")
+    s.add_argument("--n-cases", type=int, default=8)
+    s.add_argument("--references", nargs="+", default=["tumour", "csf", "white_matter"])
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True, help="per-case AUCs (parquet); the maps go to the same name .npz")
+
+    s = step("similarity-report", cmd_similarity_report,
+             "Fig. 6a (backbones x references) and the separation-AUC table with bootstrap CIs over cases")
+    s.add_argument("--inputs", nargs="+", required=True, help="similarity-maps parquet files (one per backbone)")
+    s.add_argument("--tidy", required=True, help="mean AUC and CI per backbone x reference (parquet)")
+    s.add_argument("--table", required=True)
+    s.add_argument("--figure", required=True)
+    stats_args(s)
+
     s = step("segmentation-labels", cmd_segmentation_labels, "label map of every benchmark (Supp. Table 5)")
     s.add_argument("--benchmarks", nargs="+", required=True, help="NAME=REGISTRY items")
     s.add_argument("--table", required=True)
@@ -532,8 +621,12 @@ def build_parser() -> argparse.ArgumentParser:
     outputs(s)
     stats_args(s)
 
-    s = step("perturbation-stats", cmd_perturbation_stats, "perturbation table and grouped bars (Fig. 5)")
+    s = step("perturbation-stats", cmd_perturbation_stats,
+             "perturbation table and grouped bars (Fig. 5) with tests vs the reference per severity (Supp. Table 18)")
     s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--predictions", nargs="*", default=[],
+                   help="per-item predictions of evaluate-perturbed: adds the pairwise tests")
+    s.add_argument("--comparison", default="", help="tidy pairwise tests (parquet)")
     outputs(s, out_dir=False)
     stats_args(s)
 
@@ -550,11 +643,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--figure", required=True)
     stats_args(s)
 
+    s = step("composite-figure", cmd_composite_figure, "Fig. 3 panels b-l in one figure (beside the per-task figures)")
+    s.add_argument("--comparisons", nargs="+", required=True, help="comparison.parquet of each task")
+    s.add_argument("--descriptions", type=_json, default={}, help="JSON {task: panel title}")
+    s.add_argument("--figure", required=True)
+    stats_args(s)
+
     s = step("summary-table", cmd_summary_table, "headline table over all tasks")
     s.add_argument("--comparisons", nargs="*", default=[])
     s.add_argument("--knn", nargs="*", default=[])
     s.add_argument("--out", required=True)
     stats_args(s)
+
+    s = step("corpus-figure", cmd_corpus_figure,
+             "pretraining corpus composition: volumes and slices per dataset and modality (Fig. 1a)")
+    s.add_argument("--manifests", nargs="+", required=True, help="NAME=MANIFEST items, one per pretraining dataset")
+    s.add_argument("--stores", nargs="*", default=[], help="NAME=SLICE_STORE items (datasets with a slice store)")
+    s.add_argument("--table", required=True)
+    s.add_argument("--figure", required=True)
+
+    s = step("dataset-table", cmd_dataset_table, "the run's datasets: access, role, counts, splits (Supp. Table 2)")
+    s.add_argument("--datasets", type=_json, required=True,
+                   help="JSON list of the config's dataset entries, each with its 'name'")
+    s.add_argument("--manifests", nargs="+", required=True, help="NAME=MANIFEST items")
+    s.add_argument("--roles", type=_json, default={}, help="JSON {dataset: [role, ...]}")
+    s.add_argument("--table", required=True)
+
+    s = step("protocol-deviations", cmd_protocol_deviations,
+             "where a config departs from the paper's stated protocol (results/tables/protocol_deviations.md)")
+    s.add_argument("--config", required=True, help="a config file, or the validated config values as JSON")
+    s.add_argument("--source", default="", help="the config's name in the document (default: --config)")
+    s.add_argument("--out", required=True)
 
     s = step("bench", cmd_bench, "benchmarks: extraction vs roofline, heads, statistics, SSL training, demo DAG")
     s.add_argument("--out", default="results/bench")

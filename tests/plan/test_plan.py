@@ -39,7 +39,7 @@ def test_paper_plan_in_an_empty_directory_reports_everything_missing(tmp_path, m
     text = format_plan(report)
 
     real = sorted(n for n, d in paper_cfg.datasets.items() if d.source in ("local", "download"))
-    assert [d["dataset"] for d in report["datasets"]] == real and len(real) == 29
+    assert [d["dataset"] for d in report["datasets"]] == real and len(real) == 31  # BraTS-MET and BraTS-GoAT only for segmentation
     for d in report["datasets"]:
         entry = _entry_yaml(paper_cfg.datasets[d["dataset"]].registry)
         assert not d["found"] and d["access"] == entry["access"] in ("open", "registration", "dua")
@@ -76,7 +76,7 @@ def test_a_dataset_root_and_a_weights_file_on_disk_are_found(tmp_path, monkeypat
     text = format_plan(report)
     assert re.search(r"found    adni +dua +data/adni", text) and "\nadni: " not in text  # no steps for it
     assert re.search(r"found    weights/BrainIAC.ckpt +config key backbones.brainiac.weights", text)
-    assert "28 missing" in text and "4 missing" in text
+    assert "30 missing" in text and "4 missing" in text
 
 
 def test_volumes_and_pretraining_gpu_hours_follow_the_stated_sources(tmp_path, monkeypatch, paper_cfg):
@@ -106,7 +106,7 @@ def test_plan_command_prints_text_and_json(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["plan", "--config", str(PAPER), "--no-dry-run", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert len(report["datasets"]) == 29 and report["disk"]["pretrain_store"]["slices"] == 6_600_000
+    assert len(report["datasets"]) == 31 and report["disk"]["pretrain_store"]["slices"] == 6_600_000
     assert main(["plan", "--config", str(PAPER), "--no-dry-run"]) == 0
     text = capsys.readouterr().out
     for section in ("DATASETS:", "WEIGHTS FILES:", "JOBS: not counted", "DISK", "GPU TIME",
@@ -154,7 +154,9 @@ def test_dry_run_counts_match_the_snakemake_command_line(tmp_path, monkeypatch):
     for g, v in jobs["groups"].items():
         assert v["allocations"] == -(-v["jobs"] // profile[g])  # each group's jobs are independent components
     local = {r for r, v in jobs["per_rule"].items() if v["local"]}
-    assert local == {"all", "cka_figure", "finetune_table", "perturbation_stats", "summary_table"}
+    assert local == {"all", "cka_figure", "finetune_table", "perturbation_stats", "summary_table", "similarity_report",
+                     "protocol_deviations", "corpus_figure", "dataset_table", "composite_figure",
+                     "segmentation_stats", "segmentation_labels", "segmentation_figure"}
     assert jobs["submissions"] == jobs["total_jobs"] - sum(v["jobs"] for v in jobs["groups"].values()) \
         - jobs["local_jobs"] + sum(v["allocations"] for v in jobs["groups"].values())
     assert 100 <= jobs["submissions"] <= 1000

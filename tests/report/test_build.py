@@ -39,3 +39,26 @@ def test_cka_figure_writes_png_and_pdf_from_the_cohort_files(tmp_path):
         write_parquet(files[-1], frame)
     path = cka_figure(files, tmp_path / "cka.png", reference="braindino")
     assert path.with_suffix(".png").stat().st_size > 0 and path.with_suffix(".pdf").is_file()
+
+
+def test_composite_figure_orders_the_paper_panels(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from brainfm.report.build import composite_figure, composite_panels
+    from brainfm.stats.comparison import compare_predictions
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stats"))
+    from test_compare import make_predictions
+
+    files, parts = [], []
+    for task, kind in (("brain_age", "regression"), ("extra", "classification"), ("abide", "classification")):
+        tidy = compare_predictions(make_predictions(kind, n=30).assign(task=task), "braindino", n_boot=20)
+        files.append(tmp_path / f"{task}.parquet")
+        tidy.to_parquet(files[-1])
+        parts.append(tidy)
+    panels, titles = composite_panels(pd.concat(parts), {"abide": "ASD"})
+    assert panels == [("abide", "macro_auc"), ("brain_age", "mae")]  # paper order (d before j); 'extra' left out
+    assert titles[("abide", "macro_auc")] == "(d) ASD" and titles[("brain_age", "mae")] == "(j) brain_age"
+    out = composite_figure(files, tmp_path / "fig3.png", reference="braindino")
+    assert out.with_suffix(".pdf").is_file()

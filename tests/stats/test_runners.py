@@ -131,3 +131,20 @@ def test_perturbation_stats_tabulates_each_severity(tmp_path):
     wide = pd.read_csv(table.with_suffix(".csv"))
     assert {"gamma 0.5", "gamma 1", "gamma 2", "noise 0", "noise 0.1"} <= set(wide.columns)
     assert set(wide["backbone"]) == {"BrainDINO", "DINOv3"} and _formats(table, figure)
+
+
+def test_sequence_task_statistics_report_accuracy_beside_macro_auc(tmp_path):
+    from brainfm.stats.runners import task_metrics
+
+    preds = make_predictions("classification", k=4, ratios=(1.0,)).assign(task="sequence")
+    dirs = write_runs(tmp_path / "runs", preds)
+    out_dir, table, figure = _paths(tmp_path, "sequence")
+    metrics = task_metrics("classification", "modality")
+    assert metrics == ["macro_auc", "accuracy"] and task_metrics("classification", "diagnosis") is None
+    out = task_stats("sequence", dirs, out_dir, table, figure, reference="braindino", n_boot=N_BOOT, metrics=metrics)
+    tidy = pd.read_parquet(out["comparison"])
+    acc = tidy[(tidy.metric == "accuracy") & (tidy.backbone == "dinov3")].iloc[0]
+    run = preds[preds.backbone == "dinov3"]
+    assert acc.estimate == pytest.approx((run.y_pred == run.y_true).mean())
+    assert acc.test == "paired bootstrap" and 0 <= acc.p_value <= 1
+    assert "Accuracy" in table.read_text() or "accuracy" in table.read_text()

@@ -102,7 +102,7 @@ def test_tiny_demo_dag_end_to_end(tmp_path):
         for ext in ("md", "csv", "tex"):
             assert (res / "tables" / f"{task}.{ext}").stat().st_size > 0
     for fig in ("ratio_brain_age", "ratio_adni_3class", "ratio_survival_cox", "knn_knn_adni", "cka", "perturbations",
-                "strata_brain_age", "km_survival_cox"):
+                "strata_brain_age", "km_survival_cox", "similarity"):
         assert (res / "figures" / f"{fig}.png").stat().st_size > 1000
         assert (res / "figures" / f"{fig}.pdf").exists()
     assert (res / "tables" / "summary.md").exists()
@@ -137,6 +137,20 @@ def test_tiny_demo_dag_end_to_end(tmp_path):
     assert set(dice["region"]) == {"WT", "TC", "ET"} and dice["dice"].between(0, 1).all()
     assert "All background" in (res / "tables/segmentation_dice.md").read_text()
     assert "dice_WT" in (res / "tables/summary.md").read_text()
+    # Supp. Table 18: vit_random tested against braindino at each severity
+    tests = pd.read_parquet(res / "stats/perturbations/comparison.parquet")
+    assert tests.loc[tests.backbone == "vit_random", "p_value"].between(0, 1).all()
+    # Fig. 6a: every backbone has a separation AUC for every reference
+    sim = pd.read_parquet(res / "analysis/similarity_auc.parquet")
+    assert set(sim["backbone"]) == {"braindino", "brainiac_simclr", "vit_random"} and len(sim) == 9
+    # Fig. 1a, Supp. Table 2, the composite Fig. 3 and the protocol deviations
+    assert (res / "figures" / "corpus.png").stat().st_size > 1000 and (res / "figures" / "fig3.pdf").exists()
+    corpus = pd.read_csv(res / "tables" / "corpus.csv")
+    manifest = pd.read_parquet(res / "data/phantom_pretrain/manifest.parquet")
+    assert corpus.loc[corpus.dataset == "phantom_pretrain", "volumes"].sum() == len(manifest)
+    datasets = pd.read_csv(res / "tables" / "datasets.csv").set_index("dataset")
+    assert datasets.loc["phantom_adni", "subjects"] == 12 and "task adni_3class" in datasets.loc["phantom_adni", "role"]
+    assert "deviation(s) from the paper's stated protocol" in (res / "tables" / "protocol_deviations.md").read_text()
 
     # a second run has nothing to do; forcing one task's heads reruns only that cell and its statistics
     again = _smk(wf, "-n", "--cores", "2", "--configfile", "config/tiny.yaml")

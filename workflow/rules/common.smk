@@ -97,6 +97,20 @@ def finetune_inputs(wc):
     }
 
 
+def dataset_roles():
+    """What each dataset is used for (Supp. Table 2's role column)."""
+    roles = {n: [] for n in CFG.datasets}
+    for r, run in CFG.pretrain.items():
+        for d in run.datasets:
+            roles[d].append(f"pretraining ({r})")
+    for t, spec in CFG.tasks.items():
+        roles[spec.dataset].append(f"task {t}")
+    for n, d in CFG.datasets.items():
+        for part in d.parts:
+            roles[part].append(f"part of {n}")
+    return roles
+
+
 def run_dirs(task):
     return [L.runs(task, b) for b in CFG.tasks[task].backbones]
 
@@ -140,6 +154,8 @@ def all_targets():
     targets += [L.figure(f"km_{task}") for task in CFG.survival_tasks()]
     if CFG.analysis.cka.datasets:
         targets.append(L.figure("cka"))
+    if CFG.similarity_backbones():
+        targets += [L.figure("similarity"), L.table("similarity")]
     if CFG.perturbations.tasks or CFG.segmentation_perturbed():
         targets += [L.table("perturbations"), L.figure("perturbations")]
     targets += [L.table(f"finetune_{b}") for b in CFG.finetune_backbones()]
@@ -147,4 +163,10 @@ def all_targets():
         targets += [L.table("segmentation_dice"), L.figure("segmentation_dice"), L.table("segmentation_labels"),
                     L.figure("segmentation_examples")]
     targets.append(L.table("summary"))
+    if CFG.head_tasks():
+        targets.append(L.figure("fig3"))
+    targets.append(L.table("protocol_deviations"))
+    targets.append(L.table("datasets"))
+    if CFG.pretrain_datasets():
+        targets.append(L.figure("corpus"))
     return targets

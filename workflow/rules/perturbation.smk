@@ -52,7 +52,8 @@ rule evaluate_perturbed:
     input:
         unpack(perturbed_inputs),
     output:
-        L.perturbed_results("{task}", "{backbone}"),
+        results=L.perturbed_results("{task}", "{backbone}"),
+        predictions=L.perturbed_predictions("{task}", "{backbone}"),
     log:
         L.log("perturbed", "evaluate_{task}_{backbone}"),
     params:
@@ -64,15 +65,19 @@ rule evaluate_perturbed:
     shell:
         "brainfm evaluate-perturbed --task {params.task:q} --features {input.features}"
         " --perturbed {params.perturbed} --manifest {input.manifest} --backbone {wildcards.backbone}"
-        " --stats {params.stats:q} --out {output} > {log} 2>&1"
+        " --stats {params.stats:q} --out {output.results} --predictions {output.predictions} > {log} 2>&1"
 
 
 rule perturbation_stats:
     input:
-        [L.perturbed_results(t, b) for t in CFG.perturbations.tasks for b in CFG.perturbations.backbones]
+        results=[L.perturbed_results(t, b) for t in CFG.perturbations.tasks for b in CFG.perturbations.backbones]
         + [L.segmentation_perturbed(bm, b) for bm, b in CFG.segmentation_perturbed()],
+        predictions=[
+            L.perturbed_predictions(t, b) for t in CFG.perturbations.tasks for b in CFG.perturbations.backbones
+        ],
     output:
         table=L.table("perturbations"),
+        comparison=L.stats("perturbations", "comparison.parquet"),
         figure=report(
             L.figure("perturbations"),
             caption="../report/perturbations.rst",
@@ -88,5 +93,6 @@ rule perturbation_stats:
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm perturbation-stats --inputs {input} --table {output.table} --figure {output.figure}"
+        "brainfm perturbation-stats --inputs {input.results} --predictions {input.predictions}"
+        " --table {output.table} --figure {output.figure} --comparison {output.comparison}"
         " --stats {params.stats:q} --labels {params.labels:q} > {log} 2>&1"

@@ -48,3 +48,82 @@ rule summary_table:
     shell:
         "brainfm summary-table --comparisons {input.comparisons} --knn {input.knn} --out {output}"
         " --stats {params.stats:q} --labels {params.labels:q} > {log} 2>&1"
+
+
+rule protocol_deviations:
+    output:
+        report(
+            L.table("protocol_deviations"),
+            caption="../report/protocol_deviations.rst",
+            category="Tables",
+            subcategory="protocol",
+        ),
+    log:
+        L.log("report", "protocol_deviations"),
+    params:
+        values=as_json(CFG.values),
+        source=os.path.relpath(CFG.source),
+    localrule: True
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm protocol-deviations --config {params.values:q} --source {params.source:q} --out {output}"
+        " > {log} 2>&1"
+
+
+rule corpus_figure:
+    input:
+        manifests=[L.manifest(d) for d in CFG.pretrain_datasets()],
+        stores=[L.preprocess_report(d) for d in CFG.pretrain_datasets()],
+    output:
+        table=report(L.table("corpus"), caption="../report/corpus.rst", category="Tables", subcategory="data"),
+        figure=report(L.figure("corpus"), caption="../report/corpus.rst", category="Figures", subcategory="data"),
+    log:
+        L.log("report", "corpus"),
+    params:
+        manifests=[f"{d}={L.manifest(d)}" for d in CFG.pretrain_datasets()],
+        stores=[f"{d}={L.store(d, 'pretrain')}" for d in CFG.pretrain_datasets() if "pretrain" in CFG.products(d)],
+    localrule: True
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm corpus-figure --manifests {params.manifests} --stores {params.stores} --table {output.table}"
+        " --figure {output.figure} > {log} 2>&1"
+
+
+rule dataset_table:
+    input:
+        [L.manifest(d) for d in CFG.datasets],
+    output:
+        report(L.table("datasets"), caption="../report/datasets.rst", category="Tables", subcategory="data"),
+    log:
+        L.log("report", "datasets"),
+    params:
+        datasets=as_json([CFG.datasets[d].to_dict() for d in CFG.datasets]),
+        manifests=[f"{d}={L.manifest(d)}" for d in CFG.datasets],
+        roles=as_json(dataset_roles()),
+    localrule: True
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm dataset-table --datasets {params.datasets:q} --manifests {params.manifests}"
+        " --roles {params.roles:q} --table {output} > {log} 2>&1"
+
+
+rule composite_figure:
+    input:
+        [L.stats(t, "comparison.parquet") for t in CFG.head_tasks()],
+    output:
+        report(L.figure("fig3"), caption="../report/fig3.rst", category="Figures", subcategory="summary"),
+    log:
+        L.log("report", "fig3"),
+    params:
+        descriptions=as_json({t: CFG.tasks[t].description or t for t in CFG.head_tasks()}),
+        stats=STATS,
+        labels=LABELS,
+    localrule: True
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm composite-figure --comparisons {input} --descriptions {params.descriptions:q}"
+        " --figure {output} --stats {params.stats:q} --labels {params.labels:q} > {log} 2>&1"

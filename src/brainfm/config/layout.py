@@ -98,6 +98,10 @@ class ResultsLayout:
         """Dice per region and perturbation setting of a backbone's full-data model (Fig. 5 rows)."""
         return self._p("segmentation", benchmark, "perturbed", f"{backbone}.parquet")
 
+    def perturbed_predictions(self, task: str, backbone: str) -> str:
+        """Per-item pooled predictions behind ``perturbed_results`` (the pairwise tests' input)."""
+        return self._p("perturbed", "results", task, f"{backbone}_predictions.parquet")
+
     # statistics, analyses, tables, figures
     def stats_dir(self, task: str) -> str:
         return self._p("stats", task)

@@ -137,6 +137,10 @@ class Config:
 
         analysis = section(AnalysisSpec, "analysis")
         _check_names(analysis.cka.datasets, datasets, f"{source}: analysis.cka.datasets", "a dataset")
+        sim = analysis.similarity
+        if sim.dataset is not None:
+            _check_names([sim.dataset], datasets, f"{source}: analysis.similarity.dataset", "a dataset")
+        _check_names(sim.backbones, backbones, f"{source}: analysis.similarity.backbones", "a backbone")
         stats = section(StatsSpec, "stats")
         _check_names([stats.reference], backbones, f"{source}: stats.reference", "a backbone")
 
@@ -167,7 +171,7 @@ class Config:
     def products(self, dataset: str) -> tuple[str, ...]:
         """The stores the preprocessing of ``dataset`` must write (tasks: volumes; runs: their recipe's)."""
         out = set()
-        if dataset in self.task_datasets():
+        if dataset in self.task_datasets() or dataset == self.analysis.similarity.dataset:
             out.add("downstream")
         for run in self.pretrain.values():
             if dataset in run.datasets:
@@ -179,6 +183,13 @@ class Config:
         cohort = self.datasets[dataset].cohort
         return sorted({self.layout.manifest(d) for d in self.pretrain_datasets()
                        if self.datasets[d].cohort == cohort})
+
+    def similarity_backbones(self) -> list[str]:
+        """Backbones of the similarity maps (Fig. 6a); none while the analysis is off."""
+        sim = self.analysis.similarity
+        if sim.dataset is None:
+            return []
+        return list(sim.backbones or self.backbones)
 
     def needs_central_patches(self, dataset: str) -> bool:
         return any(t.dataset == dataset and t.features == "patch_central" for t in self.tasks.values())

@@ -7,7 +7,7 @@ from typing import Any
 
 from brainfm.config.spec import Spec
 
-__all__ = ["StatsSpec", "CkaSpec", "AnalysisSpec", "ReportSpec"]
+__all__ = ["StatsSpec", "CkaSpec", "SimilaritySpec", "AnalysisSpec", "ReportSpec"]
 
 
 @dataclass(frozen=True)
@@ -30,17 +30,33 @@ class CkaSpec:
 
 
 @dataclass(frozen=True)
+class SimilaritySpec:
+    """Reference-point similarity maps (Fig. 6a; :mod:`brainfm.analysis.similarity`); off without a dataset."""
+
+    dataset: str | None
+    modality: str
+    references: tuple[str, ...]
+    n_cases: int
+    backbones: tuple[str, ...]  # filled with every backbone when empty
+
+
+@dataclass(frozen=True)
 class AnalysisSpec(Spec):
     definition = "analysis"
 
     cka: CkaSpec
+    similarity: SimilaritySpec = SimilaritySpec(None, "T1", ("tumour", "csf", "white_matter"), 8, ())
 
     @classmethod
     def _build(cls, d: dict[str, Any], *, name: str | None, source: str, where: str) -> AnalysisSpec:
         c = d["cka"]
         mods = c["modalities"]
+        s = d.get("similarity") or {}
+        sim = SimilaritySpec(dataset=s.get("dataset"), modality=s.get("modality", "T1"),
+                             references=tuple(s.get("references") or ("tumour", "csf", "white_matter")),
+                             n_cases=int(s.get("n_cases", 8)), backbones=tuple(s.get("backbones") or ()))
         return cls(cka=CkaSpec(datasets=tuple(c["datasets"]), modalities=tuple(mods) if mods else None,
-                               depth_labels=tuple(c["depth_labels"])))
+                               depth_labels=tuple(c["depth_labels"])), similarity=sim)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@
 - :func:`km_grid`: Kaplan-Meier curves, ratios x backbones, with log-rank p (Fig. 4);
 - :func:`perturbation_bars`: grouped bars by perturbation severity (Fig. 5);
 - :func:`knn_accuracy`: kNN accuracy vs k with bootstrap error bars (Fig. 6b, left);
-- :func:`cka_heatmap`: CKA of the reference against other backbones by depth (Fig. 6b, right).
+- :func:`cka_heatmap`: CKA of the reference against other backbones by depth (Fig. 6b, right);
+- :func:`similarity_grid`: reference-point similarity maps, backbones x references (Fig. 6a).
 
 Each ``draw_*`` function takes tidy data frames and returns a :class:`~matplotlib.figure.Figure`
 (for notebooks and tests); the function of the same name without the prefix also takes an output
@@ -41,7 +42,7 @@ from brainfm.stats.predictions import DEFAULT_REFERENCE
 __all__ = [
     "metric_vs_ratio", "age_strata_bars", "km_grid", "perturbation_bars", "knn_accuracy", "cka_heatmap",
     "draw_metric_vs_ratio", "draw_age_strata_bars", "draw_km_grid", "draw_perturbation_bars", "draw_knn_accuracy",
-    "draw_cka_heatmap",
+    "draw_cka_heatmap", "similarity_grid", "draw_similarity_grid",
 ]
 
 _SIG_NOTE = "* p<0.05, ** p<0.01, *** p<0.001 vs {ref}"
@@ -278,7 +279,8 @@ def draw_perturbation_bars(frame: pd.DataFrame, *, reference: str | None = None,
     """Grouped bars by perturbation severity, one panel per (``row`` value, perturbation) (Fig. 5).
 
     ``frame`` columns: backbone, perturbation, severity, metric, value, err (+ optional task;
-    use ``row="task"`` for one row per task). Severities are ordered numerically when possible.
+    use ``row="task"`` for one row per task; + optional ``stars``: significance marks against
+    the reference, drawn above each bar). Severities are ordered numerically when possible.
     """
     _require(frame, ["backbone", "perturbation", "severity", "metric", "value", "err"], "perturbation_bars")
     rows_vals = list(dict.fromkeys(frame[row]))
@@ -299,6 +301,12 @@ def draw_perturbation_bars(frame: pd.DataFrame, *, reference: str | None = None,
                     x = np.arange(len(sev)) + _dodge(len(present), width)[k]
                     ax.bar(x, d["value"].to_numpy(float), width=width, color=colors[b], edgecolor="white",
                            linewidth=0.3, yerr=d["err"].to_numpy(float), error_kw={"lw": 0.7, "capsize": 1.5})
+                    if "stars" in d.columns:
+                        tops = (d["value"] + d["err"].fillna(0)).to_numpy(float)
+                        for xi, top, mark in zip(x, tops, d["stars"].fillna("")):
+                            if mark and np.isfinite(top):
+                                ax.text(xi, top, mark, ha="center", va="bottom", fontsize=6, fontweight="bold",
+                                        color=colors[b])
                 ax.set_xticks(range(len(sev)), [str(s) for s in sev])
                 ax.set_xlabel(f"{pert} severity")
                 metric = str(df["metric"].iloc[0]) if not df.empty else str(rv)
@@ -307,7 +315,10 @@ def draw_perturbation_bars(frame: pd.DataFrame, *, reference: str | None = None,
                 if i == 0:
                     ax.set_title(str(pert))
                 ax.margins(y=0.1)
-        _legend(fig, backbones, colors, "error bars: uncertainty estimates", kind="bar", labels=labels)
+        note = "error bars: uncertainty estimates"
+        if "stars" in frame.columns and frame["stars"].fillna("").astype(bool).any():
+            note += "\n" + _SIG_NOTE.format(ref=display_name(reference or DEFAULT_REFERENCE, labels))
+        _legend(fig, backbones, colors, note, kind="bar", labels=labels)
         return fig
 
 
@@ -432,3 +443,57 @@ def knn_accuracy(knn: pd.DataFrame, path: str | Path, *, dpi: int | None = None,
 def cka_heatmap(cka: pd.DataFrame, path: str | Path, *, dpi: int | None = None, **kwargs) -> list[Path]:
     """Fig. 6b right (see :func:`draw_cka_heatmap`), saved as ``path``.png/.pdf."""
     return _save(draw_cka_heatmap(cka, **kwargs), path, dpi)
+
+
+def draw_similarity_grid(panels: Mapping[str, Mapping[str, np.ndarray]], references: Sequence[str],
+                         aucs: Mapping[tuple[str, str], float] | None = None, *,
+                         labels: Mapping[str, str] | None = None, title: str | None = None) -> Figure:
+    """Reference-point similarity maps (Fig. 6a): rows = backbones, columns = references.
+
+    ``panels[backbone]`` holds the slice (``image``, (H, W)), one similarity map per reference
+    (``maps``, (R, H, W), NaN where the reference is absent) and the reference tissues
+    (``tissues``, (R, H, W)), outlined on each map, and optionally the reference points (``points``,
+    (y, x) per reference); ``aucs`` adds each map's separation AUC. All maps share one colour scale
+    (no per-encoder rescaling, as in the paper).
+    """
+    backbones = list(panels)
+    if not backbones:
+        raise ValueError("similarity_grid: no backbones")
+    with style():
+        fig, axes = new_figure(len(backbones), len(references), panel=(2.0, 2.0), extra_height=0.3)
+        im = None
+        finite = [np.asarray(p["maps"], float) for p in panels.values()]
+        lo = min((float(np.nanmin(m)) for m in finite if np.isfinite(m).any()), default=-1.0)
+        for i, b in enumerate(backbones):
+            p = panels[b]
+            for j, ref in enumerate(references):
+                ax = axes[i * len(references) + j]
+                ax.imshow(p["image"], cmap="gray", interpolation="nearest")
+                m = np.asarray(p["maps"][j], dtype=float)
+                if np.isfinite(m).any():
+                    im = ax.imshow(m, cmap="jet", alpha=0.5, vmin=min(lo, 0.99), vmax=1.0, interpolation="bilinear")
+                    pts = p.get("points")
+                    y, x = pts[j] if pts is not None else np.unravel_index(int(np.nanargmax(m)), m.shape)
+                    ax.plot([x], [y], marker="*", color="white", markeredgecolor="black", markersize=7,
+                            markeredgewidth=0.4)
+                    if np.asarray(p["tissues"][j]).any():
+                        ax.contour(np.asarray(p["tissues"][j], float), levels=[0.5], colors="white", linewidths=0.5)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                auc_v = (aucs or {}).get((b, ref), float("nan"))
+                label = ref.replace("_", " ")
+                ax.set_title(f"{label}: AUC {auc_v:.2f}" if np.isfinite(auc_v) else f"{label}: n/a", fontsize=7)
+                if j == 0:
+                    ax.set_ylabel(display_name(b, labels))
+        if im is not None:
+            fig.colorbar(im, ax=axes, shrink=0.6, label="cosine similarity to the reference (\u2605)")
+        if title:
+            fig.suptitle(title, fontsize=8)
+        return fig
+
+
+def similarity_grid(panels: Mapping[str, Mapping[str, np.ndarray]], references: Sequence[str],
+                    aucs: Mapping[tuple[str, str], float] | None, path: str | Path, *, dpi: int | None = None,
+                    **kwargs) -> list[Path]:
+    """Fig. 6a (see :func:`draw_similarity_grid`), saved as ``path``.png/.pdf."""
+    return _save(draw_similarity_grid(panels, references, aucs, **kwargs), path, dpi)

@@ -10,7 +10,8 @@ step                   what it computes (module)
 ``strata_stats``       age strata at full supervision (:mod:`~brainfm.stats.strata`)
 ``km_stats``           Kaplan-Meier risk groups, log-rank test (:mod:`~brainfm.stats.km`)
 ``finetune_table``     frozen vs fine-tuned encoder, paired tests (:mod:`~brainfm.stats.comparison`)
-``perturbation_stats`` metric by perturbation severity (scored by :mod:`brainfm.tasks.perturbation`)
+``perturbation_stats`` metric by perturbation severity (scored by :mod:`brainfm.tasks.perturbation`),
+                       tests vs the reference per severity (:mod:`~brainfm.stats.perturbation`)
 ``segmentation_stats`` Dice per benchmark x region vs the reference (:mod:`~brainfm.stats.segmentation`)
 =====================  =====================================================================
 
@@ -35,18 +36,32 @@ from brainfm.stats.knn import knn_table
 from brainfm.stats.strata import age_strata_table
 from brainfm.tasks.runs import collect_optional, collect_predictions, collect_training_n
 
-__all__ = ["task_stats", "knn_stats", "strata_stats", "km_stats", "finetune_table", "perturbation_stats",
+__all__ = ["task_metrics", "task_stats", "knn_stats", "strata_stats", "km_stats", "finetune_table", "perturbation_stats",
            "segmentation_stats"]
 
 Labels = Mapping[str, str] | None
 
 
+def task_metrics(kind: str, target: str) -> list[str] | None:
+    """The metrics the paper reports for a task when they differ from its kind's default (None: the default).
+
+    MRI sequence classification (the task predicting ``modality``, §4.3.6) is reported with
+    accuracy beside the macro-AUC.
+    """
+    if kind == "classification" and target == "modality":
+        return ["macro_auc", "accuracy"]
+    return None
+
+
 def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, table_path: str | Path,
                figure_path: str | Path, *, reference: str, description: str = "", n_boot: int = 2000,
-               seed: int = 42, labels: Labels = None) -> dict[str, Path]:
-    """Statistics, table and figure of one head-trained task across backbones and ratios (Fig. 3)."""
+               seed: int = 42, labels: Labels = None, metrics: Sequence[str] | None = None) -> dict[str, Path]:
+    """Statistics, table and figure of one head-trained task across backbones and ratios (Fig. 3).
+
+    ``metrics`` overrides the kind's default metric (see :func:`task_metrics`).
+    """
     out = Path(out_dir) / "comparison.parquet"
-    tidy = compare_predictions(collect_predictions(run_dirs), reference, n_boot=n_boot, seed=seed)
+    tidy = compare_predictions(collect_predictions(run_dirs), reference, n_boot=n_boot, seed=seed, metrics=metrics)
     write_parquet(out, tidy)
     tables.write_table(tables.comparison_table(tidy, reference, labels=labels), table_path,
                        caption=f"{task}: {description or task}. Estimates per label ratio vs {reference}.",
@@ -145,19 +160,43 @@ def finetune_table(pairs: Sequence[tuple[str | Path, str | Path]], table_path: s
 
 
 def perturbation_stats(files: Sequence[str | Path], table_path: str | Path, figure_path: str | Path, *,
-                       reference: str, labels: Labels = None) -> Path:
-    """Each task's metric (± bootstrap sd) by perturbation severity: table and grouped bars (Fig. 5)."""
+                       reference: str, labels: Labels = None, predictions: Sequence[str | Path] = (),
+                       comparison_path: str | Path | None = None, n_boot: int = 2000, seed: int = 42,
+                       alpha: float = 0.05) -> Path:
+    """Each task's metric (± bootstrap sd) by perturbation severity: table and grouped bars (Fig. 5).
+
+    With the per-item ``predictions`` of ``evaluate_perturbed``, every backbone is also tested
+    against ``reference`` at each severity with its task's test (Supp. Table 18,
+    :func:`~brainfm.stats.perturbation.perturbation_comparison`); the marks go into the table
+    cells and above the bars, the tidy tests to ``comparison_path``.
+    """
     frame = _read_frames(files, "perturbation results")
-    wide = frame.assign(cell=[tables.format_estimate(m, v, e) for m, v, e in
-                              zip(frame["metric"], frame["value"], frame["err"])])
+    caption = "Test-time perturbations: metric (± bootstrap sd) by severity"
+    frame["stars"] = ""
+    if predictions:
+        from brainfm.stats.perturbation import perturbation_comparison
+
+        tests = perturbation_comparison(_read_frames(predictions, "perturbed predictions"), reference,
+                                        n_boot=n_boot, seed=seed, alpha=alpha)
+        if comparison_path is not None:
+            write_parquet(comparison_path, tests)
+        marks = tests.loc[~tests["is_reference"].astype(bool),
+                          ["task", "backbone", "perturbation", "severity", "stars", "p_value", "test"]]
+        frame = frame.drop(columns="stars").merge(marks, on=["task", "backbone", "perturbation", "severity"],
+                                                  how="left")
+        frame["stars"] = frame["stars"].fillna("")
+        caption += (f"; * p<0.05, ** p<0.01, *** p<0.001 vs {tables.display_name(reference, labels)} at the same "
+                    "severity (paired bootstrap for AUC/C-index, paired t-test on per-subject absolute errors for "
+                    "MAE; subjects resampled; not adjusted across severities)")
+    wide = frame.assign(cell=[tables.format_estimate(m, v, e, stars=st) for m, v, e, st in
+                              zip(frame["metric"], frame["value"], frame["err"], frame["stars"])])
     wide = wide.pivot_table(index=["task", "metric", "backbone"], columns=["perturbation", "severity"],
                             values="cell", aggfunc="first")
     wide.columns = [f"{p} {s:g}" for p, s in wide.columns]
     wide = wide.reset_index()
     wide["backbone"] = [tables.display_name(b, labels) for b in wide["backbone"]]
     wide["metric"] = [tables.metric_label(m) for m in wide["metric"]]
-    tables.write_table(wide, table_path,
-                       caption="Test-time perturbations: metric (± bootstrap sd) by severity", label="tab:perturb")
+    tables.write_table(wide, table_path, caption=caption, label="tab:perturb")
     figures.perturbation_bars(frame, figure_path, reference=reference, row="task", labels=labels)
     return Path(figure_path)
 
