@@ -95,11 +95,12 @@ def cmd_preprocess(a: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- models
 def cmd_pretrain(a: argparse.Namespace) -> None:
-    from brainfm.device import resolve_device
+    from brainfm.device import resolve_device, resolve_precision
     from brainfm.ssl.entry import pretrain
 
+    device = resolve_device(a.device)
     pretrain(a.spec, [Path(s) for s in a.stores], Path(a.out), Path(a.summary), Path(a.work_dir),
-             device=resolve_device(a.device), rdzv_endpoint=a.rdzv_endpoint)
+             device=device, precision=resolve_precision(a.precision, device), rdzv_endpoint=a.rdzv_endpoint)
 
 
 def cmd_extract_features(a: argparse.Namespace) -> None:
@@ -114,7 +115,7 @@ def cmd_extract_features(a: argparse.Namespace) -> None:
     torch.set_num_threads(settings.threads)
     encoder = create_encoder(backbone.encoder, weights=backbone.weights, **backbone.args)
     fs = extract_features(encoder, ShardedStore(a.store), Path(a.out), batch_size=settings.batch_size,
-                          device=resolve_device(a.device), amp_bf16=settings.amp_bf16,
+                          device=resolve_device(a.device), precision=a.precision,
                           layers=() if a.no_layers else tuple(backbone.layers),
                           central_range=tuple(settings.central_range) if a.central_patches else None)
     log.info("features %s: %s", a.out, json.dumps({k: fs.meta.get(k) for k in ("n_volumes", "seconds")}))
@@ -141,7 +142,8 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     from brainfm.tasks.finetune import finetune
 
     results = finetune(a.task, a.settings, a.backbone, a.store, a.manifest, a.out,
-                       pretrain_manifests=a.pretrain_manifests, device=resolve_device(a.device))
+                       pretrain_manifests=a.pretrain_manifests, device=resolve_device(a.device),
+                       precision=a.precision)
     _log_metrics(f"{a.task.name} fine-tuned", results)
 
 
@@ -324,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rdzv-endpoint", default=None,
                    help="HOST:PORT of the c10d rendezvous: this process is one node's launcher (outside SLURM)")
     s.add_argument("--device", default="auto")
+    s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 where the device computes it natively, else fp32")
 
     s = step("extract-features", cmd_extract_features, "frozen feature extraction into a feature store")
     s.add_argument("--backbone", type=_spec("BackboneSpec"), required=True,
@@ -335,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--central-patches", action="store_true", help="also pool patch tokens of the central range")
     s.add_argument("--no-layers", action="store_true", help="skip the layer-wise features of the backbone")
     s.add_argument("--device", default="auto")
+    s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 where the device computes it natively, else fp32")
 
     s = step("list-encoders", cmd_list_encoders, "list registered encoders")
 
@@ -355,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     leakage_arg(s)
     s.add_argument("--device", default="auto")
+    s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 where the device computes it natively, else fp32")
     s.add_argument("--out", required=True)
 
     s = step("knn-probe", cmd_knn_probe, "kNN probing on frozen features")

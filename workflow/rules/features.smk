@@ -18,6 +18,7 @@ rule extract_features:
         store=lambda wc: L.store(wc.dataset),
         central=lambda wc: "--central-patches" if CFG.needs_central_patches(wc.dataset) else "",
         device=CFG.device,
+        precision=CFG.precision,
     threads: CFG.features.threads
     resources:
         gpu=resources_of(CFG.features, "gpu"),
@@ -27,4 +28,5 @@ rule extract_features:
         "../../envs/brainfm.yaml"
     shell:
         "brainfm extract-features --backbone {params.backbone:q} --features {params.features:q}"
-        " --store {params.store} --out {output} {params.central} --device {params.device} > {log} 2>&1"
+        " --store {params.store} --out {output} {params.central} --device {params.device}"
+        " --precision {params.precision} > {log} 2>&1"

@@ -38,6 +38,7 @@ rule extract_perturbed:
         store=lambda wc: L.store(wc.dataset, "downstream", wc.perturbation),
         central=lambda wc: "--central-patches" if CFG.needs_central_patches(wc.dataset) else "",
         device=CFG.device,
+        precision=CFG.precision,
     threads: CFG.features.threads
     resources:
         gpu=resources_of(CFG.features, "gpu"),
@@ -45,7 +46,8 @@ rule extract_perturbed:
         "../../envs/brainfm.yaml"
     shell:
         "brainfm extract-features --backbone {params.backbone:q} --features {params.features:q}"
-        " --store {params.store} --out {output} --no-layers {params.central} --device {params.device} > {log} 2>&1"
+        " --store {params.store} --out {output} --no-layers {params.central} --device {params.device}"
+        " --precision {params.precision} > {log} 2>&1"
 
 
 rule evaluate_perturbed:

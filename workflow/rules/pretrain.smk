@@ -25,6 +25,7 @@ rule pretrain:
         stores=lambda wc: [L.preprocessed(d) for d in CFG.pretrain[wc.run].datasets],
         workdir=lambda wc: L.pretrain_work(wc.run),
         device=CFG.device,
+        precision=CFG.precision,
     threads: 2
     resources:
         gpu=lambda wc: None if CFG.pretrain[wc.run].nnodes > 1 else resources_of(CFG.pretrain[wc.run], "gpu"),
@@ -40,4 +41,5 @@ rule pretrain:
         "../../envs/brainfm.yaml"
     shell:
         "brainfm pretrain --spec {params.spec:q} --stores {params.stores} --out {output.weights}"
-        " --summary {output.summary} --work-dir {params.workdir} --device {params.device} > {log} 2>&1"
+        " --summary {output.summary} --work-dir {params.workdir} --device {params.device}"
+        " --precision {params.precision} > {log} 2>&1"

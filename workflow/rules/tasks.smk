@@ -46,6 +46,7 @@ rule finetune:
         backbone=lambda wc: CFG.backbones[wc.backbone].to_json(),
         store=lambda wc: L.store(CFG.tasks[wc.task].dataset),
         device=CFG.device,
+        precision=CFG.precision,
     threads: 2
     resources:
         gpu=resources_of(CFG.finetune, "gpu"),
@@ -56,4 +57,4 @@ rule finetune:
     shell:
         "brainfm finetune --task {params.task:q} --settings {params.settings:q} --backbone {params.backbone:q}"
         " --store {params.store} --manifest {input.manifest} --pretrain-manifests {input.pretrain}"
-        " --device {params.device} --out {output} > {log} 2>&1"
+        " --device {params.device} --precision {params.precision} --out {output} > {log} 2>&1"

@@ -26,7 +26,6 @@ class FinetuneSpec(Spec):
     patience: int
     train_slices: int | None  # random slices per volume per step (memory); evaluation uses all
     grad_clip: float | None
-    amp_bf16: bool
     resources: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
