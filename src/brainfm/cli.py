@@ -227,6 +227,15 @@ def cmd_summary_table(a: argparse.Namespace) -> None:
     summary_table(a.comparisons, a.knn, a.out, reference=a.stats.reference, labels=a.labels)
 
 
+def cmd_pretrain_curves(a: argparse.Namespace) -> None:
+    from brainfm.report.pretrain_curves import pretrain_curves
+
+    rows = pretrain_curves(a.inputs, a.figure, a.table, labels=a.labels)
+    for r in rows:
+        log.info("%s: final loss %s vs uniform %s; teacher entropy %s (batch mean %s)", r["run"], r["loss"],
+                 r["uniform_loss"], r["teacher_entropy"], r["teacher_batch_entropy"])
+
+
 def cmd_bench(a: argparse.Namespace) -> None:
     from brainfm.bench.suite import run_benchmarks
 
@@ -430,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--knn", nargs="*", default=[])
     s.add_argument("--out", required=True)
     stats_args(s)
+
+    s = step("pretrain-curves", cmd_pretrain_curves, "pretraining loss vs ln K and teacher entropy of every run")
+    s.add_argument("--inputs", nargs="+", required=True, help="summary.json of each pretraining run")
+    s.add_argument("--figure", required=True, help="figure path (.png; .pdf written beside it)")
+    s.add_argument("--table", required=True, help="Markdown table of the final values")
+    s.add_argument("--labels", type=_json, default={}, help="JSON {run or backbone: display name}")
 
     s = step("bench", cmd_bench, "benchmarks: extraction vs roofline, heads, statistics, SSL training, demo DAG")
     s.add_argument("--out", default="results/bench")

@@ -106,4 +106,6 @@ def all_targets():
         targets += [L.table("perturbations"), L.figure("perturbations")]
     targets += [L.table(f"finetune_{b}") for b in CFG.finetune_backbones()]
     targets.append(L.table("summary"))
+    if CFG.pretrain:
+        targets.append(L.figure("pretrain_curves"))
     return targets
