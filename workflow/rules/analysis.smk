@@ -11,6 +11,8 @@ rule knn_probe:
         L.knn("{task}", "{backbone}"),
     log:
         L.log("tasks", "{task}", "{backbone}", "knn"),
+    benchmark:
+        L.benchmark("knn_probe", "{task}", "{backbone}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
     threads: 1
@@ -30,6 +32,8 @@ rule cka:
         L.analysis("cka_{dataset}.parquet"),
     log:
         L.log("analysis", "cka_{dataset}"),
+    benchmark:
+        L.benchmark("cka", "{dataset}")
     params:
         reference=CFG.stats.reference,
         backbones=list(CFG.backbones),

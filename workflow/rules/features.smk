@@ -11,7 +11,7 @@ rule extract_features:
     log:
         L.log("features", "{backbone}", "{dataset}"),
     benchmark:
-        L.benchmark("features", "{backbone}", "{dataset}")
+        L.benchmark("extract_features", "{backbone}", "{dataset}")
     params:
         backbone=lambda wc: CFG.backbones[wc.backbone].to_json(),
         features=CFG.features.to_json(),

@@ -10,6 +10,8 @@ rule preprocess_perturbed:
         report=L.preprocess_report("{dataset}", "{perturbation}"),
     log:
         L.log("perturbed", "{perturbation}", "preprocess_{dataset}"),
+    benchmark:
+        L.benchmark("preprocess_perturbed", "{perturbation}", "{dataset}")
     params:
         preprocess=CFG.preprocess.to_json(),
         outdir=lambda wc, output: os.path.dirname(output.report),
@@ -32,6 +34,8 @@ rule extract_perturbed:
         directory(L.features("{backbone}", "{dataset}", "{perturbation}")),
     log:
         L.log("perturbed", "{perturbation}", "features_{backbone}_{dataset}"),
+    benchmark:
+        L.benchmark("extract_perturbed", "{perturbation}", "{backbone}", "{dataset}")
     params:
         backbone=lambda wc: CFG.backbones[wc.backbone].to_json(),
         features=CFG.features.to_json(),
@@ -57,6 +61,8 @@ rule evaluate_perturbed:
         L.perturbed_results("{task}", "{backbone}"),
     log:
         L.log("perturbed", "evaluate_{task}_{backbone}"),
+    benchmark:
+        L.benchmark("evaluate_perturbed", "{task}", "{backbone}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
         perturbed=lambda wc, input: [f"{s.tag}={p}" for s, p in zip(CFG.perturbation_settings(), input.perturbed)],
@@ -82,6 +88,8 @@ rule perturbation_stats:
         ),
     log:
         L.log("stats", "perturbations"),
+    benchmark:
+        L.benchmark("perturbation_stats", "all")
     params:
         stats=STATS,
         labels=LABELS,

@@ -14,6 +14,8 @@ rule cka_figure:
         ),
     log:
         L.log("report", "cka"),
+    benchmark:
+        L.benchmark("cka_figure", "all")
     params:
         stats=STATS,
         labels=LABELS,
@@ -38,6 +40,8 @@ rule summary_table:
         ),
     log:
         L.log("report", "summary"),
+    benchmark:
+        L.benchmark("summary_table", "all")
     params:
         stats=STATS,
         labels=LABELS,

@@ -27,7 +27,7 @@ rule task_stats:
     log:
         L.log("stats", "{task}"),
     benchmark:
-        L.benchmark("stats", "{task}")
+        L.benchmark("task_stats", "{task}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
         outdir=lambda wc: L.stats_dir(wc.task),
@@ -67,7 +67,7 @@ rule knn_stats:
     log:
         L.log("stats", "{task}"),
     benchmark:
-        L.benchmark("stats", "{task}")
+        L.benchmark("knn_stats", "{task}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
         outdir=lambda wc: L.stats_dir(wc.task),
@@ -107,6 +107,8 @@ rule strata_stats:
         ),
     log:
         L.log("stats", "{task}_strata"),
+    benchmark:
+        L.benchmark("strata_stats", "{task}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
         outdir=lambda wc: L.stats_dir(wc.task),
@@ -146,6 +148,8 @@ rule km_stats:
         ),
     log:
         L.log("stats", "{task}_km"),
+    benchmark:
+        L.benchmark("km_stats", "{task}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
         outdir=lambda wc: L.stats_dir(wc.task),
@@ -174,6 +178,8 @@ rule finetune_table:
         ),
     log:
         L.log("stats", "finetune_{backbone}"),
+    benchmark:
+        L.benchmark("finetune_table", "{backbone}")
     params:
         stats=STATS,
         labels=LABELS,

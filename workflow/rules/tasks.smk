@@ -14,7 +14,7 @@ rule fit_heads:
     log:
         L.log("tasks", "{task}", "{backbone}", "fit"),
     benchmark:
-        L.benchmark("tasks", "{task}", "{backbone}")
+        L.benchmark("fit_heads", "{task}", "{backbone}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
     threads: 1
