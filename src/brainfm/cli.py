@@ -239,7 +239,8 @@ def cmd_pretrain_curves(a: argparse.Namespace) -> None:
 def cmd_bench(a: argparse.Namespace) -> None:
     from brainfm.bench.suite import run_benchmarks
 
-    run_benchmarks(Path(a.out), which=a.only)
+    options = {"demo": {"benchmarks": a.benchmarks}} if a.benchmarks else {}
+    run_benchmarks(Path(a.out), which=a.only, options=options)
 
 
 def cmd_plan(a: argparse.Namespace) -> None:
@@ -449,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = step("bench", cmd_bench, "benchmarks: extraction vs roofline, heads, statistics, SSL training, demo DAG")
     s.add_argument("--out", default="results/bench")
     s.add_argument("--only", nargs="*", default=[], help="subset of: extraction heads stats pretrain segmentation demo")
+    s.add_argument("--benchmarks", default=None,
+                   help="demo: Snakemake benchmark folder of a demo run to analyse (default: results/benchmarks "
+                        "when it holds files, else the demo runs from scratch first)")
 
     s = step("plan", cmd_plan, "before a run: datasets and weights found or missing, jobs per rule, SLURM "
                                "submissions, projected disk and GPU-hours")
