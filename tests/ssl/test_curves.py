@@ -81,6 +81,8 @@ def test_pretrain_curves_writes_figure_and_table(summaries, tmp_path):
     curve = json.loads(summaries["dino_run"].read_text())["stages"][0]["curve"]
     assert dino["loss"] == pytest.approx(curve["dino"][-1]) and dino["uniform_loss"] == pytest.approx(math.log(32))
     assert dino["loss_over_uniform"] == pytest.approx(dino["loss"] / dino["uniform_loss"])
+    assert dino["teacher_information"] == pytest.approx(dino["teacher_batch_entropy"] - dino["teacher_entropy"])
+    assert dino["teacher_information"] >= -1e-4  # entropy is concave
     assert simclr["teacher_entropy"] is None and simclr["uniform_loss"] == pytest.approx(math.log(5))
     table = (tmp_path / "curves.md").read_text()
     assert "DINO demo" in table and "simclr_run" in table and len(table.strip().splitlines()) == 4

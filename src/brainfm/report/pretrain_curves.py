@@ -56,6 +56,10 @@ def _last(values: Sequence[float | None] | None) -> float | None:
     return None
 
 
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def final_values(run: Mapping[str, Any]) -> dict[str, Any]:
     """The last logged values that say whether a run learned (None where the recipe has no such value)."""
     c = run["curve"]
@@ -67,6 +71,9 @@ def final_values(run: Mapping[str, Any]) -> dict[str, Any]:
             "loss_over_uniform": (loss / uniform) if loss is not None and uniform else None,
             "teacher_entropy": _last(c.get("teacher_entropy")),
             "teacher_batch_entropy": _last(c.get("teacher_batch_entropy")),
+            # how much the teacher's target says about which sample it saw (0: collapsed or uniform;
+            # at most ln of the batch's crop count)
+            "teacher_information": _diff(_last(c.get("teacher_batch_entropy")), _last(c.get("teacher_entropy"))),
             "total_loss": _last(c.get("loss")), "precision": run.get("precision")}
 
 
@@ -116,14 +123,14 @@ def _table(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str] | None) 
         return "–" if v is None else f"{v:.3f}"
 
     lines = ["| run | recipe | iterations | final loss | uniform loss (ln K or ln(2N-1)) | loss / uniform | "
-             "teacher entropy | teacher batch-mean entropy | learned? |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "teacher entropy | teacher batch-mean entropy | batch-mean minus per-sample | learned? |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r["loss_over_uniform"]
         verdict = "–" if ratio is None else ("yes" if ratio < 0.8 else "no: loss near the uniform level")
         lines.append(f"| {display_name(r['run'], labels)} | {r['recipe']} | {r['iterations']} | {f(r['loss'])} | "
                      f"{f(r['uniform_loss'])} | {f(ratio)} | {f(r['teacher_entropy'])} | "
-                     f"{f(r['teacher_batch_entropy'])} | {verdict} |")
+                     f"{f(r['teacher_batch_entropy'])} | {f(r['teacher_information'])} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
