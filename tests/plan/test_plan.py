@@ -154,7 +154,7 @@ def test_dry_run_counts_match_the_snakemake_command_line(tmp_path, monkeypatch):
     for g, v in jobs["groups"].items():
         assert v["allocations"] == -(-v["jobs"] // profile[g])  # each group's jobs are independent components
     local = {r for r, v in jobs["per_rule"].items() if v["local"]}
-    assert local == {"all", "cka_figure", "finetune_table", "perturbation_stats", "summary_table"}
+    assert local == {"all", "cka_figure", "finetune_table", "perturbation_stats", "pretrain_curves", "summary_table"}
     assert jobs["submissions"] == jobs["total_jobs"] - sum(v["jobs"] for v in jobs["groups"].values()) \
         - jobs["local_jobs"] + sum(v["allocations"] for v in jobs["groups"].values())
     assert 100 <= jobs["submissions"] <= 1000
