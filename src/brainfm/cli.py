@@ -95,11 +95,12 @@ def cmd_preprocess(a: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- models
 def cmd_pretrain(a: argparse.Namespace) -> None:
-    from brainfm.device import resolve_device
+    from brainfm.device import resolve_device, resolve_precision
     from brainfm.ssl.entry import pretrain
 
+    device = resolve_device(a.device)
     pretrain(a.spec, [Path(s) for s in a.stores], Path(a.out), Path(a.summary), Path(a.work_dir),
-             device=resolve_device(a.device), rdzv_endpoint=a.rdzv_endpoint)
+             device=device, precision=resolve_precision(a.precision, device), rdzv_endpoint=a.rdzv_endpoint)
 
 
 def cmd_extract_features(a: argparse.Namespace) -> None:
@@ -114,7 +115,7 @@ def cmd_extract_features(a: argparse.Namespace) -> None:
     torch.set_num_threads(settings.threads)
     encoder = create_encoder(backbone.encoder, weights=backbone.weights, **backbone.args)
     fs = extract_features(encoder, ShardedStore(a.store), Path(a.out), batch_size=settings.batch_size,
-                          device=resolve_device(a.device), amp_bf16=settings.amp_bf16,
+                          device=resolve_device(a.device), precision=a.precision,
                           layers=() if a.no_layers else tuple(backbone.layers),
                           central_range=tuple(settings.central_range) if a.central_patches else None)
     log.info("features %s: %s", a.out, json.dumps({k: fs.meta.get(k) for k in ("n_volumes", "seconds")}))
@@ -148,7 +149,8 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     from brainfm.tasks.finetune import finetune
 
     results = finetune(a.task, a.settings, a.backbone, a.store, a.manifest, a.out,
-                       pretrain_manifests=a.pretrain_manifests, device=resolve_device(a.device))
+                       pretrain_manifests=a.pretrain_manifests, device=resolve_device(a.device),
+                       precision=a.precision)
     _log_metrics(f"{a.task.name} fine-tuned", results)
 
 
@@ -360,10 +362,20 @@ def cmd_protocol_deviations(a: argparse.Namespace) -> None:
     log.info("%d deviation(s) from the paper's protocol: %s", len(dev), ", ".join(r["key"] for r in dev) or "none")
 
 
+def cmd_pretrain_curves(a: argparse.Namespace) -> None:
+    from brainfm.report.pretrain_curves import pretrain_curves
+
+    rows = pretrain_curves(a.inputs, a.figure, a.table, labels=a.labels)
+    for r in rows:
+        log.info("%s: final loss %s vs uniform %s; teacher entropy %s (batch mean %s)", r["run"], r["loss"],
+                 r["uniform_loss"], r["teacher_entropy"], r["teacher_batch_entropy"])
+
+
 def cmd_bench(a: argparse.Namespace) -> None:
     from brainfm.bench.suite import run_benchmarks
 
-    run_benchmarks(Path(a.out), which=a.only)
+    options = {"demo": {"benchmarks": a.benchmarks}} if a.benchmarks else {}
+    run_benchmarks(Path(a.out), which=a.only, options=options)
 
 
 def cmd_plan(a: argparse.Namespace) -> None:
@@ -459,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rdzv-endpoint", default=None,
                    help="HOST:PORT of the c10d rendezvous: this process is one node's launcher (outside SLURM)")
     s.add_argument("--device", default="auto")
+    s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 where the device computes it natively, else fp32")
 
     s = step("extract-features", cmd_extract_features, "frozen feature extraction into a feature store")
     s.add_argument("--backbone", type=_spec("BackboneSpec"), required=True,
@@ -470,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--central-patches", action="store_true", help="also pool patch tokens of the central range")
     s.add_argument("--no-layers", action="store_true", help="skip the layer-wise features of the backbone")
     s.add_argument("--device", default="auto")
+    s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 where the device computes it natively, else fp32")
 
     s = step("list-encoders", cmd_list_encoders, "list registered encoders")
 
@@ -498,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     leakage_arg(s)
     s.add_argument("--device", default="auto")
+    s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 where the device computes it natively, else fp32")
     s.add_argument("--out", required=True)
 
     s = step("knn-probe", cmd_knn_probe, "kNN probing on frozen features")
@@ -675,9 +693,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", default="", help="the config's name in the document (default: --config)")
     s.add_argument("--out", required=True)
 
+    s = step("pretrain-curves", cmd_pretrain_curves, "pretraining loss vs ln K and teacher entropy of every run")
+    s.add_argument("--inputs", nargs="+", required=True, help="summary.json of each pretraining run")
+    s.add_argument("--figure", required=True, help="figure path (.png; .pdf written beside it)")
+    s.add_argument("--table", required=True, help="Markdown table of the final values")
+    s.add_argument("--labels", type=_json, default={}, help="JSON {run or backbone: display name}")
+
     s = step("bench", cmd_bench, "benchmarks: extraction vs roofline, heads, statistics, SSL training, demo DAG")
     s.add_argument("--out", default="results/bench")
     s.add_argument("--only", nargs="*", default=[], help="subset of: extraction heads stats pretrain segmentation demo")
+    s.add_argument("--benchmarks", default=None,
+                   help="demo: Snakemake benchmark folder of a demo run to analyse (default: results/benchmarks "
+                        "when it holds files, else the demo runs from scratch first)")
 
     s = step("plan", cmd_plan, "before a run: datasets and weights found or missing, jobs per rule, SLURM "
                                "submissions, projected disk and GPU-hours")

@@ -105,6 +105,8 @@ def test_unit_can_be_set_and_has_a_derived_default(tmp_path):
     (lambda c: c.update(finetune={"tasks": ["age"], "backbones": ["x"]}), "finetune.backbones: 'x' is not a backbone"),
     (lambda c: c["datasets"].update(s={"source": "subset", "of": "d", "train_of": "nope"}),
      "datasets.s.train_of: 'nope' is not a task"),
+    (lambda c: c.update(precision="fp16"), "precision: 'fp16' is not one of"),
+    (lambda c: c.update(features={"amp_bf16": True}), "features: unknown key(s) ('amp_bf16' was unexpected)"),
 ])
 def test_config_errors_name_the_file_and_the_key(tmp_path, edit, key):
     raw = json.loads(json.dumps(MINIMAL))

@@ -85,9 +85,9 @@ def test_meta_records_encoder_weights_and_timing(tiny_kwargs, encoder, volume_st
 
 def test_bf16_autocast_is_close_to_fp32(encoder, volume_store, tmp_path):
     a = extract_features(encoder, volume_store, tmp_path / "a", batch_size=16, progress=False)
-    b = extract_features(encoder, volume_store, tmp_path / "b", batch_size=16, amp_bf16=True, progress=False)
+    b = extract_features(encoder, volume_store, tmp_path / "b", batch_size=16, precision="bf16", progress=False)
     cos = (a.cls * b.cls).sum(1) / np.linalg.norm(a.cls, axis=1) / np.linalg.norm(b.cls, axis=1)
-    assert cos.min() > 0.99 and b.meta["amp_bf16"] is True and b.cls.dtype == np.float32
+    assert cos.min() > 0.99 and b.meta["precision"] == "bf16" and b.cls.dtype == np.float32
 
 
 def test_trainable_encoder_runs_in_eval_and_state_is_restored(tiny_kwargs, volume_store, tmp_path):
@@ -210,3 +210,14 @@ def test_slice_store_is_refused(encoder, tmp_path):
               np.ones((32, 32), np.float32))
     with pytest.raises(InputError, match="volume store"):
         extract_features(encoder, ShardedStore(tmp_path / "slices"), tmp_path / "f", progress=False)
+
+
+def test_store_records_the_resolved_precision(encoder, volume_store, tmp_path):
+    from brainfm.device import resolve_precision
+
+    a = extract_features(encoder, volume_store, tmp_path / "a", batch_size=16, precision="fp32", progress=False)
+    assert a.meta["precision"] == "fp32" and a.meta["precision_requested"] == "fp32"
+    b = extract_features(encoder, volume_store, tmp_path / "b", batch_size=16, precision="auto", progress=False)
+    assert b.meta["precision_requested"] == "auto" and b.meta["precision"] == resolve_precision("auto", "cpu")
+    reread = FeatureStore(tmp_path / "b")
+    assert reread.meta["precision"] in ("fp32", "bf16")

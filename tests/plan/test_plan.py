@@ -156,7 +156,7 @@ def test_dry_run_counts_match_the_snakemake_command_line(tmp_path, monkeypatch):
     local = {r for r, v in jobs["per_rule"].items() if v["local"]}
     assert local == {"all", "cka_figure", "finetune_table", "perturbation_stats", "summary_table", "similarity_report",
                      "protocol_deviations", "corpus_figure", "dataset_table", "composite_figure",
-                     "segmentation_stats", "segmentation_labels", "segmentation_figure"}
+                     "segmentation_stats", "segmentation_labels", "segmentation_figure", "pretrain_curves"}
     assert jobs["submissions"] == jobs["total_jobs"] - sum(v["jobs"] for v in jobs["groups"].values()) \
         - jobs["local_jobs"] + sum(v["allocations"] for v in jobs["groups"].values())
     assert 100 <= jobs["submissions"] <= 1000

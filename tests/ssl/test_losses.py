@@ -182,3 +182,17 @@ def test_nt_xent_perfect_pairs_with_orthogonal_negatives():
     # positive similarity 1, four negatives with similarity 0: -log(e^2 / (e^2 + 4))
     expected = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + 4))
     assert nt_xent_loss(e, e.clone(), tau).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_losses_stay_float32_inside_bf16_autocast():
+    from brainfm.ssl.losses import dino_cross_entropy, ibot_patch_loss, koleo_loss, nt_xent_loss
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, 5, 64, generator=g)
+    t = torch.softmax(torch.randn(2, 5, 64, generator=g) / 0.05, dim=-1)
+    ref = dino_cross_entropy(s, t, 0.1, ignore_diagonal=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = dino_cross_entropy(s, t, 0.1, ignore_diagonal=True)
+        others = [ibot_patch_loss(s[0], t[0], torch.ones(5), 1), koleo_loss(s[0]), nt_xent_loss(s[0], s[1])]
+    assert got.dtype == torch.float32 and all(o.dtype == torch.float32 for o in others)
+    torch.testing.assert_close(got, ref)  # exactly the float32 value, not one rounded to bf16

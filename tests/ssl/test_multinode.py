@@ -28,7 +28,7 @@ TINY = {
 def _pretrain(spec: dict, store: Path, root: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "brainfm.cli", "pretrain", "--spec", json.dumps({"name": "run", **spec}),
             "--stores", str(store), "--out", str(root / "weights.pth"), "--summary", str(root / "summary.json"),
-            "--work-dir", str(root / "work"), "--device", "cpu", *extra]
+            "--work-dir", str(root / "work"), "--device", "cpu", "--precision", "fp32", *extra]  # exact numerics
 
 
 def _free_port() -> int:

@@ -28,7 +28,7 @@ def _cli(spec: dict, store: Path, root: Path, nproc: int = 1) -> list[str]:
     spec = {"name": "run", **spec, "resources": {"nproc": nproc}}
     return [sys.executable, "-m", "brainfm.cli", "pretrain", "--spec", json.dumps(spec),
             "--stores", str(store), "--out", str(root / "weights.pth"), "--summary", str(root / "summary.json"),
-            "--work-dir", str(root / "work"), "--device", "cpu"]
+            "--work-dir", str(root / "work"), "--device", "cpu", "--precision", "fp32"]
 
 
 def _env() -> dict:

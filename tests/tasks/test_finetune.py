@@ -126,7 +126,7 @@ def test_checkpointed_slice_chunks_use_every_slice_with_the_same_gradients():
         enc = _encoder()
         for p in enc.parameters():
             p.requires_grad_(True)
-        out = _features(enc, vols, torch.device("cpu"), False, None, None, slice_chunk=chunk)
+        out = _features(enc, vols, torch.device("cpu"), "fp32", None, None, slice_chunk=chunk)
         out.square().sum().backward()
         grads.append((out.detach(), [p.grad.clone() for p in enc.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0][0], grads[1][0])

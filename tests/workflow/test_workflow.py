@@ -102,10 +102,14 @@ def test_tiny_demo_dag_end_to_end(tmp_path):
         for ext in ("md", "csv", "tex"):
             assert (res / "tables" / f"{task}.{ext}").stat().st_size > 0
     for fig in ("ratio_brain_age", "ratio_adni_3class", "ratio_survival_cox", "knn_knn_adni", "cka", "perturbations",
-                "strata_brain_age", "km_survival_cox", "similarity"):
+                "strata_brain_age", "km_survival_cox", "similarity", "pretrain_curves"):
         assert (res / "figures" / f"{fig}.png").stat().st_size > 1000
         assert (res / "figures" / f"{fig}.pdf").exists()
     assert (res / "tables" / "summary.md").exists()
+    # every rule left a benchmark file under its own name; brainfm bench --only demo reads them
+    assert {"phantom_dataset", "pretrain", "extract_features", "fit_heads", "task_stats"} <= {
+        p.name for p in (res / "benchmarks").iterdir()}
+    assert "| dino |" in (res / "tables" / "pretrain_curves.md").read_text()
     # Supplementary Table 6: frozen vs fine-tuned on the same test subjects
     tuned = pd.read_parquet(res / "tasks/brain_age/braindino/finetune/ratio~1/seed~0/predictions.parquet")
     frozen = pd.read_parquet(res / "tasks/brain_age/braindino/runs/ratio~1/seed~0/predictions.parquet")

@@ -12,6 +12,8 @@ rule knn_probe:
         L.knn("{task}", "{backbone}"),
     log:
         L.log("tasks", "{task}", "{backbone}", "knn"),
+    benchmark:
+        L.benchmark("knn_probe", "{task}", "{backbone}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
     threads: 1
@@ -31,6 +33,8 @@ rule cka:
         L.analysis("cka_{dataset}.parquet"),
     log:
         L.log("analysis", "cka_{dataset}"),
+    benchmark:
+        L.benchmark("cka", "{dataset}")
     params:
         reference=CFG.stats.reference,
         backbones=list(CFG.backbones),
@@ -52,6 +56,8 @@ rule similarity_maps:
         maps=L.analysis("similarity/{backbone}.npz"),
     log:
         L.log("analysis", "similarity_{backbone}"),
+    benchmark:
+        L.benchmark("similarity_maps", "{backbone}")
     params:
         backbone=lambda wc: CFG.backbones[wc.backbone].to_json(),
         store=lambda wc: L.store(CFG.analysis.similarity.dataset, "downstream"),
@@ -91,6 +97,8 @@ rule similarity_report:
         ),
     log:
         L.log("analysis", "similarity_report"),
+    benchmark:
+        L.benchmark("similarity_report", "all")
     params:
         inputs=[L.analysis(f"similarity/{b}.parquet") for b in CFG.similarity_backbones()],
         stats=STATS,

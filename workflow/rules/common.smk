@@ -169,4 +169,7 @@ def all_targets():
     targets.append(L.table("datasets"))
     if CFG.pretrain_datasets():
         targets.append(L.figure("corpus"))
+
+    if CFG.pretrain:
+        targets.append(L.figure("pretrain_curves"))
     return targets

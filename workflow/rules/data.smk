@@ -8,7 +8,7 @@ rule phantom_dataset:
     log:
         L.log("data", "{phantom}"),
     benchmark:
-        L.benchmark("data", "{phantom}")
+        L.benchmark("phantom_dataset", "{phantom}")
     params:
         dataset=lambda wc: CFG.datasets[wc.phantom].to_json(),
         phantom=CFG.phantom.to_json(),
@@ -28,6 +28,8 @@ rule real_dataset:
         check=L.dataset_check("{real}"),
     log:
         L.log("data", "{real}"),
+    benchmark:
+        L.benchmark("real_dataset", "{real}")
     params:
         dataset=lambda wc: CFG.datasets[wc.real].to_json(),
     retries: 2
@@ -46,6 +48,8 @@ rule union_dataset:
         manifest=L.manifest("{union}"),
     log:
         L.log("data", "{union}"),
+    benchmark:
+        L.benchmark("union_dataset", "{union}")
     conda:
         "../../envs/brainfm.yaml"
     shell:
@@ -60,6 +64,8 @@ rule subset_dataset:
         manifest=L.manifest("{subset}"),
     log:
         L.log("data", "{subset}"),
+    benchmark:
+        L.benchmark("subset_dataset", "{subset}")
     params:
         dataset=lambda wc: CFG.datasets[wc.subset].to_json(),
         task=lambda wc: CFG.tasks[CFG.datasets[wc.subset].train_of].to_json(),

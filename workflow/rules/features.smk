@@ -11,13 +11,14 @@ rule extract_features:
     log:
         L.log("features", "{backbone}", "{dataset}"),
     benchmark:
-        L.benchmark("features", "{backbone}", "{dataset}")
+        L.benchmark("extract_features", "{backbone}", "{dataset}")
     params:
         backbone=lambda wc: CFG.backbones[wc.backbone].to_json(),
         features=CFG.features.to_json(),
         store=lambda wc: L.store(wc.dataset),
         central=lambda wc: "--central-patches" if CFG.needs_central_patches(wc.dataset) else "",
         device=CFG.device,
+        precision=CFG.precision,
     threads: CFG.features.threads
     resources:
         gpu=resources_of(CFG.features, "gpu"),
@@ -27,4 +28,5 @@ rule extract_features:
         "../../envs/brainfm.yaml"
     shell:
         "brainfm extract-features --backbone {params.backbone:q} --features {params.features:q}"
-        " --store {params.store} --out {output} {params.central} --device {params.device} > {log} 2>&1"
+        " --store {params.store} --out {output} {params.central} --device {params.device}"
+        " --precision {params.precision} > {log} 2>&1"

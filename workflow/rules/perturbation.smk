@@ -10,6 +10,8 @@ rule preprocess_perturbed:
         report=L.preprocess_report("{dataset}", "{perturbation}"),
     log:
         L.log("perturbed", "{perturbation}", "preprocess_{dataset}"),
+    benchmark:
+        L.benchmark("preprocess_perturbed", "{perturbation}", "{dataset}")
     params:
         preprocess=CFG.preprocess.to_json(),
         outdir=lambda wc, output: os.path.dirname(output.report),
@@ -32,12 +34,15 @@ rule extract_perturbed:
         directory(L.features("{backbone}", "{dataset}", "{perturbation}")),
     log:
         L.log("perturbed", "{perturbation}", "features_{backbone}_{dataset}"),
+    benchmark:
+        L.benchmark("extract_perturbed", "{perturbation}", "{backbone}", "{dataset}")
     params:
         backbone=lambda wc: CFG.backbones[wc.backbone].to_json(),
         features=CFG.features.to_json(),
         store=lambda wc: L.store(wc.dataset, "downstream", wc.perturbation),
         central=lambda wc: "--central-patches" if CFG.needs_central_patches(wc.dataset) else "",
         device=CFG.device,
+        precision=CFG.precision,
     threads: CFG.features.threads
     resources:
         gpu=resources_of(CFG.features, "gpu"),
@@ -45,7 +50,8 @@ rule extract_perturbed:
         "../../envs/brainfm.yaml"
     shell:
         "brainfm extract-features --backbone {params.backbone:q} --features {params.features:q}"
-        " --store {params.store} --out {output} --no-layers {params.central} --device {params.device} > {log} 2>&1"
+        " --store {params.store} --out {output} --no-layers {params.central} --device {params.device}"
+        " --precision {params.precision} > {log} 2>&1"
 
 
 rule evaluate_perturbed:
@@ -56,6 +62,8 @@ rule evaluate_perturbed:
         predictions=L.perturbed_predictions("{task}", "{backbone}"),
     log:
         L.log("perturbed", "evaluate_{task}_{backbone}"),
+    benchmark:
+        L.benchmark("evaluate_perturbed", "{task}", "{backbone}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
         perturbed=lambda wc, input: [f"{s.tag}={p}" for s, p in zip(CFG.perturbation_settings(), input.perturbed)],
@@ -86,6 +94,8 @@ rule perturbation_stats:
         ),
     log:
         L.log("stats", "perturbations"),
+    benchmark:
+        L.benchmark("perturbation_stats", "all")
     params:
         stats=STATS,
         labels=LABELS,

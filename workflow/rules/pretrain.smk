@@ -25,6 +25,7 @@ rule pretrain:
         stores=lambda wc: [L.preprocessed(d) for d in CFG.pretrain[wc.run].datasets],
         workdir=lambda wc: L.pretrain_work(wc.run),
         device=CFG.device,
+        precision=CFG.precision,
     threads: 2
     resources:
         gpu=lambda wc: None if CFG.pretrain[wc.run].nnodes > 1 else resources_of(CFG.pretrain[wc.run], "gpu"),
@@ -40,4 +41,36 @@ rule pretrain:
         "../../envs/brainfm.yaml"
     shell:
         "brainfm pretrain --spec {params.spec:q} --stores {params.stores} --out {output.weights}"
-        " --summary {output.summary} --work-dir {params.workdir} --device {params.device} > {log} 2>&1"
+        " --summary {output.summary} --work-dir {params.workdir} --device {params.device}"
+        " --precision {params.precision} > {log} 2>&1"
+
+
+rule pretrain_curves:
+    """Did pretraining learn? Each run's loss against ln K (DINO) or ln(2N-1) (SimCLR), teacher entropies."""
+    input:
+        [L.pretrain_summary(r) for r in CFG.pretrain],
+    output:
+        figure=report(
+            L.figure("pretrain_curves"),
+            caption="../report/pretrain_curves.rst",
+            category="Figures",
+            subcategory="pretraining",
+        ),
+        table=report(
+            L.table("pretrain_curves"),
+            caption="../report/pretrain_curves.rst",
+            category="Tables",
+            subcategory="pretraining",
+        ),
+    log:
+        L.log("report", "pretrain_curves"),
+    benchmark:
+        L.benchmark("pretrain_curves", "all")
+    params:
+        labels=LABELS,
+    localrule: True
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm pretrain-curves --inputs {input} --figure {output.figure} --table {output.table}"
+        " --labels {params.labels:q} > {log} 2>&1"

@@ -14,6 +14,8 @@ rule cka_figure:
         ),
     log:
         L.log("report", "cka"),
+    benchmark:
+        L.benchmark("cka_figure", "all")
     params:
         stats=STATS,
         labels=LABELS,
@@ -39,6 +41,8 @@ rule summary_table:
         ),
     log:
         L.log("report", "summary"),
+    benchmark:
+        L.benchmark("summary_table", "all")
     params:
         stats=STATS,
         labels=LABELS,
@@ -60,6 +64,8 @@ rule protocol_deviations:
         ),
     log:
         L.log("report", "protocol_deviations"),
+    benchmark:
+        L.benchmark("protocol_deviations", "all")
     params:
         values=as_json(CFG.values),
         source=os.path.relpath(CFG.source),
@@ -80,6 +86,8 @@ rule corpus_figure:
         figure=report(L.figure("corpus"), caption="../report/corpus.rst", category="Figures", subcategory="data"),
     log:
         L.log("report", "corpus"),
+    benchmark:
+        L.benchmark("corpus_figure", "all")
     params:
         manifests=[f"{d}={L.manifest(d)}" for d in CFG.pretrain_datasets()],
         stores=[f"{d}={L.store(d, 'pretrain')}" for d in CFG.pretrain_datasets() if "pretrain" in CFG.products(d)],
@@ -98,6 +106,8 @@ rule dataset_table:
         report(L.table("datasets"), caption="../report/datasets.rst", category="Tables", subcategory="data"),
     log:
         L.log("report", "datasets"),
+    benchmark:
+        L.benchmark("dataset_table", "all")
     params:
         datasets=as_json([CFG.datasets[d].to_dict() for d in CFG.datasets]),
         manifests=[f"{d}={L.manifest(d)}" for d in CFG.datasets],
@@ -117,6 +127,8 @@ rule composite_figure:
         report(L.figure("fig3"), caption="../report/fig3.rst", category="Figures", subcategory="summary"),
     log:
         L.log("report", "fig3"),
+    benchmark:
+        L.benchmark("composite_figure", "all")
     params:
         descriptions=as_json({t: CFG.tasks[t].description or t for t in CFG.head_tasks()}),
         stats=STATS,

@@ -15,7 +15,7 @@ rule prepare_segmentation:
     log:
         L.log("segmentation", "{benchmark}", "prepare"),
     benchmark:
-        L.benchmark("segmentation", "{benchmark}", "prepare")
+        L.benchmark("prepare_segmentation", "{benchmark}")
     params:
         dataset=lambda wc: CFG.datasets[wc.benchmark].to_json(),
         configurations=SEG.configurations(),
@@ -45,7 +45,7 @@ rule segment:
     log:
         L.log("segmentation", "{benchmark}", "{backbone}", "ratio~{ratio}_seed~{seed}"),
     benchmark:
-        L.benchmark("segmentation", "{benchmark}", "{backbone}", "ratio~{ratio}_seed~{seed}")
+        L.benchmark("segment", "{benchmark}", "{backbone}", "ratio~{ratio}_seed~{seed}")
     params:
         backbone=lambda wc: CFG.backbones[wc.backbone].to_json(),
         network=lambda wc: SEG.backbone_json(wc.backbone),
@@ -87,6 +87,8 @@ rule segmentation_stats:
         ),
     log:
         L.log("stats", "segmentation"),
+    benchmark:
+        L.benchmark("segmentation_stats", "all")
     params:
         settings=as_json({"all_background": SEG.all_background, "adjust": SEG.adjust}),
         stats=STATS,
@@ -112,6 +114,8 @@ rule segmentation_labels:
         ),
     log:
         L.log("report", "segmentation_labels"),
+    benchmark:
+        L.benchmark("segmentation_labels", "all")
     params:
         benchmarks=[
             f"{bm}={CFG.datasets[bm].registry or bm}" for bm in CFG.segmentation_benchmarks()
@@ -138,6 +142,8 @@ rule segmentation_figure:
         ),
     log:
         L.log("report", "segmentation_examples"),
+    benchmark:
+        L.benchmark("segmentation_figure", "all")
     params:
         benchmarks=[
             f"{bm}={L.segmentation_prepared(bm)}" for bm in CFG.segmentation_benchmarks()
@@ -168,6 +174,8 @@ rule segment_perturbed:
         L.segmentation_perturbed("{benchmark}", "{backbone}"),
     log:
         L.log("segmentation", "{benchmark}", "{backbone}", "perturbed"),
+    benchmark:
+        L.benchmark("segment_perturbed", "{benchmark}", "{backbone}")
     params:
         settings=[s.tag for s in CFG.perturbation_settings()],
         seed=CFG.seed,

@@ -29,7 +29,7 @@ rule task_stats:
     log:
         L.log("stats", "{task}"),
     benchmark:
-        L.benchmark("stats", "{task}")
+        L.benchmark("task_stats", "{task}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
         outdir=lambda wc: L.stats_dir(wc.task),
@@ -69,7 +69,7 @@ rule knn_stats:
     log:
         L.log("stats", "{task}"),
     benchmark:
-        L.benchmark("stats", "{task}")
+        L.benchmark("knn_stats", "{task}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
         outdir=lambda wc: L.stats_dir(wc.task),
@@ -109,6 +109,8 @@ rule strata_stats:
         ),
     log:
         L.log("stats", "{task}_strata"),
+    benchmark:
+        L.benchmark("strata_stats", "{task}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
         outdir=lambda wc: L.stats_dir(wc.task),
@@ -148,6 +150,8 @@ rule km_stats:
         ),
     log:
         L.log("stats", "{task}_km"),
+    benchmark:
+        L.benchmark("km_stats", "{task}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
         outdir=lambda wc: L.stats_dir(wc.task),
@@ -176,6 +180,8 @@ rule finetune_table:
         ),
     log:
         L.log("stats", "finetune_{backbone}"),
+    benchmark:
+        L.benchmark("finetune_table", "{backbone}")
     params:
         stats=STATS,
         labels=LABELS,

@@ -14,7 +14,7 @@ rule fit_heads:
     log:
         L.log("tasks", "{task}", "{backbone}", "fit"),
     benchmark:
-        L.benchmark("tasks", "{task}", "{backbone}")
+        L.benchmark("fit_heads", "{task}", "{backbone}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
     threads: 1
@@ -37,6 +37,8 @@ rule scan_leakage:
         L.scan_leakage("{task}"),
     log:
         L.log("tasks", "{task}", "scan_leakage"),
+    benchmark:
+        L.benchmark("scan_leakage", "{task}")
     params:
         task=lambda wc: CFG.tasks[wc.task].to_json(),
     conda:
@@ -65,6 +67,7 @@ rule finetune:
         backbone=lambda wc: CFG.backbones[wc.backbone].to_json(),
         store=lambda wc: L.store(CFG.tasks[wc.task].dataset),
         device=CFG.device,
+        precision=CFG.precision,
     threads: 2
     resources:
         gpu=resources_of(CFG.finetune, "gpu"),
@@ -75,4 +78,4 @@ rule finetune:
     shell:
         "brainfm finetune --task {params.task:q} --settings {params.settings:q} --backbone {params.backbone:q}"
         " --store {params.store} --manifest {input.manifest} --pretrain-manifests {input.pretrain}"
-        " --device {params.device} --out {output} > {log} 2>&1"
+        " --device {params.device} --precision {params.precision} --out {output} > {log} 2>&1"

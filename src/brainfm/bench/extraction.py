@@ -94,12 +94,12 @@ def analytic_vit_flops(vit: nn.Module, img_size: int) -> int:
     return int(flops)
 
 
-def time_forward(encoder: nn.Module, x: torch.Tensor, device: torch.device, amp_bf16: bool,
+def time_forward(encoder: nn.Module, x: torch.Tensor, device: torch.device, precision: str,
                  warmup: int, iters: int) -> list[float]:
-    """Seconds per ``forward_features`` call on batch ``x`` (inference mode, optional bf16 autocast)."""
+    """Seconds per ``forward_features`` call on batch ``x`` (inference mode; ``precision`` fp32 or bf16 autocast)."""
 
     def step() -> None:
-        with autocast_context(device, amp_bf16):
+        with autocast_context(device, precision):
             encoder.forward_features(x)
 
     with torch.inference_mode():
@@ -128,7 +128,7 @@ def _time_pipeline(arch: str, dtype: str, dev: torch.device, img_size: int, batc
         # the store holds img_size slices already, so no resize: the overhead measured is reading,
         # packing, pooling and writing
         fs = extract_features(enc, ShardedStore(store_dir), Path(tmp) / "features", batch_size=batch_size,
-                              device=dev, amp_bf16=(dtype == "bf16"), progress=False)
+                              device=dev, precision=dtype, progress=False)
         sps = float(fs.meta["slices_per_s"])
     bare = next(r["slices_per_s"] for r in results if r["arch"] == arch and r["dtype"] == dtype)
     return {"arch": arch, "dtype": dtype, "volumes": n_volumes, "slices_per_volume": batch_size,
@@ -194,7 +194,7 @@ def run(out_dir: str | Path, *, device: str | None = None, threads: int | None =
                 # the roofline is re-measured right before each timing: on a shared machine the load
                 # drifts, and the ratio is only meaningful under the same conditions
                 near = matmul_roofline(dev, n, _DTYPES[d], iters=roofline_iters)["gflops"]
-                times = time_forward(enc, x, dev, amp_bf16=(d == "bf16"), warmup=warmup, iters=iters)
+                times = time_forward(enc, x, dev, precision=d, warmup=warmup, iters=iters)
                 t = statistics.median(times)
                 sps = batch_size / t
                 achieved = counted["total"] * sps / 1e9

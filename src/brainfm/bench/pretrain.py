@@ -56,26 +56,27 @@ def dino_step_flops(cfg: dict[str, Any]) -> float:
     return float(b * (student + teacher))
 
 
-def time_dino_steps(params: dict[str, Any], source, n_iters: int = 8, warmup: int = 2, device: str = "cpu"
-                   ) -> dict[str, float]:
+def time_dino_steps(params: dict[str, Any], source, n_iters: int = 8, warmup: int = 2, device: str = "cpu",
+                    precision: str = "auto") -> dict[str, Any]:
     """Training throughput of a DINO config: slices/s and s/iteration over ``n_iters`` timed iterations
     (after ``warmup``), including data loading, forward, backward, optimizer and EMA steps."""
     import torch
 
     from brainfm.ssl.config import DinoConfig
     from brainfm.ssl.dino import run_dino_stage
+    from brainfm.device import resolve_precision
     from brainfm.ssl.distributed import init_distributed
 
     total = warmup + n_iters
     cfg = DinoConfig.from_dict({**params, "iters": total, "warmup_iters": min(params.get("warmup_iters", 1), total),
                                 "checkpoint_every": 10**9, "log_every": 10**9})
-    env = init_distributed(device)
+    env = init_distributed(device, resolve_precision(precision, device))
     with tempfile.TemporaryDirectory() as tmp:
         _, res = run_dino_stage(cfg, source, Path(tmp), env)
     crops = 2 + cfg.n_local
     return {"img_per_s": res.img_per_s, "s_per_iter": cfg.batch_size * env.world_size / res.img_per_s,
             "crops_per_s": res.img_per_s * crops, "batch_size": cfg.batch_size, "iters_timed": n_iters,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "precision": env.precision}
 
 
 def run(out_dir: str | Path, n_iters: int = 8, demo: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -93,7 +94,7 @@ def run(out_dir: str | Path, n_iters: int = 8, demo: dict[str, Any] | None = Non
         cases = [("demo ViT (192-d, 4 blocks), 48 px, 2 global + 4 local crops, CPU", demo or DEMO_DINO, "cpu", 48)]
         if torch.cuda.is_available():
             paper = {"arch": "vit_base_patch16_dinov3", "batch_size": 64, "num_workers": 8}
-            cases.append(("paper ViT-B/16 stage 1 (256 px globals, 8 x 112 px locals), CUDA, bf16", paper, "cuda", 256))
+            cases.append(("paper ViT-B/16 stage 1 (256 px globals, 8 x 112 px locals), CUDA, precision auto", paper, "cuda", 256))
         for what, params, device, size in cases:
             source = SliceSource([_slice_store(Path(tmp) / f"slices{size}", size)])
             res = time_dino_steps(params, source, n_iters=n_iters, device=device)

@@ -13,8 +13,9 @@ One module per benchmark, each with ``run(out_dir)`` writing ``<out_dir>/<name>.
 - ``segmentation``: nnU-Net training iterations/s and inference cases/min of the demo segmentation
   model on this CPU and, with CUDA, ViT-B/16 at 256² in bf16 with an MFU estimate
   (:mod:`brainfm.bench.segmentation`);
-- ``demo``: wall time of the whole demo DAG in a fresh directory (long: minutes;
-  :mod:`brainfm.bench.demo`).
+- ``demo``: where the demo's time goes, per rule, and the fixed cost of a job (interpreter,
+  imports, model build, store open) against its work, from the benchmark files of a demo run
+  (or of a fresh one: long, minutes; :mod:`brainfm.bench.demo`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ ALL = ("extraction", "heads", "stats", "pretrain", "segmentation", "demo")
 _ORDER = ("stats", "heads", "extraction", "pretrain", "segmentation", "demo")  # quick ones first
 
 
-def run_benchmarks(out_dir: Path, which: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Run the named benchmarks (all by default) into ``out_dir`` and print their headline numbers."""
+def run_benchmarks(out_dir: Path, which: list[str] | tuple[str, ...] = (),
+                   options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run the named benchmarks (all by default) into ``out_dir`` and print their headline numbers.
+
+    ``options`` maps a benchmark name to keyword arguments of its ``run`` (e.g. demo's ``benchmarks``).
+    """
     out_dir = Path(out_dir)
     which = tuple(which) or ALL
     unknown = set(which) - set(ALL)
@@ -41,7 +46,7 @@ def run_benchmarks(out_dir: Path, which: list[str] | tuple[str, ...] = ()) -> di
     headlines: dict[str, Any] = {}
     for name in (n for n in _ORDER if n in which):
         module = importlib.import_module(f"brainfm.bench.{name}")
-        results[name] = module.run(out_dir)
+        results[name] = module.run(out_dir, **(options or {}).get(name, {}))
         headlines[name] = module.headline(results[name]) if hasattr(module, "headline") else "see json"
     print(json.dumps(headlines, indent=1))
     return results

@@ -81,7 +81,6 @@ class FeaturesSpec(Spec):
     definition = "features"
 
     batch_size: int
-    amp_bf16: bool
     layers: tuple[int, ...]
     central_range: tuple[float, float]
     threads: int

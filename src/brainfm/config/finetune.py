@@ -27,7 +27,6 @@ class FinetuneSpec(Spec):
     train_slices: int | None  # random slices per volume per step (memory); evaluation uses all
     slice_chunk: int | None  # slices per gradient-checkpointed forward (memory without dropping slices)
     grad_clip: float | None
-    amp_bf16: bool
     resources: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

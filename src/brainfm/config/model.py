@@ -47,6 +47,7 @@ class Config:
     values: dict[str, Any]  # the validated config with every default filled in
     run_name: str
     device: str
+    precision: str  # auto | fp32 | bf16, resolved per job by brainfm.device.resolve_precision
     seed: int
     layout: ResultsLayout
     datasets: dict[str, DatasetSpec]
@@ -150,7 +151,8 @@ class Config:
         segmentation = section(SegmentationSpec, "segmentation")
         _check_segmentation(segmentation, datasets, backbones, source)
 
-        return cls(source=source, values=v, run_name=v["run_name"], device=v["device"], seed=v["seed"],
+        return cls(source=source, values=v, run_name=v["run_name"], device=v["device"],
+                   precision=v["precision"], seed=v["seed"],
                    layout=layout, datasets=datasets, phantom=section(PhantomSpec, "phantom"),
                    preprocess=PreprocessSpec._build(v["preprocess"], name=None, source=source, where="preprocess"),
                    pretrain=pretrain, backbones=backbones, features=features, head=head,

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from brainfm.data.manifest import check_disjoint
 from brainfm.errors import ConfigError, LeakageError
@@ -136,6 +135,8 @@ def cv_folds(subjects: pd.DataFrame, n_splits: int, seed: int, val_fraction: flo
     """Subject-disjoint stratified K-fold (all visits of a subject in one fold)."""
     labels = subjects["strat"].astype(str).to_numpy() if "strat" in subjects.columns else np.zeros(len(subjects))
     ids = subjects["subject"].to_numpy()
+    from sklearn.model_selection import StratifiedGroupKFold  # lazy: statistics jobs read splits, never fit them
+
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     folds = []
     strat = subjects.set_index("subject")["strat"] if "strat" in subjects.columns else None

@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from brainfm.atomic import atomic_dir
+from brainfm.device import autocast_dtype, resolve_precision
 from brainfm.errors import ConfigError, InputError
 from brainfm.features.store import FeatureStore, write_feature_dir
 from brainfm.models.base import Encoder
@@ -63,11 +64,22 @@ def central_indices(n: int, central_range: tuple[float, float]) -> tuple[int, in
     return k0, k1
 
 
-def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU or CUDA (a no-op when disabled)."""
-    if not enabled:
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast for a resolved precision (``bf16``) on CPU or CUDA; a no-op for ``fp32``."""
+    dtype = autocast_dtype(precision)
+    if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _version(package: str) -> str | None:
+    """An installed package's version without importing it (timm costs seconds to import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def synchronize(device: torch.device) -> None:
@@ -151,14 +163,15 @@ class _Pending:
 
 # ----------------------------------------------------------------------------- main entry
 def extract_features(encoder: Encoder, store: Any, out_dir: str | Path, *, batch_size: int = 64,
-                     device: str | torch.device = "cpu", amp_bf16: bool = False, layers: Sequence[int | str] = (),
+                     device: str | torch.device = "cpu", precision: str = "fp32", layers: Sequence[int | str] = (),
                      central_range: tuple[float, float] | None = None, rows: Sequence[int] | None = None,
                      progress: bool = True, volume_batch: int = 1) -> FeatureStore:
     """Extract frozen features of every volume (or ``rows``) of ``store`` into ``out_dir``.
 
     ``store`` is a :class:`brainfm.preprocess.store.ShardedStore` of (D, H, W) volumes (anything
     with ``index`` and ``__getitem__`` works). ``batch_size`` counts slices for 2D encoders;
-    ``volume_batch`` volumes go through a 3D encoder at once. Returns the written
+    ``volume_batch`` volumes go through a 3D encoder at once. ``precision`` ``auto`` is resolved
+    for ``device`` (:func:`brainfm.device.resolve_precision`); the store records the result. Returns the written
     :class:`FeatureStore`; the directory appears atomically, complete or not at all.
     """
     if not isinstance(encoder, Encoder):
@@ -179,6 +192,8 @@ def extract_features(encoder: Encoder, store: Any, out_dir: str | Path, *, batch
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but CUDA is not available")
     layer_idx, layer_names = _resolve_layers(encoder, layers)
+    requested = str(precision)
+    precision = resolve_precision(requested, str(dev))
 
     full_index = store.index.reset_index(drop=True)
     n_store = len(full_index)
@@ -215,18 +230,16 @@ def extract_features(encoder: Encoder, store: Any, out_dir: str | Path, *, batch
     try:
         with torch.inference_mode():
             if encoder.input_kind == "slices2d":
-                _run_2d(encoder, _prefetch(read, range(n)), dev, amp_bf16, int(batch_size), layer_idx,
+                _run_2d(encoder, _prefetch(read, range(n)), dev, precision, int(batch_size), layer_idx,
                         central_range, results, stats, bar, index, _store_dir(store))
             else:
-                _run_3d(encoder, _prefetch(read, range(n)), dev, amp_bf16, int(volume_batch), layer_idx,
+                _run_3d(encoder, _prefetch(read, range(n)), dev, precision, int(volume_batch), layer_idx,
                         central_range, results, stats, bar, index, _store_dir(store))
         synchronize(dev)
     finally:
         bar.close()
         encoder.train(was_training)
     seconds = time.perf_counter() - t0
-
-    import timm
 
     weights = encoder.weights_info or {}
     spv = sorted(stats["slices_per_volume"])
@@ -253,13 +266,14 @@ def extract_features(encoder: Encoder, store: Any, out_dir: str | Path, *, batch
         "n_slices": spv[0] if len(spv) == 1 else spv,
         "total_slices": int(stats["total_slices"]),
         "dtype": "float32",
-        "amp_bf16": bool(amp_bf16),
+        "precision": precision,  # fp32 | bf16 (autocast), as run
+        "precision_requested": requested,
         "device": str(dev),
         "batch_size": int(batch_size),
         "seconds": round(seconds, 3),
         "slices_per_s": round(stats["total_slices"] / seconds, 3) if seconds > 0 and stats["total_slices"] else None,
         "volumes_per_s": round(n / seconds, 4) if seconds > 0 else None,
-        "versions": {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()},
+        "versions": {"torch": torch.__version__, "timm": _version("timm"), "python": platform.python_version()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     layers_out = dict(zip(layer_names, results["layers"])) if layer_idx else None
@@ -273,10 +287,10 @@ def _check_finite(t: torch.Tensor, what: str, index: pd.DataFrame, rows: Sequenc
     if not torch.isfinite(t).all():
         bad = index.iloc[sorted(set(rows))[:3]].to_dict("records")
         raise InputError(source, f"non-finite {what} for volume(s) {bad} (bad input values, or bf16 overflow: "
-                                 "retry without amp_bf16)")
+                                 "retry with precision fp32)")
 
 
-def _run_2d(encoder: Encoder, volumes: Iterator[tuple[int, torch.Tensor]], dev: torch.device, amp: bool,
+def _run_2d(encoder: Encoder, volumes: Iterator[tuple[int, torch.Tensor]], dev: torch.device, precision: str,
             batch_size: int, layer_idx: list[int], central_range: tuple[float, float] | None,
             results: dict[str, Any], stats: dict[str, Any], bar: tqdm, index: pd.DataFrame, source: str) -> None:
     """Pack slices of consecutive volumes into full batches; pool per volume when complete."""
@@ -312,7 +326,7 @@ def _run_2d(encoder: Encoder, volumes: Iterator[tuple[int, torch.Tensor]], dev: 
             left -= use
         queued -= take
         xb = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
-        with autocast_context(dev, amp):
+        with autocast_context(dev, precision):
             out = encoder.forward_features(xb, layers=layer_idx, return_patch=need_patch)
         cls = out["cls"].float()
         _check_finite(cls, "CLS tokens", index, [p.row for p, _, _ in owners], source)
@@ -353,7 +367,7 @@ def _run_2d(encoder: Encoder, volumes: Iterator[tuple[int, torch.Tensor]], dev: 
         run(min(batch_size, queued))
 
 
-def _run_3d(encoder: Encoder, volumes: Iterator[tuple[int, torch.Tensor]], dev: torch.device, amp: bool,
+def _run_3d(encoder: Encoder, volumes: Iterator[tuple[int, torch.Tensor]], dev: torch.device, precision: str,
             volume_batch: int, layer_idx: list[int], central_range: tuple[float, float] | None,
             results: dict[str, Any], stats: dict[str, Any], bar: tqdm, index: pd.DataFrame, source: str) -> None:
     """Whole volumes through a 3D encoder, ``volume_batch`` at a time."""
@@ -362,7 +376,7 @@ def _run_3d(encoder: Encoder, volumes: Iterator[tuple[int, torch.Tensor]], dev: 
     def run() -> None:
         rows = [j for j, _ in batch]
         xb = torch.cat([x for _, x in batch])
-        with autocast_context(dev, amp):
+        with autocast_context(dev, precision):
             out = encoder.forward_features(xb, layers=layer_idx, return_patch=central_range is not None)
         cls = out["cls"].float()
         _check_finite(cls, "features", index, rows, source)

@@ -56,6 +56,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,31 @@ from torch import nn
 
 from brainfm.atomic import atomic_path, save_torch
 from brainfm.errors import CheckpointError, ConfigError
-from brainfm.models.rope import has_dinov3_rope, rope_dtype_of, set_rope_dtype
+
+
+# RoPE helpers live with timm's DINOv3 classes (brainfm.models.rope imports timm, seconds per process).
+# A model can only hold a timm RoPE module once timm is imported, so the checks answer without it and
+# 3D baselines (MONAI ResNets...) load their weights without importing timm at all.
+def has_dinov3_rope(model: nn.Module) -> bool:
+    if "timm" not in sys.modules:
+        return False
+    from brainfm.models.rope import has_dinov3_rope as check
+
+    return check(model)
+
+
+def rope_dtype_of(model: nn.Module) -> str | None:
+    if "timm" not in sys.modules:
+        return None
+    from brainfm.models.rope import rope_dtype_of as dtype_of
+
+    return dtype_of(model)
+
+
+def set_rope_dtype(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    from brainfm.models.rope import set_rope_dtype as set_dtype
+
+    return set_dtype(model, *args, **kwargs)
 
 __all__ = [
     "FORMATS",

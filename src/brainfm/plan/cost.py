@@ -216,7 +216,7 @@ def gpu_projection(cfg: Config, jobs: Sequence[Mapping[str, Any]] | None, bench:
         run_jobs = [j for j in by_rule.get("pretrain", []) if j["wildcards"].get("run") == name]
         rows.append(_pretrain_row(name, run, run_jobs, bench, default_runtime, jobs is not None))
     per = store_bytes(cfg)
-    dtype = "bf16" if cfg.features.amp_bf16 else "fp32"
+    dtype = "fp32" if cfg.precision == "fp32" else "bf16"  # auto: bf16 on the GPUs a plan is for
     for rule in ("extract_features", "extract_perturbed"):
         if rule in by_rule:
             rows.append(_extraction_row(cfg, rule, by_rule[rule], bench, dtype, per, default_runtime))

@@ -70,7 +70,6 @@ class RunConfig:
     seed: int = 0
     num_workers: int = 8
     prefetch_factor: int = 2
-    amp: bool = True  # bf16 autocast, GPU only (ignored on CPU)
     compile: bool = False  # torch.compile the transformer blocks / network
     checkpoint_every: int = 1000  # iterations between resume checkpoints (also written at the end)
     keep_checkpoints: int = 2

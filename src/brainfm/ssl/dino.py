@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from brainfm.ssl.losses import SoftmaxCenter, dino_cross_entropy, ibot_patch_los
 from brainfm.ssl.optim import param_groups
 from brainfm.ssl.schedules import build_schedules
 
-__all__ = ["SelfDistillModel", "DinoMethod", "build_dino_loader", "train_dino", "run_dino_stage"]
+__all__ = ["SelfDistillModel", "DinoMethod", "build_dino_loader", "train_dino", "run_dino_stage", "teacher_entropies"]
 
 log = logging.getLogger("brainfm.ssl")
 
@@ -209,9 +210,13 @@ class DinoMethod(SSLMethod):
             weights = (1.0 / per_crop).expand_as(flat)[flat]
             ibot = ibot_patch_loss(out["ibot"], ibot_t, weights, n_crops=flat.shape[0], student_temp=cfg.student_temp)
         loss = cfg.dino_weight * dino + cfg.koleo_weight * koleo + cfg.ibot_weight * ibot
+        ent, batch_ent = teacher_entropies(cls_t)
         metrics = {"dino": dino.detach(), "dino_global": dino_global.detach(), "dino_local": dino_local.detach(),
                    "koleo": koleo.detach(), "ibot": ibot.detach(),
-                   "masked_frac": flat.float().mean().detach()}
+                   "masked_frac": flat.float().mean().detach(),
+                   # a DINO loss can only fall well below ln K if the teacher is sharp (low per-sample
+                   # entropy) without collapsing (high entropy of its batch mean)
+                   "ln_k": math.log(cfg.n_prototypes), "teacher_entropy": ent, "teacher_batch_entropy": batch_ent}
         return loss, metrics
 
     @torch.no_grad()
@@ -227,6 +232,20 @@ class DinoMethod(SSLMethod):
 
     def discard_step(self) -> None:
         self._pending = []
+
+
+@torch.no_grad()
+def teacher_entropies(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean per-sample entropy, entropy of the batch-mean distribution) of (N, K) teacher probabilities, in nats.
+
+    Both are ln K for a uniform teacher; a sharp, non-collapsed teacher has a low first and a high
+    second value; a collapsed one (every sample on the same prototypes) has both low. Under several
+    processes each process reports its own batch (the logged value is their mean).
+    """
+    p = probs.float()
+    per_sample = -(p * torch.log(p.clamp_min(1e-30))).sum(-1).mean()
+    mean = p.mean(0)
+    return per_sample, -(mean * torch.log(mean.clamp_min(1e-30))).sum()
 
 
 # ---------------------------------------------------------------------------- data

@@ -51,6 +51,7 @@ class DistEnv:
     local_rank: int
     device: torch.device
     backend: str | None
+    precision: str = "fp32"  # resolved by brainfm.device.resolve_precision: fp32 | bf16 (autocast)
 
     @property
     def is_main(self) -> bool:
@@ -69,8 +70,13 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
-def init_distributed(device: str = "cpu") -> DistEnv:
-    """Join the process group described by torchrun's environment (or run as a single process)."""
+def init_distributed(device: str = "cpu", precision: str = "fp32") -> DistEnv:
+    """Join the process group described by torchrun's environment (or run as a single process).
+
+    ``precision`` is already resolved (``fp32`` or ``bf16``); the training loop autocasts with it.
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be resolved to fp32 or bf16, got {precision!r}")
     n = int(os.environ.get("WORLD_SIZE", "1"))
     r = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -89,7 +95,7 @@ def init_distributed(device: str = "cpu") -> DistEnv:
         dist.init_process_group(**kwargs)
     elif is_distributed():
         backend = dist.get_backend()
-    return DistEnv(rank=r, world_size=n, local_rank=local, device=dev, backend=backend)
+    return DistEnv(rank=r, world_size=n, local_rank=local, device=dev, backend=backend, precision=precision)
 
 
 def cleanup_distributed() -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from brainfm.device import autocast_dtype
 from brainfm.errors import BrainfmError
 from brainfm.ssl.checkpointing import (
     capture_rng,
@@ -149,8 +150,8 @@ def fit(
     if n_iters == 0:
         return result
 
-    amp = bool(cfg.amp) and env.device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+    dtype = autocast_dtype(env.precision)  # resolved once, by brainfm.device.resolve_precision
+    autocast = (lambda: torch.autocast(env.device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
     monitor = Monitor(work_dir, env.is_main, start_it, total_iters, desc)
     method.train()
     loader = build_loader(start_it, position, n_iters)
@@ -198,7 +199,7 @@ def fit(
                     abort = NonFiniteLossError(
                         f"{desc}: loss or gradients were non-finite for {nonfinite} consecutive iterations "
                         f"(last at iteration {it}; loss terms {terms}). Last good checkpoint: "
-                        f"{latest_checkpoint(ckpt_dir) or 'none'}. Try a lower lr, amp=false, or check the "
+                        f"{latest_checkpoint(ckpt_dir) or 'none'}. Try a lower lr, precision fp32, or check the "
                         "input slices (blank or constant images, NaNs in the store).")
             position += global_batch
             n_window += 1

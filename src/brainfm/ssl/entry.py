@@ -31,6 +31,7 @@ from brainfm.errors import BrainfmError, ConfigError
 from brainfm.ssl.config import STAGE2_DEFAULTS, BrainFoundConfig, DinoConfig, SimCLRConfig
 from brainfm.ssl.distributed import cleanup_distributed, init_distributed, launch_torchrun
 from brainfm.ssl.export import encoder_args, sha256_file, timm_weights_path
+from brainfm.ssl.monitor import read_curve
 
 __all__ = ["pretrain", "dino_stage_configs"]
 
@@ -62,14 +63,14 @@ def _final_state(stage_dir: Path) -> Path:
 
 
 def run_local(spec: PretrainSpec, stores: list[Path], out: Path, summary: Path, work_dir: Path,
-              device: str) -> dict[str, Any]:
+              device: str, precision: str = "fp32") -> dict[str, Any]:
     """This process's share of :func:`pretrain` (all of it, or one rank under torchrun)."""
     from brainfm.ssl import brainfound, dino, simclr
     from brainfm.ssl.data import SliceSource, StackedSliceSource, VolumeSource
     from brainfm.ssl.export import export_resnet3d, export_teacher
 
     recipe = spec.recipe
-    env = init_distributed(device)
+    env = init_distributed(device, precision)
     t0 = time.perf_counter()
     stages_info: list[dict[str, Any]] = []
     finished = False
@@ -117,6 +118,7 @@ def run_local(spec: PretrainSpec, stores: list[Path], out: Path, summary: Path, 
             "weights": str(out),
             "world_size": env.world_size,
             "device": str(env.device),
+            "precision": env.precision,
             "seconds": time.perf_counter() - t0,
             "versions": {"torch": torch.__version__, "python": platform.python_version()},
         }
@@ -148,11 +150,14 @@ def _stage_info(cfg: Any, result: Any, work_dir: Path) -> dict[str, Any]:
         "seconds": result.seconds,
         "img_per_s": result.img_per_s,
         "last_metrics": result.last_metrics,
+        # per logged step: loss terms, ln_k / uniform_loss (the loss of an uninformative prediction),
+        # teacher entropies (DINO recipes), schedules; the report's pretraining-curve figure reads it
+        "curve": read_curve(work_dir),
     }
 
 
 def pretrain(spec: PretrainSpec, stores: list[Path], out: Path, summary: Path, work_dir: Path,
-             device: str = "cpu", rdzv_endpoint: str | None = None) -> dict[str, Any]:
+             device: str = "cpu", rdzv_endpoint: str | None = None, precision: str = "fp32") -> dict[str, Any]:
     """Run one pretraining spec end to end (resuming from ``work_dir``); returns the summary dict.
 
     ``rdzv_endpoint`` (HOST:PORT) makes this process one node's launcher of a multi-node run
@@ -169,6 +174,7 @@ def pretrain(spec: PretrainSpec, stores: list[Path], out: Path, summary: Path, w
         error_file.unlink(missing_ok=True)
         payload = {"spec": spec.to_dict() | {"name": spec.name}, "stores": [str(s) for s in stores], "out": str(out),
                    "summary": str(summary), "work_dir": str(work_dir), "device": device,
+                   "precision": precision,
                    "error_file": str(error_file)}
         try:
             launch_torchrun(spec.nproc, payload, work_dir, nnodes=spec.nnodes, rdzv_endpoint=rdzv_endpoint)
@@ -178,4 +184,4 @@ def pretrain(spec: PretrainSpec, stores: list[Path], out: Path, summary: Path, w
                 raise BrainfmError(err.get("message", str(exc))) from exc
             raise
         return json.loads(summary.read_text()) if summary.exists() else {}
-    return run_local(spec, stores, out, summary, work_dir, device)
+    return run_local(spec, stores, out, summary, work_dir, device, precision)

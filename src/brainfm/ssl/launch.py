@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run_local(PretrainSpec.from_dict(payload["spec"]), [Path(s) for s in payload["stores"]],
-                  Path(payload["out"]), Path(payload["summary"]), Path(payload["work_dir"]), payload["device"])
+                  Path(payload["out"]), Path(payload["summary"]), Path(payload["work_dir"]), payload["device"],
+                  precision=payload.get("precision", "fp32"))
     except BrainfmError as exc:
         err = payload.get("error_file")
         if err:

@@ -20,6 +20,10 @@ Formulas (q: teacher probabilities, p: student softmax at temperature ``student_
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +40,25 @@ __all__ = [
 ]
 
 
+F_ = TypeVar("F_", bound=Callable[..., torch.Tensor])
+
+
+def _fp32(fn: F_) -> F_:
+    """Compute a loss in float32 even inside a bf16 autocast region (the training step's).
+
+    Autocast would run the einsum/matmul of a loss in bf16, rounding the loss (and its gradient)
+    to 3 significant digits; the losses are cheap next to the network, so they stay in float32.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(first: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        with torch.autocast(device_type=first.device.type, enabled=False):
+            return fn(first, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_fp32
 def dino_cross_entropy(
     student_logits: torch.Tensor,
     teacher_probs: torch.Tensor,
@@ -113,6 +136,7 @@ class SoftmaxCenter(nn.Module):
             self.center.mul_(self.momentum).add_(batch_center, alpha=1.0 - self.momentum)
 
 
+@_fp32
 def ibot_patch_loss(
     student_logits: torch.Tensor,
     teacher_probs: torch.Tensor,
@@ -129,6 +153,7 @@ def ibot_patch_loss(
     return (per_patch * weights.float()).sum() / max(int(n_crops), 1)
 
 
+@_fp32
 def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """KoLeo regulariser on (N, D) features; nearest neighbours are searched in the global batch."""
     x = F.normalize(features.float(), p=2, dim=-1, eps=eps)
@@ -144,6 +169,7 @@ def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return -torch.log(dist + eps).mean()
 
 
+@_fp32
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """SimCLR NT-Xent for N positive pairs (z1[i], z2[i]), with negatives from the global batch."""
     a = F.normalize(z1.float(), dim=-1)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from brainfm.atomic import write_text
 
-__all__ = ["Monitor"]
+__all__ = ["Monitor", "read_curve"]
 
 log = logging.getLogger("brainfm.ssl")
 
@@ -88,6 +88,33 @@ class Monitor:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def read_curve(work_dir: Path) -> dict[str, list[float | None]]:
+    """The logged history of a run (``work_dir/metrics.csv``) as columns: {name: [value per logged step]}.
+
+    The CSV is the whole history even across resumes (rows after a resume point are dropped first),
+    so this is what a summary and the report's training-curve figure read. Non-finite values -> None.
+    """
+    path = Path(work_dir) / "metrics.csv"
+    if not path.exists():
+        return {}
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2:
+        return {}
+    header, body = rows[0], [r for r in rows[1:] if r]
+    out: dict[str, list[float | None]] = {}
+    for j, name in enumerate(header):
+        col: list[float | None] = []
+        for r in body:
+            try:
+                v = float(r[j])
+            except (IndexError, ValueError):
+                v = math.nan
+            col.append(v if math.isfinite(v) else None)
+        out[name] = col
+    return out
 
 
 def _fmt(v: Any) -> str:

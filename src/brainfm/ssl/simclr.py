@@ -95,7 +95,9 @@ class SimCLRMethod(SSLMethod):
         loss = nt_xent_loss(z1, z2, self.cfg.temperature)
         with torch.no_grad():
             pos = torch.nn.functional.cosine_similarity(z1.float(), z2.float()).mean()
-        return loss, {"nt_xent": loss.detach(), "pos_cos": pos}
+        # chance level: a view scored uniformly over its 2N - 1 candidates (N views per side, all processes)
+        n_views = 2 * z1.shape[0] * self.env.world_size
+        return loss, {"nt_xent": loss.detach(), "pos_cos": pos, "uniform_loss": math.log(max(n_views - 1, 1))}
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict()}

@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from brainfm.errors import ConfigError, InputError
+from brainfm.device import resolve_precision
 from brainfm.features.extract import autocast_context
 from brainfm.models.base import Encoder
 from brainfm.tasks.data import TaskData, assemble
@@ -88,7 +89,7 @@ class _Head(nn.Module):
         return bank.forward(feats, train=train, generators=[self.generator] if train else None)[0]
 
 
-def _features(encoder: Encoder, volumes: Sequence[Sequence[torch.Tensor]], device: torch.device, amp: bool,
+def _features(encoder: Encoder, volumes: Sequence[Sequence[torch.Tensor]], device: torch.device, precision: str,
               train_slices: int | None, gen: torch.Generator | None, slice_chunk: int | None = None) -> torch.Tensor:
     """(B, D) sample features: slice-CLS mean per volume, then mean over the sample's modalities.
 
@@ -109,7 +110,7 @@ def _features(encoder: Encoder, volumes: Sequence[Sequence[torch.Tensor]], devic
     xb = torch.cat(chunks).to(device)
 
     def cls_of(x: torch.Tensor) -> torch.Tensor:
-        with autocast_context(device, amp):
+        with autocast_context(device, precision):
             return encoder.forward_features(x)["cls"].float()
 
     if slice_chunk is None or xb.shape[0] <= slice_chunk:
@@ -134,11 +135,12 @@ def _features(encoder: Encoder, volumes: Sequence[Sequence[torch.Tensor]], devic
 def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encoder: Callable[[], Encoder], *,
                   backbone: str, cfg: FinetuneSpec,
                   pretrain_subjects: Iterable[str] | None = None, device: str = "cpu",
-                  progress: bool = True) -> dict[RunKey, dict[str, Any]]:
+                  precision: str = "fp32", progress: bool = True) -> dict[RunKey, dict[str, Any]]:
     """Fine-tune ``make_encoder()`` + head for every (fold, ratio, seed); same outputs as :func:`run_grid`."""
     if spec.kind not in ("classification", "regression"):
         raise ConfigError(f"task {spec.name}: full fine-tuning supports classification and regression, not {spec.kind}")
     dev = torch.device(device)
+    precision = resolve_precision(precision, str(dev))
     data, sample_rows = volume_rows(spec, store.index, manifest)
     folds = checked_folds(data, pretrain_subjects)
     head_cfg, standardize = head_config_for(data)
@@ -172,7 +174,7 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
         test_rows = np.concatenate([rows_of[s] for s in fold.test])
         t0 = time.perf_counter()
         out, info = _fit_one(spec, make_encoder, load, y, train_rows, val_rows, test_rows, head_cfg, loss_fn,
-                             cfg, head_seed(seed, fold.fold), dev)
+                             cfg, head_seed(seed, fold.fold), dev, precision)
         pred = prediction_frame(data, test_rows, out, mean, std)
         pred.insert(0, "fold", fold.fold)
         entry = results.setdefault(RunKey(ratio, seed), {"frames": [], "folds": []})
@@ -188,6 +190,7 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
     bar.close()
     for key, entry in results.items():
         settings = {k: v for k, v in cfg.to_dict().items() if k not in ("tasks", "backbones", "resources")}
+        settings["precision"] = precision
         summarize_run(entry, key, data, backbone, mode="finetune",
                       head=head_cfg.__dict__ | {"standardize_target": standardize}, finetune=settings,
                       target_scale={"mean": mean, "std": std})
@@ -196,7 +199,8 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
 
 def _fit_one(spec: TaskSpec, make_encoder: Callable[[], Encoder], load: Callable[[int], list[torch.Tensor]],
              y: torch.Tensor, train_rows: np.ndarray, val_rows: np.ndarray, test_rows: np.ndarray, head_cfg: Any,
-             loss_fn: Callable, cfg: FinetuneSpec, seed: int, dev: torch.device) -> tuple[np.ndarray, dict[str, Any]]:
+             loss_fn: Callable, cfg: FinetuneSpec, seed: int, dev: torch.device,
+             precision: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Train one encoder + head; return test outputs (N_test, K) from the best-validation epoch."""
     encoder = make_encoder().to(dev)
     for p in encoder.parameters():  # registry encoders come frozen
@@ -204,7 +208,7 @@ def _fit_one(spec: TaskSpec, make_encoder: Callable[[], Encoder], load: Callable
     gen = head_generator(seed + 1)
 
     def feats(rows: np.ndarray, train: bool) -> torch.Tensor:
-        return _features(encoder, [load(int(i)) for i in rows], dev, cfg.amp_bf16,
+        return _features(encoder, [load(int(i)) for i in rows], dev, precision,
                          cfg.train_slices if train else None, gen, cfg.slice_chunk)
 
     def predict(rows: np.ndarray) -> torch.Tensor:
@@ -271,8 +275,8 @@ def _fit_one(spec: TaskSpec, make_encoder: Callable[[], Encoder], load: Callable
 
 
 def finetune(task: TaskSpec, settings: FinetuneSpec, backbone: Any, store: str | Path, manifest: str | Path,
-             out: str | Path, *, pretrain_manifests: Sequence[str | Path] = (), device: str = "cpu"
-             ) -> dict[RunKey, dict[str, Any]]:
+             out: str | Path, *, pretrain_manifests: Sequence[str | Path] = (), device: str = "cpu",
+             precision: str = "auto") -> dict[RunKey, dict[str, Any]]:
     """The ``finetune`` step: encoder + head of one (task, backbone) cell trained jointly -> ``out``.
 
     ``backbone`` is a :class:`brainfm.config.BackboneSpec` (encoder, arguments, weights file); a
@@ -286,6 +290,7 @@ def finetune(task: TaskSpec, settings: FinetuneSpec, backbone: Any, store: str |
     results = finetune_grid(task, ShardedStore(store), read_manifest(manifest, check_files=False),
                             lambda: create_encoder(backbone.encoder, weights=backbone.weights, **backbone.args),
                             backbone=backbone.name, cfg=settings,
-                            pretrain_subjects=pretraining_subjects(pretrain_manifests), device=device)
+                            pretrain_subjects=pretraining_subjects(pretrain_manifests), device=device,
+                            precision=precision)
     write_runs(out, results)
     return results
