@@ -94,3 +94,13 @@ def test_phantom_oracle_reads_truth_next_to_the_manifest(volume_store, tmp_path)
     with pytest.raises(InputError, match="no ground truth for 1 scan"):
         extract_features(create_encoder("phantom_oracle"), volume_store, tmp_path / "o3", manifest=manifest,
                          progress=False)
+
+
+def test_image_stats_subsamples_large_brains_deterministically():
+    vol = _brain(3, shape=(12, 40, 40))
+    full = image_statistics(vol)
+    sub = image_statistics(vol, max_voxels=2000)
+    assert torch.equal(sub["global"], image_statistics(vol, max_voxels=2000)["global"])
+    # a regular lattice of a noisy ball keeps its intensity distribution
+    torch.testing.assert_close(sub["global"][: len(PERCENTILES)], full["global"][: len(PERCENTILES)], atol=0.08,
+                               rtol=0.0)

@@ -59,13 +59,19 @@ def _region_stats(values: torch.Tensor, ref: float, n_brain: int) -> torch.Tenso
                         torch.tensor(values.numel() / max(n_brain, 1), dtype=torch.float64)]).double()
 
 
-def image_statistics(volume: torch.Tensor, threshold: float = 0.01) -> dict[str, torch.Tensor]:
+MAX_VOXELS = 1 << 20  # larger brains are read on a regular voxel lattice (statistics, not anatomy)
+
+
+def image_statistics(volume: torch.Tensor, threshold: float = 0.01,
+                     max_voxels: int = MAX_VOXELS) -> dict[str, torch.Tensor]:
     """Statistics of a (D, H, W) volume per group of regions: {"global", "octants", "core_periphery"}.
 
     Brain voxels are those above ``threshold`` times the volume's maximum (preprocessed volumes
     have an exact-zero background). Octants split the brain's bounding box at its centre; the core
     is the brain voxels nearer its centre of mass than the median brain voxel (normalised by the
-    box's half-extents), the periphery the rest. An empty volume gives zeros.
+    box's half-extents), the periphery the rest. An empty volume gives zeros. A brain of more
+    than ``max_voxels`` voxels is summarised from every k-th of its voxels (deterministic), so a
+    256³ volume costs about what a 100³ one does.
     """
     v = volume.detach().to(torch.float64)
     if v.ndim != 3:
@@ -76,8 +82,12 @@ def image_statistics(volume: torch.Tensor, threshold: float = 0.01) -> dict[str,
     if n == 0:
         return {g: torch.zeros(_N_REGIONS[g] * N_STATS, dtype=torch.float64) for g in _GROUPS}
     vals = v[brain]
-    ref = float(torch.quantile(vals, 0.5)) or 1.0
     idx = brain.nonzero().double()  # (n, 3)
+    if n > max_voxels:
+        step = -(-n // int(max_voxels))
+        vals, idx = vals[::step], idx[::step]
+        n = len(vals)
+    ref = float(torch.quantile(vals, 0.5)) or 1.0
     lo, hi = idx.min(0).values, idx.max(0).values
     centre = (lo + hi) / 2
     half = ((hi - lo) / 2).clamp(min=1.0)
