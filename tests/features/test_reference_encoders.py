@@ -84,7 +84,9 @@ def test_phantom_oracle_reads_truth_next_to_the_manifest(volume_store, tmp_path)
     manifest = tmp_path / "data" / "manifest.parquet"
     fs = extract_features(create_encoder("phantom_oracle"), volume_store, tmp_path / "o", layers=[0],
                           central_range=(0.35, 0.55), manifest=manifest, progress=False)
-    np.testing.assert_array_equal(fs.cls[:, 0], np.arange(len(truth)))  # columns sorted: t_frac_gm, t_log_brain
+    n = len(truth)  # columns sorted: t_frac_gm, t_log_brain; each standardised over the scans
+    np.testing.assert_allclose(fs.cls[:, 0], (np.arange(n) - (n - 1) / 2) / np.arange(n).std(), rtol=1e-5)
+    assert not fs.cls[:, 1].any()
     assert fs.meta["encoder_config"]["reference"] == "oracle" and fs.patch_central is not None
     assert isinstance(FeatureStore(tmp_path / "o").index, pd.DataFrame)
     with pytest.raises(InputError, match="phantom datasets only"):

@@ -15,8 +15,9 @@ there was to find. None of them learns anything.
   ``DummyRegressor()``), so its rows show chance level with the same folds and subsets.
 * ``phantom_oracle`` -- the phantom generator's ground truth of each scan (true tissue fractions,
   regional grey matter, lesion volumes, tissue contrasts; :mod:`brainfm.data.phantom.truth`),
-  read from ``truth.parquet`` next to the dataset manifest. An upper reference on phantom data
-  only; real datasets have no such table and extraction says so.
+  read from ``truth.parquet`` next to the dataset manifest, each column standardised over the
+  dataset's scans (no labels). An upper reference on phantom data only; real datasets have no
+  such table and extraction says so.
 """
 
 from __future__ import annotations
@@ -201,9 +202,14 @@ class PhantomOracle(Encoder):
         if missing.any():
             bad = index.loc[missing.to_numpy(), key].head(3).to_dict("records")
             raise InputError(path, f"no ground truth for {int(missing.sum())} scan(s), e.g. {bad}")
+        x = joined[cols].to_numpy(np.float64)
+        # standardised over the dataset's scans (no labels involved): the heads' per-sample LayerNorm
+        # would otherwise let log volumes drown differences of a few percent in tissue fractions
+        mean, sd = x.mean(0), x.std(0)
+        x = (x - mean) / np.where(sd > 1e-12, sd, 1.0)
         self.embed_dim = len(cols)
-        self.config = {"reference": "oracle", "columns": cols}
-        return joined[cols].to_numpy(np.float32)
+        self.config = {"reference": "oracle", "columns": cols, "standardised": "over the dataset's scans"}
+        return x.astype(np.float32)
 
 
 @register_encoder("image_stats")
