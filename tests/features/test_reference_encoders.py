@@ -38,7 +38,7 @@ def test_image_stats_deterministic_scale_invariant_and_sensitive(seed):
     darker[:, :, : vol.shape[2] // 2] *= 0.6
     groups = image_statistics(darker)
     base = image_statistics(vol)
-    assert (groups["octants"] - base["octants"]).abs().max() > 1e-2
+    assert (groups["grid"] - base["grid"]).abs().max() > 1e-2
     # batching two volumes gives each its own features
     both = enc.forward_features(torch.cat([enc.preprocess(vol), enc.preprocess(darker)]))["cls"]
     torch.testing.assert_close(both[0], a[0])
@@ -53,8 +53,7 @@ def test_image_stats_global_percentiles_match_numpy():
     np.testing.assert_allclose(g[: len(PERCENTILES)], np.quantile(rel, PERCENTILES), rtol=1e-9)
     assert np.all(np.diff(g[: len(PERCENTILES)]) >= 0)
     assert g[len(PERCENTILES)] == pytest.approx(rel.mean())
-    # region volume fractions: octants and core/periphery each partition the brain
-    assert image_statistics(vol)["octants"].numpy()[N_STATS - 1::N_STATS].sum() == pytest.approx(1.0)
+    # region volume fractions: core and periphery partition the brain
     assert image_statistics(vol)["core_periphery"].numpy()[N_STATS - 1::N_STATS].sum() == pytest.approx(1.0)
 
 
@@ -66,7 +65,7 @@ def test_image_stats_empty_volume_is_zero():
 def test_reference_encoders_extract_through_the_store(volume_store, tmp_path):
     stats = extract_features(create_encoder("image_stats"), volume_store, tmp_path / "s", layers=[0, 1, 2],
                              central_range=(0.35, 0.55), progress=False)
-    assert stats.cls.shape[1] == 11 * N_STATS and stats.patch_central.shape == stats.cls.shape
+    assert stats.cls.shape[1] == 3 * N_STATS + 27 * 5 and stats.patch_central.shape == stats.cls.shape
     assert stats.meta["encoder_config"]["reference"] == "baseline" and len(stats.layers) == 3
     again = extract_features(create_encoder("image_stats"), volume_store, tmp_path / "s2", progress=False)
     np.testing.assert_array_equal(again.cls, stats.cls)

@@ -6,9 +6,9 @@ there was to find. None of them learns anything.
 
 * ``image_stats`` -- intensity percentiles and tissue-contrast statistics of the preprocessed
   volume (relative to the brain's median intensity, so global gain differences between scans do
-  not dominate), over the whole brain, each octant and a central core vs its periphery. Its
-  "layers" are those groups (global, octants, core/periphery); its "patch tokens" are the same
-  statistics of each axial slice, so the central-slice protocol (PPMI) works unchanged.
+  not dominate), over the whole brain, 3×3×3 blocks of the volume and a central core vs its
+  periphery. Its "layers" are those groups (global, grid, core/periphery); its "patch tokens" are
+  the same statistics of each axial slice, so the central-slice protocol (PPMI) works unchanged.
 * ``prior`` -- a constant feature. ``fit_heads`` recognises it (``config["reference"] == "prior"``)
   and predicts the training subset's class frequencies or target mean in closed form (what a head
   on constant inputs converges to; sklearn's ``DummyClassifier(strategy="prior")`` and
@@ -33,7 +33,8 @@ from brainfm.errors import InputError
 from brainfm.models.base import Encoder
 from brainfm.models.registry import register_encoder
 
-__all__ = ["ImageStats", "PriorEncoder", "PhantomOracle", "image_statistics", "STAT_NAMES", "PERCENTILES"]
+__all__ = ["ImageStats", "PriorEncoder", "PhantomOracle", "image_statistics", "STAT_NAMES", "GRID_STAT_NAMES",
+           "PERCENTILES"]
 
 PERCENTILES = (0.02, 0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95, 0.98)
 DARK = (0.3, 0.5, 0.7, 0.85)  # fractions of brain voxels below these multiples of the brain median
@@ -42,8 +43,11 @@ STAT_NAMES = ([f"p{int(round(100 * q))}" for q in PERCENTILES] + ["mean", "std"]
               + [f"below_{t:g}" for t in DARK] + [f"above_{t:g}" for t in BRIGHT]
               + ["contrast_p90_p10", "contrast_p75_p25", "volume_fraction"])
 N_STATS = len(STAT_NAMES)
-_GROUPS = ("global", "octants", "core_periphery")
-_N_REGIONS = {"global": 1, "octants": 8, "core_periphery": 2}
+GRID = 3  # the volume's box cut into GRID³ blocks, each summarised by GRID_STAT_NAMES
+GRID_STAT_NAMES = ["brain_fraction", "mean", "below_0.5", "below_0.75", "p10"]
+_GROUPS = ("global", "grid", "core_periphery")
+_N_REGIONS = {"global": 1, "grid": GRID ** 3, "core_periphery": 2}
+_WIDTH = {"global": N_STATS, "grid": GRID ** 3 * len(GRID_STAT_NAMES), "core_periphery": 2 * N_STATS}
 
 
 def _region_stats(values: torch.Tensor, ref: float, n_brain: int) -> torch.Tensor:
@@ -63,16 +67,37 @@ def _region_stats(values: torch.Tensor, ref: float, n_brain: int) -> torch.Tenso
 MAX_VOXELS = 1 << 20  # larger brains are read on a regular voxel lattice (statistics, not anatomy)
 
 
+def _grid_stats(v: torch.Tensor, brain: torch.Tensor, ref: float, n: int = GRID) -> torch.Tensor:
+    """Compact statistics of each of the n³ blocks of the volume's box (zeros for a block without brain)."""
+    d, h, w = v.shape
+    out = []
+    for a in range(n):
+        for b in range(n):
+            for c in range(n):
+                sl = (slice(a * d // n, (a + 1) * d // n), slice(b * h // n, (b + 1) * h // n),
+                      slice(c * w // n, (c + 1) * w // n))
+                m = brain[sl]
+                rel = v[sl][m] / ref
+                if rel.numel() == 0:
+                    out.append(torch.zeros(len(GRID_STAT_NAMES), dtype=torch.float64))
+                    continue
+                out.append(torch.stack([m.double().mean(), rel.mean(), (rel < 0.5).double().mean(),
+                                        (rel < 0.75).double().mean(), torch.quantile(rel, 0.1)]))
+    return torch.cat(out)
+
+
 def image_statistics(volume: torch.Tensor, threshold: float = 0.01,
                      max_voxels: int = MAX_VOXELS) -> dict[str, torch.Tensor]:
-    """Statistics of a (D, H, W) volume per group of regions: {"global", "octants", "core_periphery"}.
+    """Statistics of a (D, H, W) volume per group of regions: {"global", "grid", "core_periphery"}.
 
     Brain voxels are those above ``threshold`` times the volume's maximum (preprocessed volumes
-    have an exact-zero background). Octants split the brain's bounding box at its centre; the core
-    is the brain voxels nearer its centre of mass than the median brain voxel (normalised by the
-    box's half-extents), the periphery the rest. An empty volume gives zeros. A brain of more
-    than ``max_voxels`` voxels is summarised from every k-th of its voxels (deterministic), so a
-    256³ volume costs about what a 100³ one does.
+    have an exact-zero background); intensities are taken relative to the brain's median. "grid"
+    cuts the volume's box into 3×3×3 blocks (brain fraction, mean, dark fractions, 10th
+    percentile of each: where atrophy and enlarged ventricles put CSF); the core is the brain
+    voxels nearer their centre of mass than the median brain voxel (normalised by the brain's
+    bounding-box half-extents), the periphery the rest. An empty volume gives zeros. A brain of
+    more than ``max_voxels`` voxels is summarised from every k-th of its voxels (deterministic),
+    so a 256³ volume costs about what a 100³ one does.
     """
     v = volume.detach().to(torch.float64)
     if v.ndim != 3:
@@ -81,24 +106,21 @@ def image_statistics(volume: torch.Tensor, threshold: float = 0.01,
     brain = v > threshold * top if top > 0 else torch.zeros_like(v, dtype=torch.bool)
     n = int(brain.sum())
     if n == 0:
-        return {g: torch.zeros(_N_REGIONS[g] * N_STATS, dtype=torch.float64) for g in _GROUPS}
+        return {g: torch.zeros(_WIDTH[g], dtype=torch.float64) for g in _GROUPS}
+    if n > max_voxels:  # a regular lattice of the volume for the block statistics too
+        step = round((n / max_voxels) ** (1 / 3)) + 1
+        v, brain = v[::step, ::step, ::step], brain[::step, ::step, ::step]
+        n = int(brain.sum())
     vals = v[brain]
     idx = brain.nonzero().double()  # (n, 3)
-    if n > max_voxels:
-        step = -(-n // int(max_voxels))
-        vals, idx = vals[::step], idx[::step]
-        n = len(vals)
     ref = float(torch.quantile(vals, 0.5)) or 1.0
     lo, hi = idx.min(0).values, idx.max(0).values
-    centre = (lo + hi) / 2
     half = ((hi - lo) / 2).clamp(min=1.0)
-    octant = ((idx[:, 0] > centre[0]).long() * 4 + (idx[:, 1] > centre[1]).long() * 2
-              + (idx[:, 2] > centre[2]).long())
     radius = (((idx - idx.mean(0)) / half) ** 2).sum(1).sqrt()
     core = radius <= torch.quantile(radius, 0.5)
     return {
         "global": _region_stats(vals, ref, n),
-        "octants": torch.cat([_region_stats(vals[octant == o], ref, n) for o in range(8)]),
+        "grid": _grid_stats(v, brain, ref),
         "core_periphery": torch.cat([_region_stats(vals[core], ref, n), _region_stats(vals[~core], ref, n)]),
     }
 
@@ -112,9 +134,9 @@ class ImageStats(Encoder):
         super().__init__()
         self.threshold = float(threshold)
         self.layer_names = list(_GROUPS)
-        self.embed_dim = sum(_N_REGIONS.values()) * N_STATS
+        self.embed_dim = sum(_WIDTH.values())
         self.config = {"reference": "baseline", "threshold": self.threshold, "statistics": STAT_NAMES,
-                       "regions": dict(_N_REGIONS)}
+                       "grid_statistics": GRID_STAT_NAMES, "regions": dict(_N_REGIONS)}
 
     def preprocess(self, volume: torch.Tensor) -> torch.Tensor:
         return volume.float()[None, None]
