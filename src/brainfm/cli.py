@@ -117,7 +117,8 @@ def cmd_extract_features(a: argparse.Namespace) -> None:
     fs = extract_features(encoder, ShardedStore(a.store), Path(a.out), batch_size=settings.batch_size,
                           device=resolve_device(a.device), precision=a.precision,
                           layers=() if a.no_layers else tuple(backbone.layers),
-                          central_range=tuple(settings.central_range) if a.central_patches else None)
+                          central_range=tuple(settings.central_range) if a.central_patches else None,
+                          manifest=a.manifest)
     log.info("features %s: %s", a.out, json.dumps({k: fs.meta.get(k) for k in ("n_volumes", "seconds")}))
 
 
@@ -482,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", required=True, help="downstream volume store directory")
     s.add_argument("--out", required=True)
     s.add_argument("--central-patches", action="store_true", help="also pool patch tokens of the central range")
+    s.add_argument("--manifest", default=None, help="the dataset's manifest (table encoders, e.g. phantom_oracle)")
     s.add_argument("--no-layers", action="store_true", help="skip the layer-wise features of the backbone")
     s.add_argument("--device", default="auto")
     s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),

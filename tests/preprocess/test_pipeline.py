@@ -249,3 +249,15 @@ def test_images_dropped_from_the_manifest_are_not_kept(tmp_path, proto, make_dat
     assert rep["n_processed"] == 2 and list(ShardedStore(tmp_path / "out" / "downstream").index["subject"]) == [
         "sub1", "sub2"]
     assert_stores_equal(tmp_path / "out", tmp_path / "ref")
+
+
+def test_regenerated_images_with_the_same_keys_are_preprocessed_again(tmp_path, proto, make_dataset,
+                                                                     assert_stores_equal):
+    # a phantom dataset regenerated with other options keeps its subjects and file names
+    man = make_dataset(tmp_path / "data", n=2, seed=0)
+    preprocess_dataset(man, tmp_path / "data", tmp_path / "out", protocol=proto)
+    man = make_dataset(tmp_path / "data", n=2, seed=1)
+    rep = preprocess_dataset(man, tmp_path / "data", tmp_path / "out", protocol=proto)
+    assert rep["n_resumed"] == 0 and rep["n_processed"] == 2
+    preprocess_dataset(man, tmp_path / "data", tmp_path / "ref", protocol=proto)
+    assert_stores_equal(tmp_path / "out", tmp_path / "ref")

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from brainfm.atomic import write_parquet
@@ -62,3 +63,37 @@ def test_composite_figure_orders_the_paper_panels(tmp_path):
     assert titles[("abide", "macro_auc")] == "(d) ASD" and titles[("brain_age", "mae")] == "(j) brain_age"
     out = composite_figure(files, tmp_path / "fig3.png", reference="braindino")
     assert out.with_suffix(".pdf").is_file()
+
+
+def test_summary_lists_reference_rows_last_and_states_the_advantage_at_10_percent(tmp_path):
+    from brainfm.report.build import advantage
+
+    def row(task, metric, ratio, b, e, delta=np.nan, lo=np.nan, hi=np.nan, higher=True):
+        return dict(task=task, metric=metric, ratio=ratio, backbone=b, estimate=e, sd=0.02, ci_low=e - 0.05,
+                    ci_high=e + 0.05, p_value=0.04, delta=delta, delta_ci_low=lo, delta_ci_high=hi,
+                    test="paired bootstrap", higher_is_better=higher)
+
+    rows = []
+    for r in (0.1, 1.0):
+        rows += [row("oasis", "auc", r, "prior", 0.5), row("oasis", "auc", r, "image_stats", 0.7),
+                 row("oasis", "auc", r, "braindino", 0.8), row("oasis", "auc", r, "phantom_oracle", 0.9),
+                 row("oasis", "auc", r, "vit_random", 0.75, -0.05, -0.12, 0.02),
+                 row("age", "mae", r, "braindino", 6.0, higher=False),
+                 row("age", "mae", r, "vit_random", 9.0, 3.0, 1.0, 5.0, higher=False)]
+    path = tmp_path / "comparison.parquet"
+    write_parquet(path, pd.DataFrame(rows))
+    adv = advantage(pd.DataFrame(rows), "braindino").set_index("task")
+    assert adv.loc["oasis", "advantage"] == pytest.approx(0.05) and adv.loc["oasis", "verdict"].startswith("not ahead")
+    assert (adv.loc["oasis", "low"], adv.loc["oasis", "high"]) == pytest.approx((-0.02, 0.12))
+    assert adv.loc["age", "advantage"] == pytest.approx(3.0) and adv.loc["age", "verdict"] == "ahead"
+    out = summary_table([path], [], tmp_path / "summary.md", reference="braindino",
+                        labels={"braindino": "BrainDINO", "vit_random": "ViT (random init)", "prior": "prior"})
+    recs = json.loads(out.with_suffix(".json").read_text())
+    oasis = [r["backbone"] for r in recs if r["task"] == "oasis"]
+    assert oasis[:2] == ["BrainDINO", "ViT (random init)"]
+    assert all("reference" in b for b in oasis[2:]) and len(oasis) == 5
+    col = next(c for c in recs[0] if c.startswith("BrainDINO − ViT (random init) at 10%"))
+    by = {(r["task"], r["backbone"]): r[col] for r in recs}
+    assert by[("oasis", "BrainDINO")].startswith("+0.050 [-0.020, +0.120]: not ahead")
+    assert by[("age", "BrainDINO")].endswith("ahead") and by[("oasis", "ViT (random init)")] == ""
+    assert "reference" in out.read_text()

@@ -43,7 +43,8 @@ def test_demo_config_lists_its_scaled_down_values():
     assert dev["preprocess.pretrain_slices.n"]["run"] == 24
     assert dev["preprocess.pretrain_slices.sigma"]["run"] == pytest.approx(9.4)
     assert dev["pretrain.<dino>.iters"]["run"] == 200
-    assert dev["pretrain.<dino> effective peak lr"]["run"] == pytest.approx(5e-4)  # lr_scaling none
+    lr = demo["pretrain"]["braindino"]["params"]["lr"]
+    assert dev["pretrain.<dino> effective peak lr"]["run"] == pytest.approx(lr) and lr != 1e-4  # lr_scaling none
     assert "preprocess.clip_percentiles" not in dev and "stats.n_boot" not in dev
     doc = format_deviations(demo, "config/config.yaml")
     assert "| `preprocess.cube` | 256 (§4.1.2) | 48 |" in doc

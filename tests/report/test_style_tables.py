@@ -139,3 +139,33 @@ def test_strata_and_km_tables():
     assert t.Backbone.tolist() == ["BrainDINO", "BM-MAE"]
     assert t.iloc[0]["p"] == "0.002**" and t.iloc[0]["Median low"] == "439" and t.iloc[0]["n low/high"] == "40/38"
     assert t.iloc[1]["Median low"] == "not reached"
+
+
+def test_reference_rows_are_grey_last_and_labelled():
+    from brainfm.report.style import backbone_color, display_name, linestyle, order_backbones
+
+    names = ["prior", "phantom_oracle", "myenc", "image_stats", "vit_random", "braindino"]
+    assert order_backbones(names, "braindino") == ["braindino", "vit_random", "myenc", "phantom_oracle",
+                                                   "image_stats", "prior"]
+    for ref in ("prior", "image_stats", "phantom_oracle"):
+        assert "reference" in display_name(ref) and "reference" in display_name(ref, {ref: ref})
+        r, g, b = (int(backbone_color(ref)[i:i + 2], 16) for i in (1, 3, 5))
+        assert r == g == b  # grey
+        assert linestyle(ref) == "--"
+    assert display_name("prior", {"prior": "Chance"}) == "Chance (reference)"
+    assert linestyle("braindino") == "-" and "reference" not in display_name("braindino")
+
+
+def test_knn_wide_table_has_majority_row_and_marks_k_reaching_the_smallest_class():
+    import pandas as pd
+
+    from brainfm.report.tables import KNN_MAJORITY_ROW, KNN_MIN_CLASS_MARK, knn_caption, knn_wide_table
+
+    knn = pd.DataFrame([dict(task="t", k=k, backbone=b, accuracy=0.7, sd=0.02, ci_low=0.6, ci_high=0.8, p_holm=0.5,
+                             stars="", majority_accuracy=0.55, bank_majority_fraction=0.6, bank_min_class_size=20,
+                             k_reaches_min_class=k >= 20)
+                        for k in (5, 20) for b in ("braindino", "prior")])
+    wide = knn_wide_table(knn, "braindino")
+    assert wide["Backbone"].tolist()[-1] == KNN_MAJORITY_ROW and wide["k=5"].iloc[-1] == "0.550"
+    assert wide["k=20"].iloc[0].endswith(KNN_MIN_CLASS_MARK) and not wide["k=5"].iloc[0].endswith(KNN_MIN_CLASS_MARK)
+    assert "t: 20" in knn_caption(knn)

@@ -29,3 +29,22 @@ def test_bad_shapes_are_errors():
         linear_cka(np.ones((3, 2)), np.ones((4, 2)))
     with pytest.raises(ValueError, match="constant"):
         linear_cka(np.ones((5, 2)), np.random.default_rng(0).normal(size=(5, 2)))
+
+
+def test_reference_rows_are_left_out_of_cka(tmp_path):
+    import pandas as pd
+
+    from brainfm.analysis.cka import cka_from_feature_stores
+    from brainfm.features.store import write_feature_dir
+
+    rng = np.random.default_rng(0)
+    index = pd.DataFrame({"subject": [f"s{i}" for i in range(20)], "session": "0", "modality": "T1"})
+    stores = {}
+    for name, ref in (("braindino", None), ("other", None), ("prior", "prior")):
+        x = np.zeros((20, 4), np.float32) if ref else rng.normal(size=(20, 4)).astype(np.float32)
+        path = tmp_path / name
+        path.mkdir()
+        write_feature_dir(path, index, x, {"a": x, "b": x}, None, {"encoder_config": {"reference": ref} if ref else {}})
+        stores[name] = path
+    table = cka_from_feature_stores(stores, "braindino")
+    assert set(table["backbone"]) == {"other"}

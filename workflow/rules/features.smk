@@ -5,6 +5,7 @@
 rule extract_features:
     input:
         store=lambda wc: L.preprocess_report(wc.dataset),
+        manifest=lambda wc: L.manifest(wc.dataset),
         weights=lambda wc: CFG.backbone_weights(wc.backbone),
     output:
         directory(L.features("{backbone}", "{dataset}")),
@@ -28,5 +29,5 @@ rule extract_features:
         "../../envs/brainfm.yaml"
     shell:
         "brainfm extract-features --backbone {params.backbone:q} --features {params.features:q}"
-        " --store {params.store} --out {output} {params.central} --device {params.device}"
-        " --precision {params.precision} > {log} 2>&1"
+        " --store {params.store} --manifest {input.manifest} --out {output} {params.central}"
+        " --device {params.device} --precision {params.precision} > {log} 2>&1"

@@ -66,6 +66,9 @@ def cka_from_feature_stores(stores: dict[str, "str | object"], reference: str, *
     from brainfm.features import FeatureStore
 
     fs = {name: (s if isinstance(s, FeatureStore) else FeatureStore(s)) for name, s in stores.items()}
+    # reference rows (prior, image statistics, oracle) have no depth to compare: not part of CKA
+    fs = {name: s for name, s in fs.items()
+          if name == reference or not ((s.meta.get("encoder_config") or {}).get("reference"))}
     if reference not in fs:
         raise ConfigError(f"CKA reference backbone '{reference}' has no features")
     key = ["subject", "session", "modality"]

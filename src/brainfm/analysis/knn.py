@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["knn_predict", "knn_probe", "run_knn_task"]
+__all__ = ["knn_predict", "knn_probe", "run_knn_task", "memory_summary"]
 
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, ks: Sequence[int],
@@ -50,11 +50,24 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, ks
     return out
 
 
-def run_knn_task(data, *, backbone: str, pretrain_subjects=None):
+def memory_summary(train_y: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """What a kNN table must show beside each k: the memory set's majority class and its share, and
+    the size of its smallest class (a k that reaches it can outvote that class everywhere)."""
+    counts = np.bincount(np.asarray(train_y).astype(int), minlength=n_classes)
+    major = int(counts.argmax())
+    present = counts[counts > 0]
+    return {"bank_majority_class": major, "bank_majority_fraction": float(counts[major] / counts.sum()),
+            "bank_min_class_size": int(present.min()), "bank_size": int(counts.sum())}
+
+
+def run_knn_task(data, *, backbone: str, pretrain_subjects=None, predictor: str = "head"):
     """kNN probe of a task: training subjects are the memory bank, test subjects the queries.
 
-    Returns a long frame (one row per query and k) with ``correct`` for McNemar tests. CV tasks
-    use their first fold; the validation subjects join the memory bank (kNN has nothing to tune).
+    Returns a long frame (one row per query and k) with ``correct`` for McNemar tests, and per row
+    the memory set's majority class, its share, the query accuracy of always predicting it
+    (``majority_accuracy``) and the smallest class size (:func:`memory_summary`). CV tasks use
+    their first fold; the validation subjects join the memory bank (kNN has nothing to tune).
+    With ``predictor="prior"`` (the ``prior`` reference) every query gets the majority class.
     """
     import pandas as pd
 
@@ -68,14 +81,20 @@ def run_knn_task(data, *, backbone: str, pretrain_subjects=None):
     table = data.table
     bank = table["subject"].isin(set(fold.train) | set(fold.val)).to_numpy()
     query = table["subject"].isin(set(fold.test)).to_numpy()
-    preds = knn_predict(data.x[bank], data.y[bank], data.x[query], spec.ks, n_classes=len(spec.classes))
+    n_classes = len(spec.classes)
+    memory = memory_summary(data.y[bank], n_classes)
+    if predictor == "prior":
+        preds = {int(k): np.full(int(query.sum()), memory["bank_majority_class"]) for k in spec.ks}
+    else:
+        preds = knn_predict(data.x[bank], data.y[bank], data.x[query], spec.ks, n_classes=n_classes)
     q = table[query]
+    memory["majority_accuracy"] = float(np.mean(data.y[query].astype(int) == memory["bank_majority_class"]))
     frames = []
     for k, pred in preds.items():
         frames.append(pd.DataFrame({
             "task": spec.name, "backbone": backbone, "subject": q["subject"].astype(str).to_numpy(),
             "session": q["session"].astype(str).to_numpy(), "y_true": data.y[query].astype(int), "k": k,
-            "y_pred": pred.astype(int), "correct": (pred == data.y[query]).astype(int),
+            "y_pred": pred.astype(int), "correct": (pred == data.y[query]).astype(int), **memory,
         }))
     return pd.concat(frames, ignore_index=True)
 
@@ -87,9 +106,12 @@ def knn_probe(task: Any, features: str | Path, manifest: str | Path, backbone: s
     from brainfm.data.manifest import read_manifest
     from brainfm.features import FeatureStore
     from brainfm.tasks.data import build_task_data
+    from brainfm.tasks.runner import predictor_of
     from brainfm.tasks.runs import pretraining_subjects
 
-    data = build_task_data(task, FeatureStore(features), read_manifest(manifest, check_files=False))
-    frame = run_knn_task(data, backbone=backbone, pretrain_subjects=pretraining_subjects(pretrain_manifests))
+    store = FeatureStore(features)
+    data = build_task_data(task, store, read_manifest(manifest, check_files=False))
+    frame = run_knn_task(data, backbone=backbone, pretrain_subjects=pretraining_subjects(pretrain_manifests),
+                         predictor=predictor_of(store))
     write_parquet(out, frame)
     return frame

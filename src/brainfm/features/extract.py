@@ -165,7 +165,8 @@ class _Pending:
 def extract_features(encoder: Encoder, store: Any, out_dir: str | Path, *, batch_size: int = 64,
                      device: str | torch.device = "cpu", precision: str = "fp32", layers: Sequence[int | str] = (),
                      central_range: tuple[float, float] | None = None, rows: Sequence[int] | None = None,
-                     progress: bool = True, volume_batch: int = 1) -> FeatureStore:
+                     progress: bool = True, volume_batch: int = 1,
+                     manifest: str | Path | None = None) -> FeatureStore:
     """Extract frozen features of every volume (or ``rows``) of ``store`` into ``out_dir``.
 
     ``store`` is a :class:`brainfm.preprocess.store.ShardedStore` of (D, H, W) volumes (anything
@@ -173,10 +174,12 @@ def extract_features(encoder: Encoder, store: Any, out_dir: str | Path, *, batch
     ``volume_batch`` volumes go through a 3D encoder at once. ``precision`` ``auto`` is resolved
     for ``device`` (:func:`brainfm.device.resolve_precision`); the store records the result. Returns the written
     :class:`FeatureStore`; the directory appears atomically, complete or not at all.
+    An encoder of ``input_kind == "table"`` (a reference such as the phantom oracle) reads no
+    voxels: it maps the store's scans to values of a table found through ``manifest``.
     """
     if not isinstance(encoder, Encoder):
         raise TypeError(f"encoder must be a brainfm Encoder, got {type(encoder).__name__}")
-    if encoder.input_kind not in ("slices2d", "volume3d"):
+    if encoder.input_kind not in ("slices2d", "volume3d", "table"):
         raise ConfigError(f"encoder {encoder.name!r} has unknown input_kind {encoder.input_kind!r}")
     if int(batch_size) < 1 or int(volume_batch) < 1:
         raise ConfigError(f"batch_size and volume_batch must be >= 1, got {batch_size}, {volume_batch}")
@@ -209,6 +212,10 @@ def extract_features(encoder: Encoder, store: Any, out_dir: str | Path, *, batch
     key_cols = [c for c in full_index.columns if c not in _RESERVED]
     index = full_index.loc[row_ids, key_cols].reset_index(drop=True)
     n = len(row_ids)
+
+    if encoder.input_kind == "table":
+        return _extract_table(encoder, store, out_dir, index, rows, row_ids, layers, manifest,
+                              central=central_range is not None)
 
     was_training = encoder.training
     encoder.eval()
@@ -280,6 +287,35 @@ def extract_features(encoder: Encoder, store: Any, out_dir: str | Path, *, batch
     with atomic_dir(out_dir) as tmp:
         write_feature_dir(tmp, index, results["cls"], layers_out, results["central"], meta)
     log.info("extracted %d volumes (%d slices) with %s in %.1f s", n, stats["total_slices"], encoder.name, seconds)
+    return FeatureStore(out_dir)
+
+
+def _extract_table(encoder: Encoder, store: Any, out_dir: str | Path, index: pd.DataFrame,
+                   rows: Sequence[int] | None, row_ids: np.ndarray, layers: Sequence[int | str],
+                   manifest: str | Path | None, central: bool = False) -> FeatureStore:
+    """Features of a table encoder: one row of values per scan, no voxels read.
+
+    Per-scan values have no slices: the central-slice features (``central``) are the same values.
+    """
+    t0 = time.perf_counter()
+    cls = np.asarray(encoder.encode_table(index, manifest), dtype=np.float32)
+    if cls.shape[0] != len(index):
+        raise ValueError(f"{type(encoder).__name__}.encode_table returned {cls.shape[0]} rows for {len(index)} scans")
+    if not np.isfinite(cls).all():
+        raise InputError(_store_dir(store), f"non-finite values from {encoder.name}")
+    layer_idx, layer_names = _resolve_layers(encoder, layers)
+    meta = {
+        "encoder": encoder.name, "encoder_class": type(encoder).__name__, "input_kind": encoder.input_kind,
+        "embed_dim": int(cls.shape[1]), "weights": None, "encoder_config": dict(encoder.config),
+        "protocol": {"pooling": "per-scan table values", "source": str(manifest), "store": _store_dir(store),
+                     "central_range": None},
+        "layer_indices": layer_idx, "rows": None if rows is None else [int(r) for r in row_ids],
+        "dtype": "float32", "seconds": round(time.perf_counter() - t0, 3),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    layers_out = {name: cls for name in layer_names} if layer_idx else None
+    with atomic_dir(out_dir) as tmp:
+        write_feature_dir(tmp, index, cls, layers_out, cls if central else None, meta)
     return FeatureStore(out_dir)
 
 

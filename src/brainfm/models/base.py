@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Encoder", "INPUT_KINDS"]
 
-INPUT_KINDS = ("slices2d", "volume3d")
+INPUT_KINDS = ("slices2d", "volume3d", "table")  # table: per-scan values (reference encoders)
 
 
 class Encoder(nn.Module):

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["EncoderInfo", "ENCODERS", "encoder_info"]
+__all__ = ["EncoderInfo", "ENCODERS", "encoder_info", "is_reference", "REFERENCE_KINDS"]
 
 _VIT = "brainfm.models.vit"
+_REF = "brainfm.models.reference"
+#: kinds of reference rows: a crude baseline, chance (no information), and the ground truth (upper bound)
+REFERENCE_KINDS = ("baseline", "prior", "oracle")
 _BASELINES = "brainfm.models.baselines."
 
 
@@ -22,6 +25,7 @@ class EncoderInfo:
     module: str  # the module whose import registers it
     label: str  # display name in figures and tables
     color: str | None = None  # fixed colour in figures (None: derived from the name)
+    reference: str | None = None  # one of REFERENCE_KINDS for the reference rows (shown grey, after encoders)
 
 
 #: In the paper's order of backbones (the reference first); figures and tables keep this order.
@@ -42,9 +46,19 @@ ENCODERS: dict[str, EncoderInfo] = {e.name: e for e in (
     EncoderInfo("bmmae_scratch", _BASELINES + "bmmae", "BM-MAE (random init)"),
     EncoderInfo("brainmvp_scratch", _BASELINES + "brainmvp", "BrainMVP (random init)"),
     EncoderInfo("medicalnet_scratch", _BASELINES + "medicalnet", "MedicalNet (random init)"),
+    # references (brainfm.models.reference): grey, after the encoders in every table and figure
+    EncoderInfo("phantom_oracle", _REF, "Tissue oracle (upper reference)", "#404040", "oracle"),
+    EncoderInfo("image_stats", _REF, "Image statistics (reference)", "#8c8c8c", "baseline"),
+    EncoderInfo("prior", _REF, "Class prior / mean (reference)", "#c8c8c8", "prior"),
 )}
 
 
 def encoder_info(name: str) -> EncoderInfo | None:
     """The catalogue entry of ``name`` (case-insensitive), or None for a plugin's encoder."""
     return ENCODERS.get(str(name).strip().lower())
+
+
+def is_reference(name: str) -> bool:
+    """Whether ``name`` is a reference row (prior, image statistics, oracle) rather than an encoder."""
+    info = encoder_info(name)
+    return bool(info and info.reference)

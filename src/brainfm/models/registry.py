@@ -27,7 +27,7 @@ log = logging.getLogger("brainfm.models")
 
 Factory = Callable[..., Any]
 _REGISTRY: dict[str, Factory] = {}
-_PLUGINS = ("brainfm.models.vit", "brainfm.models.baselines")  # baselines: optional package
+_PLUGINS = ("brainfm.models.vit", "brainfm.models.baselines", "brainfm.models.reference")  # baselines: optional
 _plugins_loaded = False
 
 

@@ -23,6 +23,7 @@ are skipped; a volume whose slices were only partly committed gets exactly its m
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import logging
 import math
 import multiprocessing as mp
@@ -202,6 +203,24 @@ def _has_value(v: Any) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v)) and str(v).strip() != ""
 
 
+def _sources_fingerprint(root: Path, rows: pd.DataFrame, has_masks: bool) -> str:
+    """sha256 over every input file's key, size and modification time (cheap: no file is read)."""
+    h = hashlib.sha256()
+    cols = ["path", "mask_path"] if has_masks else ["path"]
+    for key, row in zip(_keys(rows), rows[cols].itertuples(index=False)):
+        h.update("|".join(key).encode())
+        for value in row:
+            if not _has_value(value):
+                continue
+            try:
+                st = Path(_abs_path(root, value)).stat()
+                h.update(f"|{value}|{st.st_size}|{st.st_mtime_ns}".encode())
+            except OSError:
+                h.update(f"|{value}|missing".encode())  # reported (quarantined) by the worker
+        h.update(b"\n")
+    return h.hexdigest()
+
+
 def preprocess_dataset(manifest: pd.DataFrame, root: str | Path, out_dir: str | Path, *,
                        protocol: Mapping[str, Any] | None, products: Sequence[str] = PRODUCTS,
                        skull_strip: str = "none", n_jobs: int = 1, seed: int = 0,
@@ -237,7 +256,10 @@ def preprocess_dataset(manifest: pd.DataFrame, root: str | Path, out_dir: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").unlink(missing_ok=True)  # the sentinel appears only when everything is done
 
-    store_protocol = {**p, "skull_strip": skull_strip, "seed": int(seed), "perturbation": pert}
+    # the input files' fingerprint: a regenerated dataset (same keys, new images) must not resume
+    # from the volumes of its previous version
+    store_protocol = {**p, "skull_strip": skull_strip, "seed": int(seed), "perturbation": pert,
+                      "sources": _sources_fingerprint(root, rows, has_masks)}
     d, h, w = p["downstream_shape"]
     ps = p["pretrain_slices"]
     specs: dict[str, tuple[tuple[int, ...], str, dict[str, Any], int]] = {}

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from brainfm.atomic import write_text
 from brainfm.report import figures, tables
+from brainfm.report.style import display_name, is_reference, order_backbones, ratio_label
 
-__all__ = ["summary_table", "cka_figure", "FIG3_PANELS", "composite_panels", "composite_figure"]
+__all__ = ["summary_table", "cka_figure", "FIG3_PANELS", "composite_panels", "composite_figure", "advantage"]
 
 #: Paper Fig. 3 panels b-l drawn from the per-task comparisons, by task name of the paper config.
 #: Panels k and m (age strata) stay in the strata figures; the 3-class ADNI task is Supp. Table 8.
@@ -24,28 +26,101 @@ FIG3_PANELS: dict[str, str] = {
 }
 
 
+ADVANTAGE_RATIO = 0.1
+ADVANTAGE_BASELINE = "vit_random"
+
+
+def advantage(tidy: pd.DataFrame, reference: str, baseline: str = ADVANTAGE_BASELINE,
+              ratio: float = ADVANTAGE_RATIO) -> pd.DataFrame:
+    """The reference's advantage over ``baseline`` per task x metric at ``ratio``, in the better direction.
+
+    Reuses the comparison step's paired interval of ``baseline - reference`` (``delta`` and
+    ``delta_ci_*`` of :func:`brainfm.stats.comparison.compare_predictions`: paired bootstrap over
+    test subjects with the seeds evaluated on each resample, a paired t-test on per-subject errors
+    for MAE, Student t over folds for CV tasks), flipped so that a positive advantage is better
+    for the reference. ``verdict`` says "ahead" only when the whole interval is above zero.
+    """
+    cols = ["task", "metric", "ratio", "advantage", "low", "high", "interval", "verdict"]
+    sel = tidy[(tidy["backbone"].astype(str) == baseline) & np.isclose(tidy["ratio"].astype(float), ratio)]
+    rows = []
+    for r in sel.itertuples():
+        sign = -1.0 if bool(r.higher_is_better) else 1.0
+        adv = sign * float(r.delta)
+        lo, hi = sorted((sign * float(r.delta_ci_low), sign * float(r.delta_ci_high)))
+        if not np.isfinite(adv):
+            verdict = "no paired comparison"
+        elif np.isfinite(lo) and lo > 0:
+            verdict = "ahead"
+        elif np.isfinite(hi) and hi < 0:
+            verdict = "behind"
+        else:
+            verdict = "not ahead (interval includes 0)" if adv > 0 else "not ahead"
+        rows.append({"task": r.task, "metric": r.metric, "ratio": float(r.ratio), "advantage": adv, "low": lo,
+                     "high": hi, "interval": str(r.test), "verdict": verdict})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _format_advantage(metric: str, a: pd.Series) -> str:
+    d = 3 if metric not in ("mae", "mse") else 2
+    if not np.isfinite(a["advantage"]):
+        return tables.MISSING
+    ci = f" [{a['low']:+.{d}f}, {a['high']:+.{d}f}]" if np.isfinite(a["low"]) and np.isfinite(a["high"]) else ""
+    return f"{a['advantage']:+.{d}f}{ci}: {a['verdict']}"
+
+
 def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[str | Path],
-                  out_path: str | Path, *, reference: str, labels: Mapping[str, str] | None = None) -> Path:
-    """One row per task x backbone at full supervision: the headline numbers of the run."""
+                  out_path: str | Path, *, reference: str, labels: Mapping[str, str] | None = None,
+                  baseline: str = ADVANTAGE_BASELINE, advantage_ratio: float = ADVANTAGE_RATIO) -> Path:
+    """One row per task x backbone at full supervision: the headline numbers of the run.
+
+    Reference rows (prior, image statistics, oracle) come after the encoders of each task, so a
+    reader sees what chance, a crude baseline and (on phantom data) the ground truth achieve. The
+    reference backbone's row also states its advantage over ``baseline`` (the random-init ViT) at
+    ``advantage_ratio`` labels with its paired interval, and says plainly where it is not ahead.
+    """
+    adv_col = f"{display_name(reference, labels)} − {display_name(baseline, labels)} at {ratio_label(advantage_ratio)}"
     rows = []
     for f in comparison_files:
         tidy = pd.read_parquet(f)
         top = tidy[tidy["ratio"] == tidy["ratio"].max()]
-        for r in top.itertuples():
-            rows.append({"task": r.task, "metric": r.metric, "backbone": r.backbone,
-                         "estimate": tables.format_estimate(r.metric, r.estimate, r.sd, r.ci_low, r.ci_high),
-                         "p vs " + reference: tables.format_p(r.p_value)})
+        adv = advantage(tidy, reference, baseline, advantage_ratio).set_index(["task", "metric"])
+        for (task, metric), grp in top.groupby(["task", "metric"], sort=False):
+            for b in order_backbones(grp["backbone"], reference):
+                r = grp[grp["backbone"] == b].iloc[0]
+                row = {"task": task, "metric": metric, "backbone": b,
+                       "estimate": tables.format_estimate(metric, r.estimate, r.sd, r.ci_low, r.ci_high),
+                       "p vs " + reference: tables.format_p(r.p_value), adv_col: ""}
+                if b == reference:
+                    row[adv_col] = (_format_advantage(metric, adv.loc[(task, metric)]) if (task, metric) in adv.index
+                                    else f"no {display_name(baseline, labels)} at {ratio_label(advantage_ratio)}")
+                rows.append(row)
     for f in knn_files:
         knn = pd.read_parquet(f)
         top = knn[knn["k"] == knn["k"].max()]
-        for r in top.itertuples():
-            rows.append({"task": r.task, "metric": f"knn_accuracy@k={r.k}", "backbone": r.backbone,
-                         "estimate": tables.format_estimate("accuracy", r.accuracy, r.sd, r.ci_low, r.ci_high),
-                         "p vs " + reference: tables.format_p(r.p_holm)})
+        for task, grp in top.groupby("task", sort=False):
+            k = int(grp["k"].iloc[0])
+            mark = tables.KNN_MIN_CLASS_MARK if bool(grp.get("k_reaches_min_class", pd.Series([False])).iloc[0]) else ""
+            for b in order_backbones(grp["backbone"], reference):
+                r = grp[grp["backbone"] == b].iloc[0]
+                rows.append({"task": task, "metric": f"knn_accuracy@k={k}", "backbone": b,
+                             "estimate": tables.format_estimate("accuracy", r.accuracy, r.sd, r.ci_low, r.ci_high)
+                             + mark, "p vs " + reference: tables.format_p(r.p_holm), adv_col: ""})
+            if "majority_accuracy" in grp.columns:
+                rows.append({"task": task, "metric": f"knn_accuracy@k={k}", "backbone": tables.KNN_MAJORITY_ROW,
+                             "estimate": tables.format_number(float(grp["majority_accuracy"].iloc[0]), 3),
+                             "p vs " + reference: tables.MISSING, adv_col: ""})
     df = pd.DataFrame(rows)
-    if labels:
-        df["backbone"] = df["backbone"].map(lambda b: labels.get(b, b))
-    tables.write_table(df, out_path, caption="Headline results at full supervision", label="tab:summary")
+    if len(df):
+        # configured labels as given; reference rows always say that they are references
+        df["backbone"] = df["backbone"].map(
+            lambda b: display_name(b, labels) if is_reference(b) else (labels or {}).get(b, b))
+    caption = ("Headline results at full supervision; rows marked reference are not encoders (prior: training "
+               "class frequencies / mean; image statistics; on phantom data the generator's ground truth as an upper "
+               f"reference). Last column: {display_name(reference, labels)}'s advantage over "
+               f"{display_name(baseline, labels)} at {ratio_label(advantage_ratio)} labels (positive = better) with "
+               "its paired 95% interval; 'ahead' only when the interval excludes 0." + tables.KNN_MIN_CLASS_MARK
+               + ": k reaches the smallest class of the kNN memory set.")
+    tables.write_table(df, out_path, caption=caption, label="tab:summary")
     write_text(Path(out_path).with_suffix(".json"), df.to_json(orient="records", indent=1))
     return Path(out_path)
 

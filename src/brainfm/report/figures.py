@@ -27,6 +27,7 @@ from matplotlib.patches import Patch
 
 from brainfm.report.style import (
     display_name,
+    linestyle,
     marker,
     metric_label,
     new_figure,
@@ -153,7 +154,7 @@ def draw_metric_vs_ratio(tidy: pd.DataFrame, *, reference: str | None = None,
                 x = np.array([xpos[float(r)] for r in d["ratio"]]) + offsets[b]
                 y = d["estimate"].to_numpy(float)
                 err = np.vstack([y - d["ci_low"].to_numpy(float), d["ci_high"].to_numpy(float) - y])
-                ax.errorbar(x, y, yerr=np.clip(err, 0, None), color=colors[b], marker=marker(b),
+                ax.errorbar(x, y, yerr=np.clip(err, 0, None), color=colors[b], marker=marker(b), ls=linestyle(b),
                             lw=1.6 if b == reference else 1.1, zorder=3 if b == reference else 2)
                 if "stars" in d.columns:
                     marks[b] = dict(zip(x - offsets[b], d["stars"].fillna("")))
@@ -352,12 +353,20 @@ def draw_knn_accuracy(knn: pd.DataFrame, *, reference: str | None = None,
                 x = np.array([ks.index(k) for k in d["k"]]) + offsets[b]
                 y = d["accuracy"].to_numpy(float)
                 ax.errorbar(x, y, yerr=d["sd"].to_numpy(float), color=colors[b], marker=marker(b),
-                            lw=1.6 if b == reference else 1.1)
+                            ls=linestyle(b), lw=1.6 if b == reference else 1.1)
                 if "stars" in d.columns:
                     marks[b] = dict(zip(x - offsets[b], d["stars"].fillna("")))
-            ax.set_xticks(range(len(ks)), [str(k) for k in ks])
+            reaches = set()
+            if "k_reaches_min_class" in df.columns:
+                reaches = {int(k) for k, v in df.groupby("k")["k_reaches_min_class"].first().items() if bool(v)}
+            if "majority_accuracy" in df.columns:
+                maj = df.groupby("k")["majority_accuracy"].first().reindex(ks).to_numpy(float)
+                ax.plot(range(len(ks)), maj, color="black", ls=":", lw=1.0, zorder=1)
+                ax.annotate("majority class", (len(ks) - 1, maj[-1]), textcoords="offset points", xytext=(0, 3),
+                            ha="right", va="bottom", fontsize=6.5, color="#333333")
+            ax.set_xticks(range(len(ks)), [f"{k}†" if int(k) in reaches else str(k) for k in ks])
             ax.set_xlim(-0.75, len(ks) - 0.4)
-            ax.set_xlabel("Neighbourhood size k")
+            ax.set_xlabel("Neighbourhood size k" + (" († ≥ smallest class of the memory set)" if reaches else ""))
             ax.set_ylabel("kNN accuracy")
             ax.set_title(str(task))
             _significance_strip(ax, marks, colors, d_low=df["accuracy"] - df["sd"], d_high=df["accuracy"] + df["sd"])

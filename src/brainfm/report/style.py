@@ -22,11 +22,11 @@ import matplotlib as mpl
 from matplotlib.figure import Figure
 
 from brainfm.atomic import atomic_path
-from brainfm.models.catalog import ENCODERS
+from brainfm.models.catalog import ENCODERS, is_reference
 
 __all__ = [
     "KNOWN_COLORS", "EXTRA_COLORS", "DISPLAY_NAMES", "backbone_color", "palette", "display_name", "marker",
-    "order_backbones", "metric_label", "ratio_label", "style", "new_figure", "save_figure", "output_paths", "RC",
+    "order_backbones", "is_reference", "linestyle", "REFERENCE_TAG", "metric_label", "ratio_label", "style", "new_figure", "save_figure", "output_paths", "RC",
 ]
 
 # colours and names of the built-in encoders (brainfm.models.catalog, the one list of encoders),
@@ -44,6 +44,7 @@ EXTRA_COLORS: tuple[str, ...] = (  # saturated, and distinct from the known colo
 DISPLAY_NAMES: dict[str, str] = {**{n: e.label for n, e in ENCODERS.items()}, "scratch": "Scratch"}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
 _KNOWN_ORDER = list(KNOWN_COLORS)
+REFERENCE_TAG = "reference"  # every reference row's display name says so
 _METRIC_LABELS = {
     "auc": "AUC", "macro_auc": "Macro-AUC", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
     "mae": "MAE", "mse": "MSE", "cindex": "C-index", "dice": "Dice",
@@ -105,23 +106,37 @@ def display_name(name: str, labels: Mapping[str, str] | None = None) -> str:
     the paper's spelling of known backbones; unknown names are shown as given. Colours stay keyed
     on the backbone name, so relabelling never changes a backbone's colour.
     """
+    label = DISPLAY_NAMES.get(_key(name), str(name))
     if labels:
-        if name in labels:
-            return str(labels[name])
         lowered = {_key(k): v for k, v in labels.items()}
-        if _key(name) in lowered:
-            return str(lowered[_key(name)])
-    return DISPLAY_NAMES.get(_key(name), str(name))
+        if name in labels:
+            label = str(labels[name])
+        elif _key(name) in lowered:
+            label = str(lowered[_key(name)])
+    if is_reference(name):
+        if _key(label) == _key(name):  # a config label left at its default (the key): the catalogue's name
+            label = DISPLAY_NAMES.get(_key(name), label)
+        if REFERENCE_TAG not in label.lower():
+            label += f" ({REFERENCE_TAG})"
+    return label
+
+
+def linestyle(name: str) -> str:
+    """Reference rows are dashed in line plots, encoders solid."""
+    return "--" if is_reference(name) else "-"
 
 
 def order_backbones(names: Iterable[str], reference: str | None = None) -> list[str]:
-    """Reference first, then known backbones in the paper's order, then the rest alphabetically."""
+    """Reference first, then known backbones in the paper's order, then the rest alphabetically;
+    the reference rows (prior, image statistics, oracle) last, after every encoder."""
     uniq = list(dict.fromkeys(str(n) for n in names))
     ref = [n for n in uniq if reference is not None and _key(n) == _key(reference)]
     known = sorted((n for n in uniq if n not in ref and _key(n) in _KNOWN_ORDER),
                    key=lambda n: _KNOWN_ORDER.index(_key(n)))
     rest = sorted((n for n in uniq if n not in ref and _key(n) not in _KNOWN_ORDER), key=_key)
-    return ref + known + rest
+    ordered = ref + known + rest
+    return [n for n in ordered if not is_reference(n) or n in ref] + \
+        [n for n in ordered if is_reference(n) and n not in ref]
 
 
 def metric_label(metric: str) -> str:

@@ -22,12 +22,14 @@ from brainfm.stats.comparison import metric_sort_key
 from brainfm.stats.predictions import DEFAULT_REFERENCE
 
 __all__ = [
-    "MEAN_SD_METRICS", "format_number", "format_p", "format_estimate", "comparison_table", "knn_wide_table",
+    "MEAN_SD_METRICS", "format_number", "format_p", "format_estimate", "comparison_table", "knn_wide_table", "knn_caption",
     "strata_wide_table", "km_summary_table", "to_markdown", "to_latex", "write_table",
 ]
 
 MEAN_SD_METRICS = ("dice", "mae", "mse")  # reported as mean ± sd; everything else as point [CI]
 MISSING = "–"
+KNN_MAJORITY_ROW = "Majority class (memory set)"
+KNN_MIN_CLASS_MARK = " †"
 
 
 def _base(metric: str) -> str:
@@ -103,21 +105,45 @@ def comparison_table(tidy: pd.DataFrame, reference: str | None = None, decimals:
 
 def knn_wide_table(knn: pd.DataFrame, reference: str | None = None,
                    labels: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """kNN accuracy per k: 'acc [low, high]' with Holm-adjusted McNemar marks vs the reference."""
+    """kNN accuracy per k: 'acc [low, high]' with Holm-adjusted McNemar marks vs the reference.
+
+    Each task ends with a row of the majority-class accuracy (always predicting the memory set's
+    most frequent class) under every k, and a cell is marked ``KNN_MIN_CLASS_MARK`` where k reaches
+    the memory set's smallest class size (from :func:`brainfm.stats.knn.knn_table`'s columns).
+    """
     reference = reference or (knn["reference"].iloc[0] if "reference" in knn.columns else DEFAULT_REFERENCE)
     ks = sorted(knn["k"].unique())
     rows = []
     for task, grp in knn.groupby("task", sort=True):
         st = _stars_col(grp)
+        reaches = ({int(k): bool(v) for k, v in grp.groupby("k")["k_reaches_min_class"].first().items()}
+                   if "k_reaches_min_class" in grp.columns else {})
         for backbone in order_backbones(grp["backbone"], reference):
             row = {"Task": task, "Backbone": display_name(backbone, labels)}
             for k in ks:
                 sel = grp[(grp["backbone"] == backbone) & (grp["k"] == k)]
                 row[f"k={k}"] = MISSING if sel.empty else format_estimate(
                     "accuracy", sel["accuracy"].iloc[0], low=sel["ci_low"].iloc[0], high=sel["ci_high"].iloc[0],
-                    stars=st.loc[sel.index[0]])
+                    stars=st.loc[sel.index[0]]) + (KNN_MIN_CLASS_MARK if reaches.get(int(k)) else "")
+            rows.append(row)
+        if "majority_accuracy" in grp.columns:
+            row = {"Task": task, "Backbone": KNN_MAJORITY_ROW}
+            for k in ks:
+                sel = grp[grp["k"] == k]
+                row[f"k={k}"] = MISSING if sel.empty else format_number(float(sel["majority_accuracy"].iloc[0]), 3)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def knn_caption(knn: pd.DataFrame) -> str:
+    """What the kNN table's extra row and marks mean, with the memory set's smallest class size."""
+    sizes = (knn.groupby("task")["bank_min_class_size"].first().dropna().astype(int).to_dict()
+             if "bank_min_class_size" in knn.columns else {})
+    smallest = "; ".join(f"{t}: {n}" for t, n in sizes.items())
+    return (f"'{KNN_MAJORITY_ROW}': accuracy of always predicting the memory set's most frequent class. "
+            f"{KNN_MIN_CLASS_MARK.strip()}: k reaches the smallest class of the memory set"
+            + (f" ({smallest})" if smallest else "") + ", where a vote can no longer pick that class by "
+            "majority; accuracy there tends to the majority row.")
 
 
 def strata_wide_table(strata: pd.DataFrame, reference: str | None = None,

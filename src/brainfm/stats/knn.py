@@ -18,7 +18,10 @@ from brainfm.stats.validate import StatsInputError, check_n_boot
 __all__ = ["KNN_COLUMNS", "knn_table"]
 
 KNN_COLUMNS = ["task", "k", "backbone", "reference", "is_reference", "n", "accuracy", "sd", "ci_low", "ci_high",
-               "b", "c", "p_value", "p_holm", "stars"]
+               "b", "c", "p_value", "p_holm", "stars", "majority_accuracy", "bank_majority_fraction",
+               "bank_min_class_size", "k_reaches_min_class"]
+#: memory-set columns of the kNN probe output (brainfm.analysis.knn.memory_summary); optional inputs
+MEMORY_COLUMNS = ("majority_accuracy", "bank_majority_fraction", "bank_min_class_size")
 
 
 def knn_table(knn: pd.DataFrame, reference: str = DEFAULT_REFERENCE, *, n_boot: int = 2000, seed: int = 42,
@@ -27,6 +30,9 @@ def knn_table(knn: pd.DataFrame, reference: str = DEFAULT_REFERENCE, *, n_boot: 
 
     ``knn`` columns: backbone, subject, y_true, k, y_pred, correct (+ optional task, session).
     McNemar p-values are Holm-adjusted across k within each task x backbone (paper §4.7).
+    Beside each k the table carries the memory set's majority-class accuracy on the queries and its
+    majority share, and ``k_reaches_min_class`` marks a k at or above the memory set's smallest
+    class size (such a k can outvote that class everywhere; accuracy there tends to the majority's).
     """
     check_columns(knn, ["backbone", "subject", "y_true", "k", "correct"], "kNN")
     check_n_boot(n_boot)
@@ -56,16 +62,20 @@ def knn_table(knn: pd.DataFrame, reference: str = DEFAULT_REFERENCE, *, n_boot: 
         kernels = [WeightedMean(runs[b]["correct"].to_numpy(np.float64), strata=y) for b in names]
         dist = bootstrap_distributions(kernels, n_boot, seed, strata=y,
                                        groups=cluster_groups(base["subject"].to_numpy()))
+        memory = {c: (float(df[c].iloc[0]) if c in df.columns else np.nan) for c in MEMORY_COLUMNS}
+        memory["k_reaches_min_class"] = bool(np.isfinite(memory["bank_min_class_size"])
+                                             and int(k) >= memory["bank_min_class_size"])
         for j, b in enumerate(names):
             lo, hi = percentile_ci(dist[:, j], alpha)
             row = {"task": task, "k": int(k), "backbone": b, "reference": reference, "is_reference": b == reference,
                    "n": len(y), "accuracy": kernels[j].point(), "sd": float(np.std(dist[:, j], ddof=1)),
-                   "ci_low": lo, "ci_high": hi, "b": np.nan, "c": np.nan, "p_value": np.nan}
+                   "ci_low": lo, "ci_high": hi, "b": np.nan, "c": np.nan, "p_value": np.nan, **memory}
             if b != reference and reference in runs:
                 mc = mcnemar_exact(runs[b]["correct"], runs[reference]["correct"])
                 row.update(b=mc.b, c=mc.c, p_value=mc.p_value)
             rows.append(row)
     out = pd.DataFrame(rows, columns=[c for c in KNN_COLUMNS if c not in ("p_holm", "stars")])
+    out["k_reaches_min_class"] = out["k_reaches_min_class"].astype(bool)
     out["p_holm"] = holm_within(out, ["task", "backbone"])
     out["stars"] = [stars(p) for p in out["p_holm"].to_numpy(float)]
     return out[KNN_COLUMNS]

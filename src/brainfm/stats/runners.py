@@ -95,7 +95,8 @@ def knn_stats(task: str, knn_files: Sequence[str | Path], out_dir: str | Path, t
     table = knn_table(_read_frames(knn_files, "kNN results"), reference, n_boot=n_boot, seed=seed)
     write_parquet(out, table)
     tables.write_table(tables.knn_wide_table(table, reference, labels=labels), table_path,
-                       caption=f"{task}: kNN accuracy [95% CI] by k; exact McNemar vs {reference}, Holm across k",
+                       caption=f"{task}: kNN accuracy [95% CI] by k; exact McNemar vs {reference}, Holm across k. "
+                       + tables.knn_caption(table),
                        label=f"tab:{task}")
     figures.knn_accuracy(table, figure_path, reference=reference, labels=labels)
     return {"knn": out, "table": Path(table_path), "figure": Path(figure_path)}

@@ -105,7 +105,10 @@ def _evaluate(spec: TaskSpec, clean, perturbed: Mapping[tuple[str, float], Any],
             raise ManifestError(f"perturbed features {store.path} do not cover the same scans as {clean.path}")
         eval_sets[setting] = other.x
     seeds = list(spec.seeds)
-    results = run_grid(data, backbone=backbone, ratios=[1.0], seeds=seeds, eval_sets=eval_sets)
+    from brainfm.tasks.runner import predictor_of
+
+    results = run_grid(data, backbone=backbone, ratios=[1.0], seeds=seeds, eval_sets=eval_sets,
+                       predictor=predictor_of(clean))
     clean_pred = pd.concat([e["predictions"] for e in results.values()], ignore_index=True)
     rows, items = [], []
     metric = PRIMARY_METRIC[spec.kind]

@@ -28,12 +28,15 @@ from brainfm.tasks.runs import RunKey, checked_folds, head_seed, ratio_subsets, 
 from brainfm.tasks.train import FitResult, HeadConfig, HeadJob, train_head_bank
 
 __all__ = ["fit_heads", "head_config_for", "run_grid", "prediction_frame", "fold_metrics", "training_targets",
-           "TARGET_UNIT_LOSSES"]
+           "TARGET_UNIT_LOSSES", "prior_outputs", "PREDICTORS"]
 
 #: losses whose parameters are in the units of the (transformed) target, e.g. the ATLAS Huber δ = 1
 #: in log1p-days (paper eq. 9): their targets are never z-scored, whatever ``standardize_target``
 TARGET_UNIT_LOSSES = frozenset({"atlas_mixed"})
 
+#: "head": the task's trained head bank; "prior": the closed-form prior of each training subset
+#: (the ``prior`` reference encoder; see brainfm.models.reference)
+PREDICTORS = ("head", "prior")
 
 def head_config_for(data: TaskData) -> tuple[HeadConfig, bool]:
     """The task's head settings over the global defaults, and whether the regression target is z-scored."""
@@ -60,9 +63,42 @@ def _smote(x: np.ndarray, y: np.ndarray, rows: np.ndarray, seed: int) -> tuple[n
     return xs[len(rows):].astype(np.float32), ys[len(rows):].astype(np.float32)
 
 
+class _PriorFit:
+    """The closed-form prior of every job, with the attributes of a trained :class:`FitResult`."""
+
+    def __init__(self, out: torch.Tensor):
+        self.out = out  # (H, N, K): the same output for every row
+        h = out.shape[0]
+        self.best_epoch = np.zeros(h, int)
+        self.epochs_run = np.zeros(h, int)
+        self.n_params_per_head = 0
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out[:, :1, :].expand(-1, len(x), -1).clone()
+
+
+def prior_outputs(y: torch.Tensor, jobs: Sequence[HeadJob], kind: str, n_out: int, n_base: int) -> torch.Tensor:
+    """What a head on constant inputs converges to, per job: (H, 1, n_out) outputs.
+
+    Classification: log class frequencies of the job's real training rows (softmax gives the
+    frequencies: sklearn's ``DummyClassifier(strategy="prior")``); regression: the training mean on
+    the head's target scale (``DummyRegressor()``); survival: a constant risk (C-index 0.5).
+    """
+    out = torch.zeros(len(jobs), 1, n_out, dtype=torch.float32)
+    for h, job in enumerate(jobs):
+        rows = torch.as_tensor(job.train[job.train < n_base], dtype=torch.long)
+        if kind == "classification":
+            counts = torch.bincount(y[rows].long(), minlength=n_out).double()
+            freq = counts / counts.sum().clamp(min=1)
+            out[h, 0] = torch.log(freq.clamp(min=1e-12)).float()
+        elif kind == "regression":
+            out[h, 0, 0] = y[rows].double().mean().float()
+    return out
+
+
 def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: Sequence[int],
              pretrain_subjects: Iterable[str] | None = None,
-             eval_sets: dict[Any, np.ndarray] | None = None) -> dict[RunKey, dict[str, Any]]:
+             eval_sets: dict[Any, np.ndarray] | None = None, predictor: str = "head") -> dict[RunKey, dict[str, Any]]:
     """Train every (fold, ratio, seed) head for one backbone; return predictions and metrics per run.
 
     ``eval_sets`` maps a name to another feature matrix aligned row by row with ``data.x`` (e.g.
@@ -103,8 +139,14 @@ def run_grid(data: TaskData, *, backbone: str, ratios: Sequence[float], seeds: S
     xt = torch.from_numpy(np.ascontiguousarray(x))
     yt, mean, std = training_targets(y, spec.target_transform, standardize, jobs)
 
+    if predictor not in PREDICTORS:
+        raise ConfigError(f"unknown predictor {predictor!r}; known: {PREDICTORS}")
     t0 = time.perf_counter()
-    fit: FitResult = train_head_bank(xt, yt, jobs, cfg)
+    fit: FitResult | _PriorFit
+    if predictor == "prior":
+        fit = _PriorFit(prior_outputs(yt, jobs, spec.kind, cfg.n_out, n_base))
+    else:
+        fit = train_head_bank(xt, yt, jobs, cfg)
     seconds = time.perf_counter() - t0
     out = fit.predict(xt[:n_base]).numpy()
     eval_out = {name: fit.predict(torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))).numpy()
@@ -230,6 +272,12 @@ def fold_metrics(data: TaskData, pred: pd.DataFrame) -> dict[str, float]:
     return survival_metrics(pred["time"].to_numpy(), pred["event"].to_numpy(), pred["y_pred"].to_numpy())
 
 
+def predictor_of(store: Any) -> str:
+    """"prior" for the features of the ``prior`` reference encoder, else "head"."""
+    config = (getattr(store, "meta", None) or {}).get("encoder_config") or {}
+    return "prior" if config.get("reference") == "prior" else "head"
+
+
 def fit_heads(task: TaskSpec, features: str | Path, manifest: str | Path, backbone: str, out: str | Path, *,
               pretrain_manifests: Sequence[str | Path] = ()) -> dict[RunKey, dict[str, Any]]:
     """The ``fit_heads`` step: every (ratio, seed, fold) head of one (task, backbone) cell -> ``out``.
@@ -242,8 +290,9 @@ def fit_heads(task: TaskSpec, features: str | Path, manifest: str | Path, backbo
     from brainfm.tasks.data import build_task_data
     from brainfm.tasks.runs import pretraining_subjects, write_runs
 
-    data = build_task_data(task, FeatureStore(features), read_manifest(manifest, check_files=False))
+    store = FeatureStore(features)
+    data = build_task_data(task, store, read_manifest(manifest, check_files=False))
     results = run_grid(data, backbone=backbone, ratios=task.ratios, seeds=task.seeds,
-                       pretrain_subjects=pretraining_subjects(pretrain_manifests))
+                       pretrain_subjects=pretraining_subjects(pretrain_manifests), predictor=predictor_of(store))
     write_runs(out, results)
     return results

@@ -39,11 +39,12 @@ from brainfm.device import torch_threads
 from brainfm.errors import ConfigError
 
 __all__ = ["generate_dataset", "sample_cohort", "assign_splits", "image_relpath", "mask_relpath", "BIDS_SUFFIX",
-           "GENERATOR_VERSION"]
+           "GENERATOR_VERSION", "truth_relpath", "TRUTH_FILE"]
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
+TRUTH_FILE = "truth.parquet"  # per (subject, session, modality) ground truth, next to manifest.parquet
 BIDS_SUFFIX: dict[str, str] = {"T1": "T1w", "T1c": "ce-gd_T1w", "T2": "T2w", "FLAIR": "FLAIR"}
 _INT_LABELS = ("event", "idh", "demented", "asd", "pd")
 _FLOAT_LABELS = ("age", "survival_days", "dps")
@@ -57,12 +58,18 @@ def mask_relpath(subject: str, session: str) -> str:
     return f"{subject}/{session}/anat/{subject}_{session}_dseg.nii.gz"
 
 
+def truth_relpath(subject: str, session: str) -> str:
+    """Sidecar with the generator's ground truth of one visit (read by the ``phantom_oracle`` reference)."""
+    return f"{subject}/{session}/anat/{subject}_{session}_truth.json"
+
+
 def _subject_files(spec: SubjectSpec, has_mask: bool) -> list[str]:
     files = []
     for sess in spec.sessions:
         files += [image_relpath(spec.subject, sess.name, m) for m in spec.modalities]
         if has_mask:
             files.append(mask_relpath(spec.subject, sess.name))
+        files.append(truth_relpath(spec.subject, sess.name))
     return files
 
 
@@ -100,6 +107,9 @@ def render_subject(spec: SubjectSpec, tpl: Template, out_dir: Path, has_mask: bo
             _save_image(out_dir / image_relpath(spec.subject, sess.name, m), img, r.affine)
         if has_mask and r.mask is not None:
             _save_label(out_dir / mask_relpath(spec.subject, sess.name), r.mask, r.affine)
+        from brainfm.data.phantom.truth import session_truth
+
+        write_json(out_dir / truth_relpath(spec.subject, sess.name), session_truth(r, tpl))
     return time.perf_counter() - t0
 
 
@@ -301,6 +311,9 @@ def generate_dataset(name: str, out_dir: str | Path, n_subjects: int, seed: int 
         "Name": f"{name}: {info.description}", "BIDSVersion": "1.9.0", "DatasetType": "raw",
         "License": "synthetic, derived from the ICBM 2009a template (see nilearn / MNI licence notice)",
         "GeneratedBy": [{"Name": "brainfm.data.phantom", "Version": str(GENERATOR_VERSION)}]})
+    from brainfm.data.phantom.truth import collect_truth
+
+    write_parquet(out_dir / TRUTH_FILE, collect_truth(out_dir, specs))
     _write_manifest(out_dir / "manifest.parquet", manifest)
     if seconds:
         n_img = sum(len(s.sessions) * len(s.modalities) for s in todo)
