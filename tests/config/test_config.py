@@ -164,3 +164,16 @@ def test_subsets_share_their_parents_cohort_for_leakage_checks(tmp_path):
     assert cfg.datasets["d_pre"].cohort == "d"
     assert cfg.pretrain_manifests_for("d") == ["results/data/d_pre/manifest.parquet"]
     assert cfg.products("d_pre") == ("pretrain",) and cfg.products("d") == ("downstream",)
+
+
+def test_similarity_maps_skip_reference_rows_and_refuse_them_by_name(tmp_path):
+    """Reference rows (prior, image statistics, oracle) have no patch tokens: off by default, an error by name."""
+    demo = load_config(REPO / "config" / "config.yaml")
+    assert demo.similarity_backbones() and not {"prior", "image_stats", "phantom_oracle"} & set(
+        demo.similarity_backbones())
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw["analysis"]["similarity"]["backbones"] = ["braindino", "image_stats"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"bad.yaml: analysis.similarity.backbones: 'image_stats' is a reference row"):
+        load_config(bad)

@@ -142,6 +142,10 @@ class Config:
         if sim.dataset is not None:
             _check_names([sim.dataset], datasets, f"{source}: analysis.similarity.dataset", "a dataset")
         _check_names(sim.backbones, backbones, f"{source}: analysis.similarity.backbones", "a backbone")
+        for b in sim.backbones:
+            if _is_reference(backbones[b].encoder):
+                raise ConfigError(f"{source}: analysis.similarity.backbones: {b!r} is a reference row "
+                                  f"({backbones[b].encoder}), which has no patch tokens to compare")
         stats = section(StatsSpec, "stats")
         _check_names([stats.reference], backbones, f"{source}: stats.reference", "a backbone")
 
@@ -191,7 +195,7 @@ class Config:
         sim = self.analysis.similarity
         if sim.dataset is None:
             return []
-        return list(sim.backbones or self.backbones)
+        return list(sim.backbones or [b for b, spec in self.backbones.items() if not _is_reference(spec.encoder)])
 
     def needs_central_patches(self, dataset: str) -> bool:
         return any(t.dataset == dataset and t.features == "patch_central" for t in self.tasks.values())
@@ -370,6 +374,13 @@ def _check_segmentation(seg: SegmentationSpec, datasets: Mapping[str, DatasetSpe
     if unused:
         raise ConfigError(f"{source}: segmentation.batch_sizes: {unused[0]!r} is not the configuration of any "
                           f"segmentation backbone ({', '.join(seg.configurations()) or 'none'})")
+
+
+def _is_reference(encoder: str) -> bool:
+    """Reference rows (prior, image statistics, oracle) have no tokens or depth (brainfm.models.catalog)."""
+    from brainfm.models.catalog import is_reference
+
+    return is_reference(encoder)
 
 
 def _cohort(name: str, datasets: Mapping[str, DatasetSpec]) -> str:
