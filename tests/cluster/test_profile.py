@@ -61,6 +61,9 @@ def _rule_of(comment: str, rules: set[str]) -> str:
 
 def test_tiny_demo_dag_through_the_slurm_profile(slurm, tmp_path):
     cfg = tiny_config()
+    # byte-identical tables across a local and a SLURM run need thread-count independent arithmetic: CPU bf16
+    # autocast (what `auto` picks on an AVX512_BF16 CPU) blocks its matmuls by thread count, fp32 here does not
+    cfg["precision"] = "fp32"
     cfg["phantom"]["n_jobs"] = 2  # threads -> --cpus-per-task=2
     cfg["preprocess"]["resources"] = {"mem_mb": 1500, "runtime": 11}
     cfg["pretrain"]["braindino"]["resources"] = {"gpu": 1, "mem_mb": 3000, "runtime": 17}
