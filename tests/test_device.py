@@ -72,3 +72,33 @@ def test_autocast_dtype_needs_a_resolved_precision():
     assert autocast_dtype("fp32") is None and autocast_dtype("bf16") is torch.bfloat16
     with pytest.raises(ConfigError):
         autocast_dtype("auto")
+
+
+def test_auto_avoids_bf16_for_3d_convolution_training_where_its_gradients_are_wrong():
+    """A CPU with native bf16 whose bf16 Conv3d weight gradients disagree with fp32 trains 3D nets in fp32."""
+    native = {"avx512_bf16"}
+    assert resolve_precision("auto", "cpu", flags=native, conv3d_training=True, conv3d_ok=False) == "fp32"
+    assert resolve_precision("auto", "cpu", flags=native, conv3d_training=True, conv3d_ok=True) == "bf16"
+    assert resolve_precision("auto", "cpu", flags=native, conv3d_ok=False) == "bf16"  # not training 3D convolutions
+    assert resolve_precision("bf16", "cpu", flags=native, conv3d_training=True, conv3d_ok=False) == "bf16"  # asked
+
+
+def test_the_conv3d_gradient_check_agrees_with_an_independent_fp32_float64_comparison():
+    """bf16_conv3d_gradients_ok on this machine matches a float64 reference computed here."""
+    import torch
+
+    from brainfm.device import bf16_conv3d_gradients_ok
+
+    gen = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for channels, batch, size in ((64, 2, 2), (128, 16, 4), (256, 16, 2)):
+        conv = torch.nn.Conv3d(channels, channels, 3, padding=1, bias=False)
+        x = torch.randn(batch, channels, size, size, size, generator=gen)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(x)
+        grad = torch.randn(y.shape, generator=gen)
+        y.backward(grad.to(y.dtype))
+        low = conv.weight.grad.double()
+        ref = torch.nn.grad.conv3d_weight(x.double(), conv.weight.shape, grad.double(), padding=1)
+        worst = max(worst, float((low - ref).norm() / ref.norm()))
+    assert bf16_conv3d_gradients_ok() == (worst < 0.05)

@@ -99,8 +99,9 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     from brainfm.ssl.entry import pretrain
 
     device = resolve_device(a.device)
+    precision = resolve_precision(a.precision, device, conv3d_training=a.spec.recipe == "simclr")  # a 3D ResNet
     pretrain(a.spec, [Path(s) for s in a.stores], Path(a.out), Path(a.summary), Path(a.work_dir),
-             device=device, precision=resolve_precision(a.precision, device), rdzv_endpoint=a.rdzv_endpoint)
+             device=device, precision=precision, rdzv_endpoint=a.rdzv_endpoint)
 
 
 def cmd_extract_features(a: argparse.Namespace) -> None:

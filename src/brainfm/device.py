@@ -4,11 +4,19 @@
 where the device computes bf16 natively (a CUDA GPU with bf16 support; a CPU with AVX512_BF16,
 AMX-BF16 or the Arm BF16 extension) and ``fp32`` elsewhere, because on a CPU without native bf16
 autocast only adds conversions (about 3x slower than fp32 for a ViT-B/16 on an AVX-512 Xeon).
+
+Training 3D convolutions on a CPU (``conv3d_training``) adds a numerical check: with torch 2.14's
+oneDNN on an AVX512-BF16 EPYC, bf16 autocast Conv3d weight gradients came out wrong by orders of
+magnitude (inf, NaN) for small feature maps (2³ voxels, as deep in the demo's 3D ResNet) while
+the forward pass, Conv2d and Linear were right. :func:`bf16_conv3d_gradients_ok` compares them
+with fp32 on a few such shapes (about 0.1 s, once per process); where they disagree ``auto``
+takes fp32.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -16,7 +24,7 @@ from pathlib import Path
 from brainfm.errors import ConfigError
 
 __all__ = ["DEVICES", "PRECISIONS", "resolve_device", "resolve_precision", "cpu_flags", "cpu_has_native_bf16",
-           "autocast_dtype", "torch_threads"]
+           "bf16_conv3d_gradients_ok", "autocast_dtype", "torch_threads"]
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -69,12 +77,15 @@ def cpu_has_native_bf16(flags: Collection[str] | None = None, capability: str | 
 
 
 def resolve_precision(name: str | None, device: str, *, flags: Collection[str] | None = None,
-                      capability: str | None = None, cuda_bf16: bool | None = None) -> str:
+                      capability: str | None = None, cuda_bf16: bool | None = None,
+                      conv3d_training: bool = False, conv3d_ok: bool | None = None) -> str:
     """``auto`` -> ``bf16`` where ``device`` runs bf16 natively, else ``fp32``; ``fp32``/``bf16`` as given.
 
     ``device`` is a resolved device (``cpu``, ``cuda``, ``cuda:N``). ``flags``/``capability``
     (CPU) and ``cuda_bf16`` (GPU) default to what this machine reports; tests pass their own.
     An explicit ``bf16`` on hardware without native support is honoured with a warning.
+    ``conv3d_training``: the job trains 3D convolutions; on a CPU ``auto`` then also needs
+    ``conv3d_ok`` (default: :func:`bf16_conv3d_gradients_ok` on this machine).
     """
     name = "auto" if name is None else str(name)
     if name not in PRECISIONS:
@@ -96,7 +107,42 @@ def resolve_precision(name: str | None, device: str, *, flags: Collection[str] |
         if not native:
             log.warning("precision bf16 on %s without native bf16 support: expect it to be slower than fp32", device)
         return name
+    if native and conv3d_training and kind == "cpu":
+        if conv3d_ok is None:
+            conv3d_ok = bf16_conv3d_gradients_ok()
+        if not conv3d_ok:
+            log.warning("precision auto -> fp32: this CPU's bf16 Conv3d weight gradients disagree with fp32 "
+                        "(brainfm.device.bf16_conv3d_gradients_ok)")
+            return "fp32"
     return "bf16" if native else "fp32"
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_conv3d_gradients_ok(tolerance: float = 0.05) -> bool:
+    """Whether bf16 autocast Conv3d weight gradients on this CPU match fp32 (relative error < ``tolerance``).
+
+    Shapes of the deep, small feature maps of a 3D ResNet (2³ and 4³ voxels, 64-256 channels);
+    bf16 rounding alone gives a relative error near 0.003.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    with torch_threads(1):
+        for channels, batch, size in ((64, 2, 2), (128, 16, 4), (256, 16, 2)):
+            conv = torch.nn.Conv3d(channels, channels, 3, padding=1, bias=False)
+            x = torch.randn(batch, channels, size, size, size, generator=gen)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = conv(x)
+            grad = torch.randn(y.shape, generator=gen)
+            y.backward(grad.to(y.dtype))
+            low = conv.weight.grad.detach().clone()
+            conv.weight.grad = None
+            conv(x).backward(grad)
+            ref = conv.weight.grad.detach()
+            err = float((low - ref).norm() / ref.norm())
+            if not err < tolerance:  # NaN-safe
+                return False
+    return True
 
 
 def autocast_dtype(precision: str):  # -> torch.dtype | None

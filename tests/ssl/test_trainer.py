@@ -120,6 +120,37 @@ def test_nonfinite_guard_stops_with_clear_message(slice_store, tmp_path):
         assert np.isfinite(float(rows[0]["loss"])) and [r["loss"] for r in rows[1:]] == ["nan"] * 3
 
 
+def test_nonfinite_gradients_skip_the_step_when_the_recipe_does_not_clip(slice_store, tmp_path, monkeypatch):
+    """The guard reads the gradients without clipping too (SimCLR's default): one overflowing step is
+    skipped, the weights stay finite, training goes on (bf16 once overflowed through a BatchNorm)."""
+    env = init_distributed("cpu")
+    cfg = DinoConfig.from_dict({**TINY, "iters": 4, "clip_grad": None, "max_nonfinite": 2})
+    original = DinoMethod.forward_loss
+    calls = {"n": 0}
+
+    def forward_loss(self, batch, it, sched):
+        loss, metrics = original(self, batch, it, sched)
+        calls["n"] += 1
+        if calls["n"] == 2:  # this iteration's gradients overflow, once
+            param = next(p for p in self.student.parameters() if p.requires_grad)
+            handle = []
+
+            def overflow(grad):
+                handle[0].remove()
+                return torch.full_like(grad, float("inf"))
+
+            handle.append(param.register_hook(overflow))
+        return loss, metrics
+
+    monkeypatch.setattr(DinoMethod, "forward_loss", forward_loss)
+    method, res = run_dino_stage(cfg, SliceSource([slice_store]), tmp_path / "w", env)
+    assert res.finished and calls["n"] == 4
+    assert all(torch.isfinite(v).all() for v in method.student.state_dict().values() if v.is_floating_point())
+    with open(tmp_path / "w" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [np.isfinite(float(r["loss"])) for r in rows] == [True] * 4
+
+
 def test_resume_from_other_architecture_is_refused(slice_store, tmp_path):
     env = init_distributed("cpu")
     source = SliceSource([slice_store])

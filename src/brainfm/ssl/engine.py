@@ -177,11 +177,18 @@ def fit(
             abort: NonFiniteLossError | None = None
             if ok.item() == 0:
                 loss.backward()
-                if cfg.clip_grad:
-                    for i, m in enumerate(method.clip_modules()):
-                        params = [p for p in m.parameters() if p.grad is not None]
-                        if params:
-                            grad_norms[f"grad_norm_{i}"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad))
+                # every sub-model's gradient norm (clipped to clip_grad where set): the non-finite guard
+                # must see the gradients whether or not the recipe clips them
+                for i, m in enumerate(method.clip_modules()):
+                    grads = [p.grad for p in m.parameters() if p.grad is not None]
+                    if not grads:
+                        continue
+                    if cfg.clip_grad:
+                        norm = torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.grad is not None],
+                                                              cfg.clip_grad)
+                    else:
+                        norm = torch.nn.utils.get_total_norm(grads)
+                    grad_norms[f"grad_norm_{i}"] = float(norm)
                 if all(math.isfinite(v) for v in grad_norms.values()):
                     optimizer.step()
                     method.after_step(it, sched)

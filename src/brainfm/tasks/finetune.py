@@ -140,7 +140,8 @@ def finetune_grid(spec: TaskSpec, store: Any, manifest: pd.DataFrame, make_encod
     if spec.kind not in ("classification", "regression"):
         raise ConfigError(f"task {spec.name}: full fine-tuning supports classification and regression, not {spec.kind}")
     dev = torch.device(device)
-    precision = resolve_precision(precision, str(dev))
+    trains_conv3d = any(isinstance(m, nn.Conv3d) for m in make_encoder().modules())  # volumetric encoders
+    precision = resolve_precision(precision, str(dev), conv3d_training=trains_conv3d)
     data, sample_rows = volume_rows(spec, store.index, manifest)
     folds = checked_folds(data, pretrain_subjects)
     head_cfg, standardize = head_config_for(data)
