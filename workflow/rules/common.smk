@@ -39,6 +39,13 @@ wildcard_constraints:
     perturbation=_alt(s.tag for s in CFG.perturbation_settings()),
 
 
+# Order among ready jobs (higher first): long jobs start as soon as their inputs exist, so that the
+# many short head and statistics jobs fill the other cores around them; with equal priorities the
+# demo ended on its two fine-tuning jobs running one after the other, alone, for two minutes.
+PRIORITY = {"pretrain": 50, "prepare_segmentation": 40, "finetune": 30, "segment": 30, "segment_finetune": 30,
+            "segment_perturbed": 20, "phantom_dataset": 10, "preprocess": 10, "extract_features": 5,
+            "extract_perturbed": 5}
+
 STATS = CFG.stats.to_json()
 LABELS = as_json(CFG.labels())
 

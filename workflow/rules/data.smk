@@ -14,6 +14,7 @@ rule phantom_dataset:
         phantom=CFG.phantom.to_json(),
         outdir=lambda wc, output: os.path.dirname(output.manifest),
     threads: CFG.phantom.n_jobs
+    priority: PRIORITY["phantom_dataset"]
     conda:
         "../../envs/brainfm.yaml"
     shell:

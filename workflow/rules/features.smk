@@ -25,6 +25,7 @@ rule extract_features:
         gpu=resources_of(CFG.features, "gpu"),
         mem_mb=resources_of(CFG.features, "mem_mb"),
         runtime=resources_of(CFG.features, "runtime"),
+    priority: PRIORITY["extract_features"]
     conda:
         "../../envs/brainfm.yaml"
     shell:

@@ -46,6 +46,7 @@ rule extract_perturbed:
     threads: CFG.features.threads
     resources:
         gpu=resources_of(CFG.features, "gpu"),
+    priority: PRIORITY["extract_perturbed"]
     conda:
         "../../envs/brainfm.yaml"
     shell:

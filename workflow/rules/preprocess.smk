@@ -22,6 +22,7 @@ rule preprocess:
     resources:
         mem_mb=resources_of(CFG.preprocess, "mem_mb"),
         runtime=resources_of(CFG.preprocess, "runtime"),
+    priority: PRIORITY["preprocess"]
     conda:
         "../../envs/brainfm.yaml"
     shell:

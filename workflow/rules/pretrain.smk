@@ -37,6 +37,7 @@ rule pretrain:
         mpi=lambda wc: pretrain_multinode(wc, "srun"),
         mem_mb=lambda wc: resources_of(CFG.pretrain[wc.run], "mem_mb"),
         runtime=lambda wc: resources_of(CFG.pretrain[wc.run], "runtime"),
+    priority: PRIORITY["pretrain"]
     conda:
         "../../envs/brainfm.yaml"
     shell:

@@ -24,6 +24,7 @@ rule prepare_segmentation:
     resources:
         mem_mb=resources_of(SEG, "mem_mb"),
         runtime=resources_of(SEG, "runtime"),
+    priority: PRIORITY["prepare_segmentation"]
     conda:
         "../../envs/brainfm.yaml"
     shell:
@@ -56,6 +57,7 @@ rule segment:
         gpu=resources_of(SEG, "gpu"),
         mem_mb=resources_of(SEG, "mem_mb"),
         runtime=resources_of(SEG, "runtime"),
+    priority: PRIORITY["segment"]
     conda:
         "../../envs/brainfm.yaml"
     shell:
@@ -186,6 +188,7 @@ rule segment_perturbed:
     resources:
         gpu=resources_of(SEG, "gpu"),
         mem_mb=resources_of(SEG, "mem_mb"),
+    priority: PRIORITY["segment_perturbed"]
     conda:
         "../../envs/brainfm.yaml"
     shell:

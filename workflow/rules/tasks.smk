@@ -73,6 +73,7 @@ rule finetune:
         gpu=resources_of(CFG.finetune, "gpu"),
         mem_mb=resources_of(CFG.finetune, "mem_mb"),
         runtime=resources_of(CFG.finetune, "runtime"),
+    priority: PRIORITY["finetune"]
     conda:
         "../../envs/brainfm.yaml"
     shell:
