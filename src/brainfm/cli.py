@@ -205,6 +205,17 @@ def cmd_segment(a: argparse.Namespace) -> None:
              json.dumps(info["parameters"]))
 
 
+def cmd_segment_finetune(a: argparse.Namespace) -> None:
+    from brainfm.device import resolve_device
+    from brainfm.segmentation.steps import segment_finetune
+
+    info = segment_finetune(a.benchmark, a.out, benchmark=a.name, backbone=a.backbone, network=a.network,
+                            ratio=a.ratio, seed=a.seed, settings=a.settings, pretrain_manifests=a.pretrain_manifests,
+                            device=resolve_device(a.device))
+    log.info("%s/%s fine-tuned, ratio %g seed %d: Dice %s; parameters %s", a.name, a.backbone.name, a.ratio, a.seed,
+             json.dumps({k: round(v, 4) for k, v in info["mean_dice"].items()}), json.dumps(info["parameters"]))
+
+
 def cmd_segment_perturbed(a: argparse.Namespace) -> None:
     from brainfm.config import PerturbationSetting
     from brainfm.device import resolve_device
@@ -305,8 +316,12 @@ def cmd_finetune_table(a: argparse.Namespace) -> None:
 
     if len(a.frozen) != len(a.finetuned):
         raise BrainfmError("--frozen and --finetuned need one run directory per task, in the same order")
+    if len(a.segmentation_frozen) != len(a.segmentation_finetuned):
+        raise BrainfmError("--segmentation-frozen and --segmentation-finetuned need one job folder per cell, "
+                           "in the same order")
     finetune_table(list(zip(a.frozen, a.finetuned)), a.table, backbone=a.backbone, n_boot=a.stats.n_boot,
-                   seed=a.stats.seed, labels=a.labels)
+                   seed=a.stats.seed, labels=a.labels,
+                   segmentation=list(zip(a.segmentation_frozen, a.segmentation_finetuned)))
 
 
 def cmd_cka_figure(a: argparse.Namespace) -> None:
@@ -557,19 +572,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON {batch_sizes, test_fraction, processes} (SegmentationSpec.prepare_json)")
     s.add_argument("--out", required=True, help="the benchmark's prepared.json (its folder is the benchmark root)")
 
-    s = step("segment", cmd_segment, "one segmentation job: train on a ratio's subset, predict and score the test cases")
-    s.add_argument("--benchmark", required=True, help="the prepared benchmark's prepared.json")
-    s.add_argument("--name", required=True, help="benchmark name (the 'task' column of the Dice table)")
-    s.add_argument("--backbone", type=_spec("BackboneSpec"), required=True, help="JSON of the backbone")
-    s.add_argument("--network", type=_json, required=True,
-                   help="JSON of the backbone's segmentation entry {configuration, blocks, decoder}")
-    s.add_argument("--ratio", type=float, required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--settings", type=_spec("SegmentationSpec"), default="{}",
-                   help="JSON of the config 'segmentation' section (training keys)")
-    leakage_arg(s)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--out", required=True, help="the job's folder")
+    for name, func, help_ in (
+            ("segment", cmd_segment, "one segmentation job: train on a ratio's subset, predict and score the "
+                                     "test cases"),
+            ("segment-finetune", cmd_segment_finetune, "one segmentation job with the encoder trained too (full "
+                                                       "fine-tuning, Supplementary Table 6)")):
+        s = step(name, func, help_)
+        s.add_argument("--benchmark", required=True, help="the prepared benchmark's prepared.json")
+        s.add_argument("--name", required=True, help="benchmark name (the 'task' column of the Dice table)")
+        s.add_argument("--backbone", type=_spec("BackboneSpec"), required=True, help="JSON of the backbone")
+        s.add_argument("--network", type=_json, required=True,
+                       help="JSON of the backbone's segmentation entry {configuration, blocks, decoder}")
+        s.add_argument("--ratio", type=float, required=True)
+        s.add_argument("--seed", type=int, required=True)
+        s.add_argument("--settings", type=_spec("SegmentationSpec"), default="{}",
+                       help="JSON of the config 'segmentation' section (training keys)")
+        leakage_arg(s)
+        s.add_argument("--device", default="auto")
+        s.add_argument("--out", required=True, help="the job's folder")
 
     s = step("segment-perturbed", cmd_segment_perturbed,
              "a full-data segmentation model on perturbed test images (Fig. 5, Supp. Table 18 rows)")
@@ -653,8 +673,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = step("finetune-table", cmd_finetune_table, "frozen vs fine-tuned table (Supplementary Table 6)")
     s.add_argument("--backbone", required=True)
-    s.add_argument("--frozen", nargs="+", required=True, help="frozen run directories, one per task")
-    s.add_argument("--finetuned", nargs="+", required=True, help="fine-tuned run directories, same order")
+    s.add_argument("--frozen", nargs="*", default=[], help="frozen run directories, one per task")
+    s.add_argument("--finetuned", nargs="*", default=[], help="fine-tuned run directories, same order")
+    s.add_argument("--segmentation-frozen", nargs="*", default=[],
+                   help="frozen segmentation job folders (one per benchmark, ratio and seed)")
+    s.add_argument("--segmentation-finetuned", nargs="*", default=[], help="their fine-tuned jobs, same order")
     s.add_argument("--table", required=True)
     stats_args(s)
 

@@ -177,3 +177,17 @@ def test_similarity_maps_skip_reference_rows_and_refuse_them_by_name(tmp_path):
     bad.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"bad.yaml: analysis.similarity.backbones: 'image_stats' is a reference row"):
         load_config(bad)
+
+
+def test_segmentation_fine_tuning_cells_pair_the_finetune_grid_with_the_segmentation_grid(tmp_path):
+    """Supp. Table 6's segmentation rows: finetune backbones x its ratios that the segmentation grid also runs."""
+    paper = load_config(REPO / "config" / "paper.yaml")
+    cells = paper.segmentation_finetune_cells()
+    assert {(b, r) for _, b, r, _ in cells} == {("braindino", 0.1), ("braindino", 1.0)}
+    assert len(cells) == 2 * len(paper.segmentation.benchmarks) * len(paper.segmentation.seeds)
+    demo = load_config(REPO / "config" / "config.yaml")  # segmentation runs 20% and 100%: only 100% pairs
+    assert demo.segmentation_finetune_cells() == [("phantom_tumor", "braindino", 1.0, 0)]
+    assert json.loads(demo.segmentation.finetune_job_json())["encoder_lr"] == 3e-5
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw["segmentation"]["finetune"] = False
+    assert load_config(_write(tmp_path, raw)).segmentation_finetune_cells() == []

@@ -13,7 +13,7 @@ import torch
 from brainfm.errors import LeakageError
 from brainfm.segmentation.job import DICE_TABLE_COLUMNS, job_configuration, run_segmentation_job
 from brainfm.segmentation.nnunet_env import nnunet_environment
-from brainfm.segmentation.trainer import PAPER_3D, FrozenEncoderTrainer, TrainSettings
+from brainfm.segmentation.trainer import PAPER_3D, FrozenEncoderTrainer, GroupPolyLR, TrainSettings
 
 # one xdist worker builds the session's prepared benchmark once and runs all of these
 pytestmark = pytest.mark.xdist_group("segmentation-benchmark")
@@ -141,6 +141,54 @@ def test_one_job_end_to_end(prepared, tmp_path, tiny_vit):
     both = pd.concat([table, table.assign(backbone="braindino", dice=table.dice.clip(upper=0.99) + 0.01)])
     res = compare_dice(both, n_boot=50)
     assert set(res.metric) == {"dice_WT", "dice_TC", "dice_ET"}
+
+
+def test_full_fine_tuning_trains_the_encoder_at_its_own_rate_and_reloads(prepared, tmp_path, tiny_vit):
+    """Supp. Table 6: the same cell with the encoder in its own AdamW group; the checkpoint carries it."""
+    settings = TrainSettings(**QUICK, encoder_lr=3e-5)
+    plans, cfg = job_configuration(prepared.plans(), "2d_48", "tiny", encoder="vit_random", encoder_kwargs=tiny_vit,
+                                   train_encoder=True)
+    assert cfg == "2d_48__tiny__finetune"
+    torch.set_num_threads(1)
+    with nnunet_environment(prepared.tree.with_results(tmp_path)):
+        trainer = FrozenEncoderTrainer({**plans, "continue_training": False}, cfg, 0, prepared.dataset_json(),
+                                       device=torch.device("cpu"))
+        trainer.configure(settings)
+        trainer.on_train_start()
+        net = trainer.network
+        before = {k: v.clone() for k, v in net.encoder.state_dict().items()}
+        trainer.on_train_epoch_start()
+        for _ in range(2):
+            trainer.train_step(next(trainer.dataloader_train))
+        trainer.on_train_end()
+    decoder_group, encoder_group = trainer.optimizer.param_groups
+    assert {id(p) for p in encoder_group["params"]} == {id(p) for p in net.encoder.parameters()}
+    assert encoder_group["initial_lr"] == 3e-5 and decoder_group["initial_lr"] == 3e-4
+    trainer.lr_scheduler.step(0)
+    assert (encoder_group["lr"], decoder_group["lr"]) == (3e-5, 3e-4)
+    # both groups decay on one schedule, each from its own rate
+    groups = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": 1.0},
+                              {"params": [torch.zeros(1, requires_grad=True)], "lr": 0.1}])
+    schedule = GroupPolyLR(groups, 1.0, 10, 0.9)
+    schedule.step(5)
+    assert [g["lr"] for g in groups.param_groups] == pytest.approx([0.5 ** 0.9, 0.1 * 0.5 ** 0.9], rel=1e-12)
+    moved = [k for k, v in net.encoder.state_dict().items() if not torch.equal(v, before[k])]
+    assert moved, "the fine-tuned encoder did not change"
+    assert any(k.startswith("encoder.") for k in net.state_dict())  # checkpointed with the rest
+
+    out = tmp_path / "job"
+    run_segmentation_job(prepared, out, task="phantom_tumor", backbone="vit_random", encoder="vit_random",
+                         encoder_kwargs=tiny_vit, ratio=1.0, seed=0, configuration="2d_48",
+                         settings={**QUICK, "encoder_lr": 3e-5}, use_mirroring=False)
+    run = json.loads((out / "run.json").read_text())
+    assert run["train_encoder"] and run["parameters"]["frozen"] == 0
+    from brainfm.segmentation.job import predict_with_job
+
+    test = prepared.dataset.case_ids("test")
+    predict_with_job(out, prepared.dataset.test_inputs()[:1], [tmp_path / "again" / test[0]])
+    first = nib.load(str(out / "predictions" / f"{test[0]}.nii.gz"))
+    again = nib.load(str(tmp_path / "again" / f"{test[0]}.nii.gz"))
+    np.testing.assert_array_equal(np.asanyarray(first.dataobj), np.asanyarray(again.dataobj))
 
 
 def test_a_3d_baseline_job_runs_through_nnunet(prepared, tmp_path, tiny_vit3d):

@@ -68,8 +68,9 @@ def test_paper_config_plans_and_missing_inputs_stop_with_instructions(tmp_path):
                  "segmentation_labels", "segmentation_figure"):
         assert rule in out, f"{rule} missing from the paper plan"
     # segmentation: 4 BraTS benchmarks prepared once each; 4 benchmarks x 5 backbones x 6 ratios training jobs
-    counts = dict(re.findall(r"^(prepare_segmentation|segment)\s+(\d+)$", out, flags=re.M))
-    assert counts == {"prepare_segmentation": "4", "segment": "120"}, out
+    counts = dict(re.findall(r"^(prepare_segmentation|segment|segment_finetune)\s+(\d+)$", out, flags=re.M))
+    # and Supp. Table 6: BrainDINO fine-tuned at 10% and 100% on each benchmark
+    assert counts == {"prepare_segmentation": "4", "segment": "120", "segment_finetune": "8"}, out
     proc = _smk(wf, "results/data/adni/manifest.parquet", "weights/bmmae.pth", "--keep-going", "--cores", "1",
                 "--retries", "0", "--configfile", "config/paper.yaml", timeout=600)
     assert proc.returncode != 0
@@ -116,6 +117,8 @@ def test_tiny_demo_dag_end_to_end(tmp_path):
     assert sorted(tuned["subject"]) == sorted(frozen["subject"])
     table = (res / "tables" / "finetune_braindino.md").read_text()
     assert "braindino (fine-tuned)" in table and "braindino (frozen)" in table
+    tidy = pd.read_parquet(res / "tables" / "finetune_braindino.parquet")  # with its segmentation rows
+    assert {"dice_WT", "dice_TC", "dice_ET", "mae"} <= set(tidy["metric"])
 
     # predictions follow the contract; every test subject of a CV task is predicted once per seed
     pred = pd.read_parquet(res / "tasks/adni_3class/braindino/runs/ratio~1/seed~0/predictions.parquet")

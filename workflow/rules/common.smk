@@ -132,6 +132,12 @@ def segmentation_runs():
     return [L.segmentation_run(bm, b, r, s) for bm, b, r, s in SEG.cells()]
 
 
+def segmentation_finetune_pairs(backbone):
+    """Supp. Table 6's segmentation rows of ``backbone``: (frozen job, fine-tuned job) folders."""
+    return [(L.segmentation_run(bm, b, r, s), L.segmentation_finetune_run(bm, b, r, s))
+            for bm, b, r, s in CFG.segmentation_finetune_cells() if b == backbone]
+
+
 def segment_inputs(wc):
     return {
         "benchmark": L.segmentation_prepared(wc.benchmark),

@@ -67,6 +67,41 @@ rule segment:
         " --out {output} > {log} 2>&1"
 
 
+rule segment_finetune:
+    """Supp. Table 6: the same cell with the encoder trained too (full fine-tuning), beside its frozen job."""
+    wildcard_constraints:
+        benchmark=_alt(CFG.segmentation_benchmarks()),
+        backbone=_alt(CFG.segmentation_backbones()),
+        ratio=_alt(SEG_RATIOS),
+        seed=_alt(str(s) for s in SEG.seeds),
+    input:
+        unpack(segment_inputs),
+    output:
+        directory(L.segmentation_finetune_run("{benchmark}", "{backbone}", "{ratio}", "{seed}")),
+    log:
+        L.log("segmentation", "{benchmark}", "{backbone}", "finetune_ratio~{ratio}_seed~{seed}"),
+    benchmark:
+        L.benchmark("segment_finetune", "{benchmark}", "{backbone}", "ratio~{ratio}_seed~{seed}")
+    params:
+        backbone=lambda wc: CFG.backbones[wc.backbone].to_json(),
+        network=lambda wc: SEG.backbone_json(wc.backbone),
+        settings=SEG.finetune_job_json(),
+        device=CFG.device,
+    threads: SEG.threads
+    resources:
+        gpu=resources_of(SEG, "gpu"),
+        mem_mb=resources_of(SEG, "mem_mb"),
+        runtime=resources_of(SEG, "runtime"),
+    priority: PRIORITY["segment_finetune"]
+    conda:
+        "../../envs/brainfm.yaml"
+    shell:
+        "brainfm segment-finetune --benchmark {input.benchmark} --name {wildcards.benchmark}"
+        " --backbone {params.backbone:q} --network {params.network:q} --ratio {wildcards.ratio}"
+        " --seed {wildcards.seed} --settings {params.settings:q} --pretrain-manifests {input.pretrain}"
+        " --device {params.device} --out {output} > {log} 2>&1"
+
+
 rule segmentation_stats:
     """Dice vs ratio per benchmark x region (Fig. 3a) and its table (Supp. Table 7)."""
     input:

@@ -167,10 +167,12 @@ rule km_stats:
 
 
 rule finetune_table:
-    """Frozen vs fully fine-tuned encoder on the same folds and subsets (Supplementary Table 6)."""
+    """Frozen vs fully fine-tuned encoder on the same folds, subsets and test cases (Supplementary Table 6)."""
     input:
         frozen=lambda wc: [L.runs(t, wc.backbone) for t in CFG.finetune.tasks],
         finetuned=lambda wc: [L.finetune_runs(t, wc.backbone) for t in CFG.finetune.tasks],
+        seg_frozen=lambda wc: [f for f, _ in segmentation_finetune_pairs(wc.backbone)],
+        seg_finetuned=lambda wc: [t for _, t in segmentation_finetune_pairs(wc.backbone)],
     output:
         report(
             L.table("finetune_{backbone}"),
@@ -190,5 +192,6 @@ rule finetune_table:
         "../../envs/brainfm.yaml"
     shell:
         "brainfm finetune-table --backbone {wildcards.backbone} --frozen {input.frozen}"
-        " --finetuned {input.finetuned} --table {output} --stats {params.stats:q} --labels {params.labels:q}"
-        " > {log} 2>&1"
+        " --finetuned {input.finetuned} --segmentation-frozen {input.seg_frozen}"
+        " --segmentation-finetuned {input.seg_finetuned} --table {output} --stats {params.stats:q}"
+        " --labels {params.labels:q} > {log} 2>&1"

@@ -72,6 +72,7 @@ STEP_IMPORTS: dict[str, tuple[str, ...]] = {
     "composite_figure": ("brainfm.report.build",),
     "prepare_segmentation": ("brainfm.segmentation.steps",),
     "segment": ("brainfm.device", "brainfm.segmentation.steps"),
+    "segment_finetune": ("brainfm.device", "brainfm.segmentation.steps"),
     "segment_perturbed": ("brainfm.config", "brainfm.device", "brainfm.segmentation.steps"),
     "segmentation_stats": _STATS,
     "segmentation_labels": ("brainfm.report.segmentation",), "segmentation_figure": ("brainfm.report.segmentation",),

@@ -91,6 +91,11 @@ class ResultsLayout:
         r = ratio if isinstance(ratio, str) else f"{ratio:g}"
         return self._p("segmentation", benchmark, "runs", backbone, f"ratio~{r}", f"seed~{seed}")
 
+    def segmentation_finetune_run(self, benchmark: str, backbone: str, ratio: str | float, seed: str | int) -> str:
+        """A full fine-tuning job's folder (as :meth:`segmentation_run`; Supp. Table 6)."""
+        r = ratio if isinstance(ratio, str) else f"{ratio:g}"
+        return self._p("segmentation", benchmark, "finetune", backbone, f"ratio~{r}", f"seed~{seed}")
+
     def segmentation_dice(self, benchmark: str, backbone: str, ratio: str | float, seed: str | int) -> str:
         return f"{self.segmentation_run(benchmark, backbone, ratio, seed)}/dice.parquet"
 

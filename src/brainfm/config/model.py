@@ -233,7 +233,11 @@ class Config:
         return [t for t in self.head_tasks() if self.tasks[t].kind == "survival"]
 
     def finetune_backbones(self) -> tuple[str, ...]:
-        return self.finetune.backbones if self.finetune.tasks else ()
+        """Backbones with a Supp. Table 6 (fine-tuned on some task or segmentation benchmark)."""
+        if self.finetune.tasks:
+            return self.finetune.backbones
+        segmented = {b for _, b, _, _ in self.segmentation_finetune_cells()}
+        return tuple(b for b in self.finetune.backbones if b in segmented)
 
     def perturbation_settings(self) -> list[PerturbationSetting]:
         return self.perturbations.settings
@@ -251,6 +255,17 @@ class Config:
         pooled = {self.layout.manifest(d) for d in self.pretrain_datasets()
                   if self.datasets[d].source == "subset" and self.datasets[d].source_dataset == benchmark}
         return sorted(set(self.pretrain_manifests_for(benchmark)) | pooled)
+
+    def segmentation_finetune_cells(self) -> list[tuple[str, str, float, int]]:
+        """Supp. Table 6's segmentation jobs, (benchmark, backbone, ratio, seed) with the encoder trained:
+        the ``finetune:`` backbones that are segmentation backbones, at its ratios the segmentation grid
+        also runs (each beside its frozen job), every segmentation seed."""
+        seg = self.segmentation
+        if not (seg.enabled and seg.finetune):
+            return []
+        backbones = [b for b in self.finetune.backbones if b in seg.backbones]
+        ratios = [r for r in self.finetune.ratios if r in seg.ratios]
+        return [(bm, b, r, s) for bm in seg.benchmarks for b in backbones for r in ratios for s in seg.seeds]
 
     def segmentation_perturbed(self) -> list[tuple[str, str]]:
         """(benchmark, backbone) pairs scored on perturbed test images: the perturbation grid's backbones

@@ -55,6 +55,8 @@ class SegmentationSpec(Spec):
     adjust: str
     figure_cases: int
     perturbation_benchmarks: tuple[str, ...]
+    finetune: bool  # Supp. Table 6 rows (cells: brainfm.config.Config.segmentation_finetune_cells)
+    encoder_lr: float
     threads: int
     augmentation_workers: int
     processes: int
@@ -75,7 +77,8 @@ class SegmentationSpec(Spec):
                    plot_progress=bool(d["plot_progress"]), keep_checkpoint=bool(d["keep_checkpoint"]),
                    all_background=bool(d["all_background"]), adjust=str(d["adjust"]),
                    figure_cases=int(d["figure_cases"]),
-                   perturbation_benchmarks=tuple(d["perturbation_benchmarks"]), threads=int(d["threads"]),
+                   perturbation_benchmarks=tuple(d["perturbation_benchmarks"]), finetune=bool(d["finetune"]),
+                   encoder_lr=float(d["encoder_lr"]), threads=int(d["threads"]),
                    augmentation_workers=int(d["augmentation_workers"]), processes=int(d["processes"]),
                    resources=dict(d["resources"]))
 
@@ -104,15 +107,21 @@ class SegmentationSpec(Spec):
         """The training settings of one job (its rule parameter): the section limited to :data:`JOB_KEYS`."""
         return as_json({k: getattr(self, k) for k in JOB_KEYS})
 
+    def finetune_job_json(self) -> str:
+        """A full fine-tuning job's settings: :meth:`job_json`'s and the encoder's learning rate."""
+        return as_json({**{k: getattr(self, k) for k in JOB_KEYS}, "encoder_lr": self.encoder_lr})
+
     def backbone_json(self, backbone: str) -> str:
         b = self.backbones[backbone]
         return as_json({"configuration": b.configuration, "blocks": list(b.blocks) if b.blocks else None,
                         "decoder": dict(b.decoder)})
 
-    def train_settings(self) -> dict[str, Any]:
-        """Fields of :class:`brainfm.segmentation.trainer.TrainSettings` this section sets."""
-        return {"num_epochs": self.epochs, "iterations_per_epoch": self.iterations_per_epoch,
-                "val_iterations_per_epoch": self.val_iterations_per_epoch, "plot_progress": self.plot_progress}
+    def train_settings(self, *, finetune: bool = False) -> dict[str, Any]:
+        """Fields of :class:`brainfm.segmentation.trainer.TrainSettings` this section sets (``finetune``:
+        with the encoder trained at ``encoder_lr``)."""
+        out = {"num_epochs": self.epochs, "iterations_per_epoch": self.iterations_per_epoch,
+               "val_iterations_per_epoch": self.val_iterations_per_epoch, "plot_progress": self.plot_progress}
+        return {**out, "encoder_lr": self.encoder_lr} if finetune else out
 
     def cells(self) -> list[tuple[str, str, float, int]]:
         """Every (benchmark, backbone, ratio, seed) training job."""

@@ -104,6 +104,12 @@ def _grid(c: Context, kind: str) -> list[float]:
     return sorted({float(v) for v in grid[kind]} | {identity})
 
 
+def _segmentation(c: Context, key: str) -> Any:
+    if not c.values.get("segmentation", {}).get("benchmarks"):
+        raise LookupError("segmentation.benchmarks")
+    return c.get(f"segmentation.{key}")
+
+
 def _layers(c: Context, backbone: str) -> list[int]:
     b = (c.values.get("backbones") or {}).get(backbone)
     if b is None:
@@ -165,6 +171,12 @@ PAPER: tuple[PaperSetting, ...] = (
     PaperSetting("head.lr", "§4.3", 1e-4, lambda c: c.get("head.lr")),
     PaperSetting("head.weight_decay", "§4.3", 1e-5, lambda c: c.get("head.weight_decay")),
     PaperSetting("ratios", "§2", [0.1, 0.2, 0.4, 0.6, 0.8, 1.0], lambda c: [float(r) for r in c.get("ratios")]),
+    # §4.3.1 tumour segmentation (nnU-Net v2, frozen encoder)
+    PaperSetting("segmentation.epochs", "§4.3.1", 100, lambda c: _segmentation(c, "epochs")),
+    PaperSetting("segmentation.iterations_per_epoch", "§4.3.1", 250,
+                 lambda c: _segmentation(c, "iterations_per_epoch")),
+    PaperSetting("segmentation.val_iterations_per_epoch", "§4.3.1", 50,
+                 lambda c: _segmentation(c, "val_iterations_per_epoch")),
     # §4.5 perturbations
     PaperSetting("perturbations.grid.gamma", "§4.5", [0.5, 0.8, 1.0, 1.2, 1.5, 2.0], lambda c: _grid(c, "gamma")),
     PaperSetting("perturbations.grid.gibbs", "§4.5", [0.0, 0.1, 0.2, 0.3, 0.4], lambda c: _grid(c, "gibbs")),
@@ -201,6 +213,8 @@ PAPER_SILENT: tuple[tuple[str, str, Callable[[Context], Any]], ...] = (
     ("pretrain.<dino>.drop_path_rate", "public downstream code's vit_base(drop_path_rate=0.2)",
      lambda c: c.dino().drop_path_rate),
     ("pretrain.<dino> stage 2 warmup_iters", "none: stage 2 continues stage 1's schedule", lambda c: c.dino(2).warmup_iters),
+    ("segmentation.encoder_lr (Supp. Table 6, fine-tuned encoder)", "public BrainDINO_seg code: the ViT's AdamW "
+     "group at 3e-5 beside the decoder's 3e-4", lambda c: _segmentation(c, "encoder_lr")),
 )
 
 

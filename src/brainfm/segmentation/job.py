@@ -67,8 +67,12 @@ def _device(device: str | torch.device = "auto") -> torch.device:
 
 def job_configuration(plans: dict[str, Any], configuration: str, backbone: str, *, encoder: str,
                       weights: str | None = None, encoder_kwargs: dict[str, Any] | None = None,
-                      blocks: list[int] | None = None, decoder: dict[str, Any] | None = None) -> tuple[dict, str]:
-    """A copy of ``plans`` with ``<configuration>__<backbone>``: the prepared entry plus this network spec."""
+                      blocks: list[int] | None = None, decoder: dict[str, Any] | None = None,
+                      train_encoder: bool = False) -> tuple[dict, str]:
+    """A copy of ``plans`` with ``<configuration>__<backbone>``: the prepared entry plus this network spec.
+
+    ``train_encoder`` (full fine-tuning) names the entry ``<configuration>__<backbone>__finetune``.
+    """
     if configuration not in plans["configurations"]:
         raise ConfigError(f"configuration {configuration!r} was not prepared (prepared: "
                           f"{sorted(plans['configurations'])})")
@@ -80,8 +84,10 @@ def job_configuration(plans: dict[str, Any], configuration: str, backbone: str, 
             "encoder_kwargs": dict(encoder_kwargs or {}), "blocks": blocks,
             "axes": native_axes(plans["transpose_forward"], dims), "patch_size": list(parent.patch_size),
             "kind": "slices2d" if dims == 2 else "volume3d", "decoder": dict(decoder or {})}
+    if train_encoder:
+        spec["train_encoder"] = True
     out = copy.deepcopy(plans)
-    name = f"{configuration}__{backbone}"
+    name = f"{configuration}__{backbone}" + ("__finetune" if train_encoder else "")
     out["configurations"][name] = {"inherits_from": configuration,
                                    "architecture": {"network_class_name": NETWORK_CLASS, "arch_kwargs": spec,
                                                     "_kw_requires_import": []}}
@@ -109,7 +115,8 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
     paper's training-set sizes point there). ``settings`` is a :class:`TrainSettings`
     or a dict of fields over the paper's recipe (2D: linear decay; 3D: poly 0.9 over 1000 epochs).
     ``pretrain_subjects``: subjects of the backbone's pretraining corpus; a test subject among
-    them stops the job (:class:`~brainfm.errors.LeakageError`). ``threads``: torch CPU threads
+    them stops the job (:class:`~brainfm.errors.LeakageError`). ``settings.encoder_lr`` set trains the
+    encoder too (full fine-tuning, Supp. Table 6). ``threads``: torch CPU threads
     (default 1: the small demo ops run several times faster on one thread than on two contended
     ones, and two jobs share a 2-core laptop; ``None`` leaves torch's setting).
     """
@@ -123,8 +130,10 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
     subset = ratio_training_cases(cases, fold_train, [ratio], seed)[float(ratio)]
     check_protocol(cases, subset, val, separate_val=fold != "all")
 
+    encoder_lr = settings.encoder_lr if isinstance(settings, TrainSettings) else (settings or {}).get("encoder_lr")
     plans, job_cfg = job_configuration(bench.plans(), configuration, backbone, encoder=encoder, weights=weights,
-                                       encoder_kwargs=encoder_kwargs, blocks=blocks, decoder=decoder)
+                                       encoder_kwargs=encoder_kwargs, blocks=blocks, decoder=decoder,
+                                       train_encoder=encoder_lr is not None)
     dims = len(plans["configurations"][job_cfg]["architecture"]["arch_kwargs"]["patch_size"])
     if not isinstance(settings, TrainSettings):
         settings = TrainSettings.from_dict(settings, PAPER_2D if dims == 2 else PAPER_3D)
@@ -168,6 +177,7 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
             "spacing": list(trainer.configuration_manager.spacing), "batch_size": int(trainer.batch_size),
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
             "encoder_info": enc.describe(), "parameters": params,
+            "train_encoder": settings.encoder_lr is not None,
             "n_cases": {"fold_train": len(fold_train), "train": len(subset), "val": len(val), "test": len(test),
                         "quarantined": len(bench.dataset.quarantined)},
             "train_cases": subset, "val_cases": val, "test_cases": list(test["case_id"]),

@@ -15,9 +15,11 @@ construction arguments, so a trained model's ``plans.json`` is enough to rebuild
 
 3D (:mod:`brainfm.segmentation.volume`): the three volumetric baselines.
 
-Only trainable weights are checkpointed: :meth:`FrozenEncoderNetwork.state_dict` leaves the
+Only trainable weights are checkpointed: :meth:`FrozenEncoderNetwork.state_dict` leaves a frozen
 encoder out and records the encoder's identity (registry name, weights sha256) instead;
-:meth:`FrozenEncoderNetwork.load_state_dict` refuses a checkpoint trained on another encoder.
+:meth:`FrozenEncoderNetwork.load_state_dict` refuses a checkpoint trained on another encoder. For
+the full fine-tuning comparison (Supp. Table 6, ``train_encoder=True``) the encoder is trainable,
+so its weights are checkpointed with the rest.
 
 Axis order. nnU-Net hands 2D slices and 3D patches in the order of its (RAS-reoriented, see
 ``raw_dataset``) arrays, i.e. (S, A, R) for volumes and (A, R) for axial slices. The brainfm
@@ -108,9 +110,16 @@ class FrozenEncoderNetwork(nn.Module):
                                                 f"{want.get('weights_sha256')}), but the network was built with "
                                                 f"{have['encoder']!r} (sha256 {have['weights_sha256']})")
 
+    @property
+    def encoder_trainable(self) -> bool:
+        """True for full fine-tuning (Supp. Table 6): the encoder built with ``freeze=False``."""
+        return any(p.requires_grad for p in self.encoder.parameters())
+
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """The trainable part (and the encoder's identity); the frozen encoder comes from its weights file."""
+        """The trainable part (and the encoder's identity); a frozen encoder comes from its weights file."""
         state = super().state_dict(*args, **kwargs)
+        if self.encoder_trainable:
+            return state
         prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
         drop = [k for k in state if k.startswith(f"{prefix}encoder.")]
         for k in drop:
@@ -125,7 +134,8 @@ class FrozenEncoderNetwork(nn.Module):
 
     def train(self, mode: bool = True) -> FrozenEncoderNetwork:
         super().train(mode)
-        self.encoder.train(False)  # frozen: eval mode always (no drop-path, fixed norm statistics)
+        if not self.encoder_trainable:
+            self.encoder.train(False)  # frozen: eval mode always (no drop-path, fixed norm statistics)
         return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -140,8 +150,6 @@ class FrozenViT2DSegmenter(FrozenEncoderNetwork):
         super().__init__()
         if encoder.input_kind != "slices2d" or not hasattr(encoder, "model"):
             raise ConfigError(f"encoder {encoder.name!r} is not a 2D slice ViT (input_kind {encoder.input_kind!r})")
-        if not encoder.frozen:
-            raise ConfigError(f"encoder {encoder.name!r} must be frozen")
         vit = encoder.model
         depth = len(vit.blocks)
         self.blocks = [int(b) for b in (blocks if blocks is not None else default_blocks(depth))]
@@ -177,15 +185,16 @@ def build_network(input_channels: int, num_classes: int, deep_supervision: bool 
                   weights: str | None = None, encoder_kwargs: dict[str, Any] | None = None,
                   blocks: Sequence[int] | None = None, axes: Sequence[int] | None = None,
                   patch_size: Sequence[int] | None = None, kind: str | None = None,
-                  decoder: dict[str, Any] | None = None) -> FrozenEncoderNetwork:
+                  decoder: dict[str, Any] | None = None, train_encoder: bool = False) -> FrozenEncoderNetwork:
     """nnU-Net's network factory: frozen registry ``encoder`` (strictly loaded ``weights``) + decoder.
 
     ``kind`` is inferred from the encoder ("slices2d" -> 2D ViT network, "volume3d" -> the
     baseline's 3D network); ``patch_size`` (nnU-Net's) is checked against the encoder's grid.
+    ``train_encoder``: leave the encoder trainable (full fine-tuning, Supp. Table 6).
     """
     if deep_supervision:
         raise ConfigError("frozen-encoder segmentation networks have no deep supervision (the paper disables it)")
-    enc = create_encoder(encoder, weights, freeze=True, **dict(encoder_kwargs or {}))
+    enc = create_encoder(encoder, weights, freeze=not train_encoder, **dict(encoder_kwargs or {}))
     kind = kind or enc.input_kind
     if kind != enc.input_kind:
         raise ConfigError(f"encoder {encoder!r} is {enc.input_kind}, the plans ask for {kind}")

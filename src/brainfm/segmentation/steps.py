@@ -26,7 +26,7 @@ from typing import Any
 
 from brainfm.errors import ConfigError
 
-__all__ = ["prepare_segmentation", "segment", "segment_perturbed", "registry_split", "PERTURBED_COLUMNS"]
+__all__ = ["prepare_segmentation", "segment", "segment_finetune", "segment_perturbed", "registry_split", "PERTURBED_COLUMNS"]
 
 log = logging.getLogger("brainfm.segmentation")
 
@@ -85,14 +85,16 @@ def prepare_segmentation(dataset: Any, manifest: str | Path, marker: str | Path,
 
 def segment(benchmark_marker: str | Path, out: str | Path, *, benchmark: str, backbone: Any,
             network: Mapping[str, Any], ratio: float, seed: int, settings: Any,
-            pretrain_manifests: Sequence[str | Path] = (), device: str = "auto") -> dict[str, Any]:
+            pretrain_manifests: Sequence[str | Path] = (), device: str = "auto",
+            finetune: bool = False) -> dict[str, Any]:
     """Train and evaluate one grid cell into ``out`` (see :mod:`brainfm.segmentation.job`).
 
     ``backbone`` is a :class:`brainfm.config.BackboneSpec` (registry encoder, weights file,
     arguments); ``network`` its segmentation entry (``configuration``, ``blocks``, ``decoder``);
     ``settings`` the :class:`brainfm.config.SegmentationSpec` (training loop, fold, threads).
     Test subjects found in ``pretrain_manifests`` stop the job (leakage); subjects pooled from this
-    benchmark through a union are matched without their ``<benchmark>:`` prefix.
+    benchmark through a union are matched without their ``<benchmark>:`` prefix. ``finetune``: train
+    the encoder too, at ``settings.encoder_lr`` (see :func:`segment_finetune`).
     """
     from brainfm.segmentation.job import run_segmentation_job
     from brainfm.tasks.runs import pretraining_subjects
@@ -104,11 +106,20 @@ def segment(benchmark_marker: str | Path, out: str | Path, *, benchmark: str, ba
     return run_segmentation_job(
         Path(benchmark_marker).parent, out, task=benchmark, backbone=backbone.name, encoder=backbone.encoder,
         ratio=float(ratio), seed=int(seed), configuration=network["configuration"], weights=backbone.weights,
-        encoder_kwargs=dict(backbone.args), settings=settings.train_settings(), fold=settings.fold,
+        encoder_kwargs=dict(backbone.args), settings=settings.train_settings(finetune=finetune), fold=settings.fold,
         pretrain_subjects=seen, device=device, threads=settings.threads,
         augmentation_workers=settings.augmentation_workers, use_mirroring=settings.use_mirroring,
         blocks=list(blocks) if blocks else None, decoder=dict(network.get("decoder") or {}),
         keep_checkpoint=settings.keep_checkpoint)
+
+
+def segment_finetune(benchmark_marker: str | Path, out: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """A segmentation cell with the encoder unfrozen (Supp. Table 6): :func:`segment` with ``finetune``.
+
+    Same subset, validation and test cases, decoder, loop and schedule as the frozen job; the
+    encoder joins the optimiser in its own AdamW group at ``settings.encoder_lr``.
+    """
+    return segment(benchmark_marker, out, finetune=True, **kwargs)
 
 
 def _mean_with_bootstrap(values: Any, n_boot: int, seed: int) -> dict[str, float]:

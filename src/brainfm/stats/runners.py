@@ -30,7 +30,7 @@ import pandas as pd
 from brainfm.atomic import write_parquet
 from brainfm.errors import InputError
 from brainfm.report import figures, tables
-from brainfm.stats.comparison import compare_predictions
+from brainfm.stats.comparison import compare_dice, compare_predictions
 from brainfm.stats.km import km_table
 from brainfm.stats.knn import knn_table
 from brainfm.stats.strata import age_strata_table
@@ -134,16 +134,30 @@ def km_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, tab
 
 
 def finetune_table(pairs: Sequence[tuple[str | Path, str | Path]], table_path: str | Path, *, backbone: str,
-                   n_boot: int = 2000, seed: int = 42, labels: Labels = None) -> pd.DataFrame:
+                   n_boot: int = 2000, seed: int = 42, labels: Labels = None,
+                   segmentation: Sequence[tuple[str | Path, str | Path]] = ()) -> pd.DataFrame:
     """Frozen vs fully fine-tuned encoder per task and ratio (Supplementary Table 6).
 
     ``pairs`` holds (frozen run dir, fine-tuned run dir) per task. Only the (ratio, seed) runs
     present in both are compared, with the task's usual test (paired bootstrap, paired t-test on
     absolute errors, or a paired test across CV splits), frozen as the reference.
+    ``segmentation`` holds (frozen job, fine-tuned job) folders of segmentation cells: per-case
+    Dice per region, paired bootstrap over the test cases (:func:`compare_dice`).
     """
     name = labels.get(backbone, backbone) if labels else backbone
     frozen_name, tuned_name = f"{name} (frozen)", f"{name} (fine-tuned)"
+    if not pairs and not segmentation:
+        raise InputError(str(table_path), "no fine-tuned runs to compare")
     tidy_parts = []
+    if segmentation:
+        frames = []
+        for frozen_dir, tuned_dir in segmentation:
+            for folder, label in ((frozen_dir, frozen_name), (tuned_dir, tuned_name)):
+                path = Path(folder) / "dice.parquet"
+                if not path.is_file():
+                    raise InputError(str(path), "missing: the segmentation job did not finish")
+                frames.append(pd.read_parquet(path).assign(backbone=label))
+        tidy_parts.append(compare_dice(pd.concat(frames, ignore_index=True), frozen_name, n_boot=n_boot, seed=seed))
     for frozen_dir, tuned_dir in pairs:
         tuned = collect_predictions([tuned_dir])
         frozen = collect_predictions([frozen_dir])
