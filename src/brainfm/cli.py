@@ -391,8 +391,17 @@ def cmd_pretrain_curves(a: argparse.Namespace) -> None:
 def cmd_bench(a: argparse.Namespace) -> None:
     from brainfm.bench.suite import run_benchmarks
 
-    options = {"demo": {"benchmarks": a.benchmarks}} if a.benchmarks else {}
+    options = {"demo": {"benchmarks": a.benchmarks, "preloaded": not a.fresh_processes}}
     run_benchmarks(Path(a.out), which=a.only, options=options)
+
+
+def cmd_preload(a: argparse.Namespace) -> None:
+    from brainfm.preload import preloaded
+
+    command = a.command_line[1:] if a.command_line[:1] == ["--"] else a.command_line
+    if not command:
+        raise SystemExit("brainfm preload: give a command to run, e.g. brainfm preload -- snakemake --cores 2")
+    raise SystemExit(preloaded(command))
 
 
 def cmd_plan(a: argparse.Namespace) -> None:
@@ -731,6 +740,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--benchmarks", default=None,
                    help="demo: Snakemake benchmark folder of a demo run to analyse (default: results/benchmarks "
                         "when it holds files, else the demo runs from scratch first)")
+    s.add_argument("--fresh-processes", action="store_true",
+                   help="demo: the run started every job in a fresh process (plain snakemake, not `make demo`'s "
+                        "brainfm preload); fixed costs are counted accordingly")
+
+    s = step("preload", cmd_preload, "run a command (e.g. snakemake) whose brainfm steps start warm: torch, timm, "
+                                     "pandas... imported once, each step forked from that process (local runs)")
+    s.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
 
     s = step("plan", cmd_plan, "before a run: datasets and weights found or missing, jobs per rule, SLURM "
                                "submissions, projected disk and GPU-hours")
@@ -750,6 +766,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] != ["preload"]:
+        from brainfm.preload import delegate
+
+        code = delegate(sys.argv[1:])  # run by a preloading process when one serves this run
+        if code is not None:
+            return code
     try:
         args = build_parser().parse_args(argv)
     except BrainfmError as exc:  # a spec argument that fails its checks

@@ -59,15 +59,26 @@ def test_fixed_share_is_jobs_times_fixed_cost_over_wall(bench_dir):
                             "fixed_share": pytest.approx(23.0 / 31.0, abs=1e-4)}
 
 
-def test_report_files_from_synthetic_benchmarks(bench_dir, tmp_path):
+@pytest.mark.parametrize("preloaded", [False, True])
+def test_report_files_from_synthetic_benchmarks(bench_dir, tmp_path, preloaded):
     out = tmp_path / "bench"
-    run(out, benchmarks=bench_dir, configfile=str(tmp_path / "no-config.yaml"), repeats=1, libraries=())
+    run(out, benchmarks=bench_dir, configfile=str(tmp_path / "no-config.yaml"), repeats=1, libraries=(),
+        preloaded=preloaded)
     rep = read_report(out / "demo.json")
     check_schema(rep, REPORT)
-    probe = rep["fixed_costs"]["per_rule"]["union_dataset"]
+    fixed = rep["fixed_costs"]
+    probe = fixed["per_rule"]["union_dataset"]
     assert probe["modules"] == list(STEP_IMPORTS["union_dataset"]) and "pandas" in probe["heavy_modules"]
-    assert probe["fixed_s"] >= probe["cli_import_s"] + probe["step_import_s"] and probe["model_build_s"] < 0.1
+    assert probe["process_s"] >= probe["cli_import_s"] + probe["step_import_s"] and probe["model_build_s"] < 0.1
     md = (out / "demo.md").read_text()
+    if preloaded:  # a job forked from the preloading process pays its start, model build and store open only
+        assert fixed["preloaded"] and fixed["preloaded_step_start_s"] > 0
+        assert probe["fixed_s"] == pytest.approx(fixed["preloaded_step_start_s"] + probe["model_build_s"]
+                                                 + probe["store_open_s"], abs=1e-3)
+        assert "brainfm preload" in md
+    else:
+        assert probe["fixed_s"] == probe["process_s"] and fixed["preloaded_step_start_s"] is None
+        assert "fresh processes: the fixed s/job" in md
     for rule in ("union_dataset", "fit_heads", "mystery_rule"):
         assert f"| {rule} |" in md
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -29,8 +30,10 @@ def _copy_workflow(dest: Path) -> Path:
 ENV = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
 
 
-def _smk(cwd: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
-    return subprocess.run([SNAKEMAKE, "--workflow-profile", "none", *args], cwd=cwd, capture_output=True,
+def _smk(cwd: Path, *args: str, timeout: int = 1500, preload: bool = False) -> subprocess.CompletedProcess:
+    """Snakemake in ``cwd``; with ``preload``, as `make demo` runs it (brainfm steps forked from one process)."""
+    wrapper = [str(Path(sys.executable).with_name("brainfm")), "preload", "--"] if preload else []
+    return subprocess.run([*wrapper, SNAKEMAKE, "--workflow-profile", "none", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=ENV)
 
 
@@ -96,7 +99,7 @@ def test_bad_config_is_rejected_with_a_clear_message(tmp_path):
 @pytest.mark.xdist_group("workflow")
 def test_tiny_demo_dag_end_to_end(tmp_path):
     wf = _copy_workflow(tmp_path)
-    proc = _smk(wf, "--cores", "2", "--configfile", "config/tiny.yaml")
+    proc = _smk(wf, "--cores", "2", "--configfile", "config/tiny.yaml", preload=True)
     assert proc.returncode == 0, proc.stderr[-6000:]
     res = wf / "results"
     for task in ("brain_age", "adni_3class", "survival_cox", "knn_adni", "brain_age_strata", "survival_cox_km"):
@@ -172,6 +175,16 @@ def test_tiny_demo_dag_end_to_end(tmp_path):
     text = forced.stdout + forced.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text, flags=re.M))
     assert counts.get("segment") == "1" and "segmentation_stats" in counts and "prepare_segmentation" not in counts
+
+    # the jobs above were forked from one preloading process; in fresh processes two of them give the same numbers
+    features, runs = "results/features/braindino/phantom_brainage", "results/tasks/brain_age/braindino/runs"
+    arrays = {p.name: np.load(p) for p in sorted((wf / features).glob("*.npy"))}
+    predictions = pd.read_parquet(wf / runs / "ratio~1/seed~0/predictions.parquet")
+    fresh = _smk(wf, "--cores", "2", "--configfile", "config/tiny.yaml", "--forcerun", features, "--", runs)
+    assert fresh.returncode == 0 and "extract_features" in fresh.stderr, fresh.stderr[-3000:]
+    assert arrays and all(np.array_equal(np.load(wf / features / name), a) for name, a in arrays.items())
+    pd.testing.assert_frame_equal(pd.read_parquet(wf / runs / "ratio~1/seed~0/predictions.parquet"), predictions,
+                                  check_exact=True)
 
 
 @pytest.mark.slow

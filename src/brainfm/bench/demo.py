@@ -174,13 +174,39 @@ def _demo_builds(configfile: str | Path | None) -> tuple[list[dict[str, Any]], s
     return builds, store
 
 
-def measure_fixed_costs(rules: Sequence[str], *, configfile: str | Path | None = None, repeats: int = 3,
-                        libraries: Sequence[str] = ("torch", "timm")) -> dict[str, Any]:
-    """Seconds a job of each rule spends before its work, each part timed in fresh processes (medians).
+# Through a preloading process (brainfm.preload): the wall time of a trivial step, N times.
+_PRELOADED = r"""
+import json, statistics, subprocess, sys, time
+walls = []
+for _ in range(int(sys.argv[1])):
+    t0 = time.perf_counter()
+    subprocess.run([sys.argv[2], "--help"], check=True, capture_output=True)
+    walls.append(time.perf_counter() - t0)
+print(json.dumps({"step_start_s": statistics.median(walls)}))
+"""
 
-    ``interpreter_s``: ``python -c pass``; ``cli_import_s``: ``import brainfm.cli``; ``step_import_s``:
-    the rule's :data:`STEP_IMPORTS`; ``model_build_s`` / ``store_open_s``: an encoder of the config
-    built without weights and a volume store opened (extraction and fine-tuning rules).
+
+def measure_preloaded_start(repeats: int = 5) -> float:
+    """Median seconds from starting a ``brainfm`` step to its end, forked from a preloading process
+    (as ``make demo`` runs jobs): interpreter, hand-off, fork, and a step that only parses its
+    arguments (``brainfm --help``)."""
+    py = sys.executable
+    brainfm = str(Path(py).with_name("brainfm"))
+    _, out = _timed([brainfm, "preload", "--", py, "-c", _PRELOADED, str(repeats), brainfm])
+    return float(json.loads(out.strip().splitlines()[-1])["step_start_s"])
+
+
+def measure_fixed_costs(rules: Sequence[str], *, configfile: str | Path | None = None, repeats: int = 3,
+                        libraries: Sequence[str] = ("torch", "timm"), preloaded: bool = True) -> dict[str, Any]:
+    """Seconds a job of each rule spends before its work (medians).
+
+    Each part timed in fresh processes: ``interpreter_s``: ``python -c pass``; ``cli_import_s``:
+    ``import brainfm.cli``; ``step_import_s``: the rule's :data:`STEP_IMPORTS`; ``model_build_s`` /
+    ``store_open_s``: an encoder of the config built without weights and a volume store opened
+    (extraction and fine-tuning rules). ``fixed_s`` is their sum, a job's start in a fresh process;
+    with ``preloaded`` (jobs started as ``make demo`` starts them, :mod:`brainfm.preload`) it is the
+    start of a step forked from a preloading process (:func:`measure_preloaded_start`) plus the model
+    build and store open, which every job still pays.
     """
     py = sys.executable
     base = [_timed([py, "-c", "pass"])[0] for _ in range(repeats)]
@@ -189,6 +215,7 @@ def measure_fixed_costs(rules: Sequence[str], *, configfile: str | Path | None =
     for lib in libraries:
         libs[lib] = statistics.median(_timed([py, "-c", f"import {lib}"])[0] for _ in range(repeats)) - interpreter
     builds, store = _demo_builds(configfile)
+    start = measure_preloaded_start(max(repeats, 3)) if preloaded else None
     per_rule: dict[str, Any] = {}
     for rule in rules:
         mods = STEP_IMPORTS.get(rule)
@@ -206,11 +233,13 @@ def measure_fixed_costs(rules: Sequence[str], *, configfile: str | Path | None =
                ("process_s", "cli_import_s", "step_import_s", "model_build_s", "store_open_s")}
         med["interpreter_s"] = max(med["process_s"] - med["cli_import_s"] - med["step_import_s"]
                                    - med["model_build_s"] - med["store_open_s"], 0.0)
-        per_rule[rule] = {**{k: round(v, 4) for k, v in med.items()}, "fixed_s": round(med["process_s"], 4),
+        fixed_s = (start + med["model_build_s"] + med["store_open_s"]) if preloaded else med["process_s"]
+        per_rule[rule] = {**{k: round(v, 4) for k, v in med.items()}, "fixed_s": round(fixed_s, 4),
                           "modules": list(mods), "heavy_modules": samples[-1]["heavy_modules"],
                           "model_built": build["backbone"] if build else None,
                           "store_opened": bool(store) and rule in BUILDS_MODEL}
     return {"interpreter_s": round(interpreter, 4), "library_import_s": {k: round(v, 4) for k, v in libs.items()},
+            "preloaded": preloaded, "preloaded_step_start_s": None if start is None else round(start, 4),
             "per_rule": per_rule, "repeats": repeats}
 
 
@@ -256,28 +285,36 @@ def format_markdown(report: Mapping[str, Any]) -> str:
              f"{f(t['fixed_s'])} s = {f(100 * (t['fixed_share'] or 0), 0)}% of it.", "",
              f"Fixed parts, fresh processes (median of {fx['repeats']}): interpreter {f(fx['interpreter_s'], 3)} s; "
              + ", ".join(f"import {k} {f(v, 2)} s" for k, v in fx["library_import_s"].items()) + ".", "",
+             (f"Jobs started as `make demo` starts them (`brainfm preload`: forked from one process that imported "
+              f"the libraries once): a step's start costs {f(fx['preloaded_step_start_s'], 3)} s; the fixed s/job "
+              "below is that plus the model build and store open. Snakemake's CPU s and memory then count the "
+              "hand-off process, not the step." if fx.get("preloaded") else
+              "Jobs started in fresh processes: the fixed s/job below is the whole start (the last table)."), "",
              "| rule | jobs | wall s | CPU s | s/job | fixed s/job | fixed s | work s | fixed share |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rules"]:
         lines.append(f"| {r['rule']} | {r['jobs']} | {f(r['wall_s'])} | {f(r['cpu_s'])} | {f(r['mean_job_s'], 2)} | "
                      f"{f(r['fixed_per_job_s'], 2)} | {f(r['fixed_s'])} | {f(r['work_s'])} | "
                      f"{f(None if r['fixed_share'] is None else 100 * r['fixed_share'], 0)}% |")
-    lines += ["", "| rule | s/job fixed | interpreter | import brainfm.cli | step imports | model build | "
+    lines += ["", "A job's start in a fresh process:", "",
+              "| rule | s/job fixed | interpreter | import brainfm.cli | step imports | model build | "
                   "store open | heavy modules |", "|---|---|---|---|---|---|---|---|"]
     for rule, p in fx["per_rule"].items():
-        lines.append(f"| {rule} | {f(p['fixed_s'], 2)} | {f(p['interpreter_s'], 2)} | {f(p['cli_import_s'], 2)} | "
+        lines.append(f"| {rule} | {f(p['process_s'], 2)} | {f(p['interpreter_s'], 2)} | {f(p['cli_import_s'], 2)} | "
                      f"{f(p['step_import_s'], 2)} | {f(p['model_build_s'], 2)} | {f(p['store_open_s'], 3)} | "
                      f"{', '.join(p['heavy_modules']) or '–'} |")
     return "\n".join(lines) + "\n"
 
 
-def _fresh_demo(tmp: Path, cores: int, configfile: str) -> dict[str, Any]:
+def _fresh_demo(tmp: Path, cores: int, configfile: str, preloaded: bool = True) -> dict[str, Any]:
     """Run the demo DAG from scratch in ``tmp`` (a copy of the workflow); returns the run's facts."""
     repo = Path(__file__).resolve().parents[3]
     for item in ("workflow", "config", "profiles", "envs"):
         shutil.copytree(repo / item, tmp / item)
     snakemake = Path(sys.executable).with_name("snakemake")
-    cmd = [str(snakemake), "--cores", str(cores), "--configfile", configfile, "--quiet", "rules"]
+    # as `make demo` runs it: every step forked from one preloading process (brainfm.preload)
+    wrapper = [str(Path(sys.executable).with_name("brainfm")), "preload", "--"] if preloaded else []
+    cmd = [*wrapper, str(snakemake), "--cores", str(cores), "--configfile", configfile, "--quiet", "rules"]
     env = {**_python_env(), "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=env)
@@ -286,11 +323,14 @@ def _fresh_demo(tmp: Path, cores: int, configfile: str) -> dict[str, Any]:
 
 
 def run(out_dir: str | Path, *, benchmarks: str | Path | None = None, configfile: str = "config/config.yaml",
-        cores: int = 2, repeats: int = 3, libraries: Sequence[str] = ("torch", "timm")) -> dict[str, Any]:
+        cores: int = 2, repeats: int = 3, libraries: Sequence[str] = ("torch", "timm"),
+        preloaded: bool = True) -> dict[str, Any]:
     """Write ``demo.json`` and ``demo.md``: per-rule time of a demo run and the fixed cost per job.
 
     ``benchmarks``: a Snakemake benchmark folder to read (default: the config's
     ``results/benchmarks`` when it holds files); with none, the demo runs from scratch first.
+    ``preloaded``: the run started its jobs as ``make demo`` does (``brainfm preload``); False for a
+    run of plain ``snakemake`` (every job a fresh process).
     """
     from brainfm.bench.measure import machine_info
 
@@ -302,7 +342,7 @@ def run(out_dir: str | Path, *, benchmarks: str | Path | None = None, configfile
             default = Path(load_config(configfile).layout.benchmark("x", "y")).parents[1]
             benchmarks = default if any(default.rglob("*.tsv")) else None
         if benchmarks is None:
-            facts = _fresh_demo(Path(tmp), cores, configfile)
+            facts = _fresh_demo(Path(tmp), cores, configfile, preloaded)
             benchmarks = Path(tmp) / "results" / "benchmarks"
             source = f"fresh demo run, --cores {cores}"
         else:
@@ -311,6 +351,7 @@ def run(out_dir: str | Path, *, benchmarks: str | Path | None = None, configfile
         if not jobs:
             raise InputError(benchmarks, "no Snakemake benchmark files (*.tsv): run the demo first")
     fixed = measure_fixed_costs(sorted({j["rule"] for j in jobs}), configfile=configfile, repeats=repeats,
+                                preloaded=preloaded,
                                 libraries=libraries)
     report = {"source": source, "cores": cores if facts else None, **analyse(jobs, fixed), "fixed_costs": fixed,
               "jobs": list(jobs), "machine": machine_info(), **facts}
