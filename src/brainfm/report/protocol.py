@@ -200,7 +200,7 @@ PAPER: tuple[PaperSetting, ...] = (
 #: Settings the paper leaves open: the value this project takes and where it comes from.
 PAPER_SILENT: tuple[tuple[str, str, Callable[[Context], Any]], ...] = (
     ("head.batch_size / max_epochs / patience", "public code: batch 4, 8 epochs, early-stop patience 4; "
-     "this project trains longer with early stopping on a validation carve-out",
+     "this project trains longer with early stopping on the validation subjects",
      lambda c: [c.get("head.batch_size"), c.get("head.max_epochs"), c.get("head.patience")]),
     ("seeds", "the paper reports seed-level spread without the count", lambda c: list(c.get("seeds"))),
     ("regression head of days post stroke: optimizer, lr, weight decay", "public code: AdamW 1e-3, wd 1e-4",
