@@ -83,8 +83,11 @@ def test_auto_avoids_bf16_for_3d_convolution_training_where_its_gradients_are_wr
     assert resolve_precision("bf16", "cpu", flags=native, conv3d_training=True, conv3d_ok=False) == "bf16"  # asked
 
 
-def test_the_conv3d_gradient_check_agrees_with_an_independent_fp32_float64_comparison():
-    """bf16_conv3d_gradients_ok on this machine matches a float64 reference computed here."""
+def test_the_conv3d_gradient_check_catches_wrong_bf16_gradients_found_independently():
+    """Where a float64 reference finds a wrong bf16 Conv3d gradient in this process, the check says so.
+
+    (The wrong results come and go between draws, so only this direction is certain: a machine
+    whose gradients are right passes both.)"""
     import torch
 
     from brainfm.device import bf16_conv3d_gradients_ok
@@ -101,4 +104,7 @@ def test_the_conv3d_gradient_check_agrees_with_an_independent_fp32_float64_compa
         low = conv.weight.grad.double()
         ref = torch.nn.grad.conv3d_weight(x.double(), conv.weight.shape, grad.double(), padding=1)
         worst = max(worst, float((low - ref).norm() / ref.norm()))
-    assert bf16_conv3d_gradients_ok() == (worst < 0.05)
+    if not worst < 0.05:
+        assert bf16_conv3d_gradients_ok() is False
+    else:
+        assert isinstance(bf16_conv3d_gradients_ok(), bool)
