@@ -56,13 +56,18 @@ RUNNER = textwrap.dedent("""
 """)
 
 
-def test_steps_fork_from_the_preloading_process_with_their_own_streams_status_and_threads(tmp_path):
+def _serve(tmp_path, runner: str) -> subprocess.CompletedProcess:
+    """The probing preloading process (SERVER) running the bash script ``runner`` in ``tmp_path``."""
     (tmp_path / "sub").mkdir()
-    (tmp_path / "runner.sh").write_text(RUNNER)
+    (tmp_path / "runner.sh").write_text(runner)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop(preload.ENV, None)
-    proc = subprocess.run([sys.executable, "-c", SERVER, "runner.sh"], cwd=tmp_path, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-c", SERVER, "runner.sh"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
+
+
+def test_steps_fork_from_the_preloading_process_with_their_own_streams_status_and_threads(tmp_path):
+    proc = _serve(tmp_path, RUNNER)
     assert proc.returncode == 5, proc.stderr  # the command's own exit status
     server = json.loads(proc.stdout.splitlines()[0])["server"]
     sub = tmp_path / "sub"
@@ -112,12 +117,7 @@ def test_a_step_killed_outright_takes_its_child_with_it(tmp_path):
         kill -KILL $step; wait $step
         sleep 1
     """)
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "runner.sh").write_text(runner)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop(preload.ENV, None)
-    proc = subprocess.run([sys.executable, "-c", SERVER, "runner.sh"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = _serve(tmp_path, runner)
     assert proc.returncode == 0, proc.stderr
     sleeper = json.loads((tmp_path / "sub" / "out").read_text().splitlines()[0])["pid"]
     with pytest.raises(ProcessLookupError):

@@ -150,14 +150,12 @@ def finetune_table(pairs: Sequence[tuple[str | Path, str | Path]], table_path: s
         raise InputError(str(table_path), "no fine-tuned runs to compare")
     tidy_parts = []
     if segmentation:
-        frames = []
-        for frozen_dir, tuned_dir in segmentation:
-            for folder, label in ((frozen_dir, frozen_name), (tuned_dir, tuned_name)):
-                path = Path(folder) / "dice.parquet"
-                if not path.is_file():
-                    raise InputError(str(path), "missing: the segmentation job did not finish")
-                frames.append(pd.read_parquet(path).assign(backbone=label))
-        tidy_parts.append(compare_dice(pd.concat(frames, ignore_index=True), frozen_name, n_boot=n_boot, seed=seed))
+        from brainfm.stats.segmentation import read_dice
+
+        frozen_dirs, tuned_dirs = zip(*segmentation)
+        both = pd.concat([read_dice(frozen_dirs).assign(backbone=frozen_name),
+                          read_dice(tuned_dirs).assign(backbone=tuned_name)], ignore_index=True)
+        tidy_parts.append(compare_dice(both, frozen_name, n_boot=n_boot, seed=seed))
     for frozen_dir, tuned_dir in pairs:
         tuned = collect_predictions([tuned_dir])
         frozen = collect_predictions([frozen_dir])
