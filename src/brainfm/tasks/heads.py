@@ -68,25 +68,27 @@ class BatchedAdam:
         self._steps = [torch.zeros((), dtype=torch.float32) for _ in range(n_heads)]
 
     @torch.no_grad()
-    def step(self, grads: dict[str, torch.Tensor], active: torch.Tensor) -> None:
-        """Update heads where ``active`` (bool, shape (H,)) is true; others stay bit-identical.
+    def step(self, grads: dict[str, torch.Tensor], heads: torch.Tensor) -> None:
+        """Update the heads listed in ``heads`` (1-D indices); every other head stays bit-identical.
 
-        Uses PyTorch's fused Adam/AdamW kernel on per-head views of the stacked tensors, passing
-        only the active heads, so each head follows exactly the ``torch.optim`` update with its
-        own step count (one memory pass instead of a dozen element-wise passes).
+        ``grads[k]`` holds one gradient per listed head, in the order of ``heads``, so a caller
+        computes gradients for the heads still training only. Uses PyTorch's fused Adam/AdamW
+        kernel on per-head views of the stacked tensors, so each head follows exactly the
+        ``torch.optim`` update with its own step count (one memory pass instead of a dozen
+        element-wise passes).
         """
-        if self._fused is None:
-            return self._step_unfused(grads, active)
-        heads = torch.nonzero(active).flatten().tolist()
-        if not heads:
+        heads_list = [int(h) for h in heads]
+        if not heads_list:
             return
-        self.step_count[active] += 1
+        if self._fused is None:
+            return self._step_unfused(grads, heads_list)
+        self.step_count[heads_list] += 1
         params, gs, ms, vs, steps = [], [], [], [], []
-        for h in heads:
+        for i, h in enumerate(heads_list):
             self._steps[h] += 1
             for k, p in self.params.items():
                 params.append(p[h])
-                gs.append(grads[k][h])
+                gs.append(grads[k][i])
                 ms.append(self.m[k][h])
                 vs.append(self.v[k][h])
                 steps.append(self._steps[h])
@@ -94,13 +96,15 @@ class BatchedAdam:
                     weight_decay=self.weight_decay, eps=self.eps, amsgrad=False, maximize=False)
 
     @torch.no_grad()
-    def _step_unfused(self, grads: dict[str, torch.Tensor], active: torch.Tensor) -> None:
+    def _step_unfused(self, grads: dict[str, torch.Tensor], heads: list[int]) -> None:
         """Fallback without the fused kernels.
 
         Written with in-place operations and per-head scalars: an inactive head gets betas of 1
         and a step size of 0, so its moments and weights are untouched without a masked copy of
         every tensor (the optimiser step dominates for wide heads otherwise).
         """
+        active = torch.zeros(self.step_count.shape[0], dtype=torch.bool)
+        active[heads] = True
         b1, b2 = self.betas
         act = active.to(torch.float32)
         self.step_count += active.double()
@@ -112,7 +116,8 @@ class BatchedAdam:
         decay = 1 - self.lr * self.weight_decay * act if (self.weight_decay and self.decoupled) else None
         for k, p in self.params.items():
             shape = (-1,) + (1,) * (p.dim() - 1)
-            g = grads[k]
+            g = torch.zeros_like(p)
+            g[heads] = grads[k]
             if self.weight_decay and not self.decoupled:
                 g = (g + self.weight_decay * p) * act.view(shape)
             m, v = self.m[k], self.v[k]
@@ -162,6 +167,16 @@ class HeadBank:
             keep = torch.stack([torch.rand(h.shape[1:], generator=g) >= self.dropout for g in generators]).to(h.device)
             h = h * keep / (1 - self.dropout)
         return torch.baddbmm(p["b2"].unsqueeze(1), h, p["w2"])
+
+    def select(self, heads: torch.Tensor) -> HeadBank:
+        """The listed heads as a bank of their own, on copies of their parameters.
+
+        Training computes forward and backward passes for the heads still running only: heads
+        stop early at different epochs, and a wide head's cost is its weights' memory traffic.
+        """
+        pick = (lambda t: None if t is None else t[heads])
+        return HeadBank({k: v[heads] for k, v in self.params.items()}, dropout=self.dropout, ln_eps=self.ln_eps,
+                        shift=pick(self.shift), scale=pick(self.scale))
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.params.items()}

@@ -134,36 +134,34 @@ def train_head_bank(x: torch.Tensor, y: torch.Tensor, jobs: list[HeadJob], cfg: 
         new_epoch(h)
 
     while running.any():
-        batch_rows = []
-        for h in range(n_heads):
-            if running[h]:
-                r = schedules[h][pointer[h]]
-                batch_rows.append(r[r >= 0])
-            else:
-                batch_rows.append(np.empty(0, dtype=int))
-        idx, w = _pad(batch_rows, width)
-        active = torch.as_tensor(running)
-        for p in params.values():
+        # forward and backward for the heads still training only (see HeadBank.select)
+        heads = np.flatnonzero(running)
+        sel = torch.as_tensor(heads)
+        sub = bank if len(heads) == n_heads else bank.select(sel)
+        rows = [schedules[h][pointer[h]] for h in heads]
+        idx, w = _pad([r[r >= 0] for r in rows], width)
+        for p in sub.params.values():
             p.requires_grad_(True)
-        out = bank.forward(x[idx], train=True, generators=gens if cfg.dropout > 0 else None)
-        losses = loss_fn(out, y[idx], w, **cfg.loss_kwargs)
-        total = (losses * active).sum()
-        grads = torch.autograd.grad(total, list(params.values()))
-        for p in params.values():
+        out = sub.forward(x[idx], train=True, generators=[gens[h] for h in heads] if cfg.dropout > 0 else None)
+        total = loss_fn(out, y[idx], w, **cfg.loss_kwargs).sum()
+        grads = torch.autograd.grad(total, list(sub.params.values()))
+        for p in sub.params.values():
             p.requires_grad_(False)
-        opt.step(dict(zip(params.keys(), grads)), active)
+        opt.step(dict(zip(sub.params.keys(), grads)), sel)
 
         pointer += running
         ended = running & (pointer >= steps_per_epoch)
         if not ended.any():
             continue
         epoch[ended] += 1
+        done = np.flatnonzero(ended)
         with torch.no_grad():
-            val_loss = loss_fn(bank.forward(x[val_idx]), y[val_idx], val_w, **cfg.loss_kwargs)
-        for h in np.flatnonzero(ended):
+            val_loss = loss_fn(bank.select(torch.as_tensor(done)).forward(x[val_idx[done]]), y[val_idx[done]],
+                               val_w[done], **cfg.loss_kwargs)
+        for i, h in enumerate(done):
             if has_val[h]:
-                if val_loss[h] < best_loss[h]:
-                    best_loss[h] = val_loss[h]
+                if val_loss[i] < best_loss[h]:
+                    best_loss[h] = val_loss[i]
                     best_epoch[h] = epoch[h]
                     bad_epochs[h] = 0
                     for k in params:
