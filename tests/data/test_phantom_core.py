@@ -17,7 +17,7 @@ from scipy.interpolate import BSpline
 from brainfm.data.manifest import read_manifest
 from brainfm.data.phantom import PHANTOM_DATASETS, generate_dataset, load_template, render_session, \
     sample_cohort, sample_subject
-from brainfm.data.phantom.deform import bspline_basis, sample_grid, smooth_field
+from brainfm.data.phantom.deform import bspline_basis, nonzero_box, sample_grid, smooth_field
 from brainfm.data.phantom.template import CHANNELS, TEMPLATE_VERSION, Template, clear_template_cache
 from brainfm.errors import ConfigError
 
@@ -143,6 +143,19 @@ def test_sample_grid_equals_scipy_trilinear():
     np.testing.assert_allclose(ours[:, inside], ref[:, inside], atol=1e-5)
     far = ((coords < -1) | (coords > np.array([9, 10, 11])[:, None])).any(0)
     assert np.all(ours[:, far] == 0)
+
+
+def test_sample_grid_skipping_outside_the_nonzero_box_changes_no_sample():
+    """Positions whose eight neighbours are zero are skipped, including ones exactly one voxel off the box."""
+    rng = np.random.default_rng(2)
+    vol = np.zeros((3, 12, 13, 14), dtype=np.float32)
+    vol[:, 3:8, 4:10, 2:9] = rng.random((3, 5, 6, 7))
+    box = nonzero_box(vol)
+    assert [b.tolist() for b in box] == [[3, 4, 2], [7, 9, 8]]
+    coords = rng.uniform(-2, 15, (3, 4000)).astype(np.float32)
+    coords[:, :300] = np.round(coords[:, :300])  # on grid lines, e.g. at lo - 1 and hi + 1
+    np.testing.assert_array_equal(sample_grid(vol, coords, box=box), sample_grid(vol, coords))
+    assert nonzero_box(np.zeros((1, 2, 2, 2))) is None
 
 
 # ----------------------------------------------------------------------------- determinism

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bspline_basis", "smooth_field", "rotation_matrix", "sample_grid"]
+__all__ = ["bspline_basis", "smooth_field", "rotation_matrix", "sample_grid", "nonzero_box"]
 
 
 def _cubic_bspline(t: np.ndarray) -> np.ndarray:
@@ -63,16 +63,41 @@ def rotation_matrix(angles_rad: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def sample_grid(volumes: np.ndarray, coords: np.ndarray, padding: str = "zeros") -> np.ndarray:
+def nonzero_box(volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Inclusive voxel bounds (lo, hi) of the voxels where any channel of (C, X, Y, Z) is non-zero."""
+    idx = np.nonzero(np.any(volumes != 0, axis=0))
+    if not idx[0].size:
+        return None
+    return np.array([i.min() for i in idx]), np.array([i.max() for i in idx])
+
+
+def sample_grid(volumes: np.ndarray, coords: np.ndarray, padding: str = "zeros",
+                box: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Trilinear samples of ``volumes`` (C, X, Y, Z) at voxel positions ``coords`` (3, ...).
 
     Positions outside the grid read 0 (``padding="zeros"``) or the nearest edge value ("border").
+    ``box`` (:func:`nonzero_box` of ``volumes``, zero padding only) skips positions whose eight
+    neighbours all lie outside it: they read exactly 0, and a head-sized grid has many of them.
     Returns (C, ...) float32.
     """
-    vol = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32))[None]
-    shape = vol.shape[2:]
     out_shape = coords.shape[1:]
     c = np.asarray(coords, dtype=np.float32).reshape(3, -1)
+    if box is None or padding != "zeros":
+        return _grid_sample(volumes, c, padding).reshape(volumes.shape[0], *out_shape)
+    lo, hi = box
+    inside = np.ones(c.shape[1], dtype=bool)
+    for a in range(3):  # trilinear weights reach voxels floor(x) and floor(x) + 1
+        inside &= (c[a] > lo[a] - 1) & (c[a] < hi[a] + 1)
+    out = np.zeros((volumes.shape[0], c.shape[1]), dtype=np.float32)
+    if inside.any():
+        out[:, inside] = _grid_sample(volumes, c[:, inside], padding)
+    return out.reshape(volumes.shape[0], *out_shape)
+
+
+def _grid_sample(volumes: np.ndarray, c: np.ndarray, padding: str) -> np.ndarray:
+    """``torch.nn.functional.grid_sample`` (trilinear, corners aligned) at voxel positions ``c`` (3, N): (C, N)."""
+    vol = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32))[None]
+    shape = vol.shape[2:]
     # grid_sample wants (x_W, y_H, z_D) normalised to [-1, 1]; our axes are (X=D, Y=H, Z=W)
     grid = np.empty((c.shape[1], 3), dtype=np.float32)
     for k, axis in enumerate((2, 1, 0)):
@@ -81,4 +106,4 @@ def sample_grid(volumes: np.ndarray, coords: np.ndarray, padding: str = "zeros")
     g = torch.from_numpy(grid).view(1, 1, 1, -1, 3)
     with torch.no_grad():
         out = F.grid_sample(vol, g, mode="bilinear", padding_mode=padding, align_corners=True)
-    return out[0, :, 0, 0].numpy().reshape(volumes.shape[0], *out_shape)
+    return out[0, :, 0, 0].numpy()

@@ -106,7 +106,7 @@ def render_session(spec: SubjectSpec, session: int, tpl: Template, modalities: t
     al, ar = morph.vent_mm
     if abs(al) > 1e-6 or abs(ar) > 1e-6:
         vf = np.float32(al) * tpl.vfield[:3] + np.float32(ar) * tpl.vfield[3:]
-        x3 += sample_grid(vf, _to_vox(tpl, x2)).reshape(3, n)
+        x3 += sample_grid(vf, _to_vox(tpl, x2), box=tpl.vfield_box).reshape(3, n)
     for r in morph.regions:
         if r.shrink != 0.0:
             idx, g = _gauss(x2, r)
@@ -130,7 +130,8 @@ def render_session(spec: SubjectSpec, session: int, tpl: Template, modalities: t
         stroke_l = stroke_fractions(st, x2[:, les_idx].astype(np.float64)).astype(np.float32)
     # --- read the template once
     wanted = ("gm", "wm", "csf", "brain", "csf_near", "gm_near", "vent", "vent_near")
-    maps = sample_grid(tpl.maps[[CHANNELS.index(k) for k in wanted]], _to_vox(tpl, x3)).reshape(len(wanted), n)
+    maps = sample_grid(tpl.maps[[CHANNELS.index(k) for k in wanted]], _to_vox(tpl, x3),
+                       box=tpl.maps_box).reshape(len(wanted), n)
     gm, wm, csf, brain_p, csf_near, gm_near, vent, vent_near = maps
     brain = (brain_p > 0.5).astype(np.float32)
     total = gm + wm + csf

@@ -82,6 +82,19 @@ class Template:
         grid.setflags(write=False)
         return grid
 
+    @functools.cached_property
+    def maps_box(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Where any map is non-zero (:func:`~brainfm.data.phantom.deform.nonzero_box`): sampling skips the rest."""
+        from brainfm.data.phantom.deform import nonzero_box
+
+        return nonzero_box(self.maps)
+
+    @functools.cached_property
+    def vfield_box(self) -> tuple[np.ndarray, np.ndarray] | None:
+        from brainfm.data.phantom.deform import nonzero_box
+
+        return nonzero_box(self.vfield)
+
     def mni_coords(self, mask: np.ndarray | None = None) -> np.ndarray:
         """MNI mm of every voxel (3, X, Y, Z), or of the voxels in ``mask`` (3, N)."""
         if mask is None:
