@@ -46,6 +46,8 @@ PRELOAD: tuple[str, ...] = (
     "brainfm.models", "brainfm.preprocess.pipeline", "brainfm.preprocess.store", "brainfm.data.manifest",
     "brainfm.data.phantom", "brainfm.stats.runners", "brainfm.analysis.knn", "brainfm.analysis.cka",
     "brainfm.analysis.similarity", "brainfm.report.build", "brainfm.ssl.entry", "brainfm.device",
+    "monai.networks.nets", "brainfm.models.baselines.brainiac", "brainfm.segmentation.steps",
+    "brainfm.segmentation.job", "nnunetv2.inference.predict_from_raw_data",
 )
 _HEADER = struct.Struct("!I")
 _PID = struct.Struct("!q")
