@@ -26,7 +26,7 @@ rule pretrain:
         workdir=lambda wc: L.pretrain_work(wc.run),
         device=CFG.device,
         precision=CFG.precision,
-    threads: 2
+    threads: lambda wc: CFG.pretrain[wc.run].threads
     resources:
         gpu=lambda wc: None if CFG.pretrain[wc.run].nnodes > 1 else resources_of(CFG.pretrain[wc.run], "gpu"),
         gres=lambda wc: pretrain_multinode(wc, f"gpu:{resources_of(CFG.pretrain[wc.run], 'gpu')}"

@@ -68,7 +68,7 @@ rule finetune:
         store=lambda wc: L.store(CFG.tasks[wc.task].dataset),
         device=CFG.device,
         precision=CFG.precision,
-    threads: 2
+    threads: CFG.finetune.threads
     resources:
         gpu=resources_of(CFG.finetune, "gpu"),
         mem_mb=resources_of(CFG.finetune, "mem_mb"),
