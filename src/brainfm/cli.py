@@ -198,7 +198,7 @@ def cmd_segment(a: argparse.Namespace) -> None:
 
     info = segment(a.benchmark, a.out, benchmark=a.name, backbone=a.backbone, network=a.network, ratio=a.ratio,
                    seed=a.seed, settings=a.settings, pretrain_manifests=a.pretrain_manifests,
-                   device=resolve_device(a.device))
+                   device=resolve_device(a.device), precision=a.precision)
     log.info("%s/%s ratio %g seed %d: Dice %s vs all-background %s; parameters %s", a.name, a.backbone.name, a.ratio,
              a.seed, json.dumps({k: round(v, 4) for k, v in info["mean_dice"].items()}),
              json.dumps({k: round(v, 4) for k, v in info["all_background_mean_dice"].items()}),
@@ -211,7 +211,7 @@ def cmd_segment_finetune(a: argparse.Namespace) -> None:
 
     info = segment_finetune(a.benchmark, a.out, benchmark=a.name, backbone=a.backbone, network=a.network,
                             ratio=a.ratio, seed=a.seed, settings=a.settings, pretrain_manifests=a.pretrain_manifests,
-                            device=resolve_device(a.device))
+                            device=resolve_device(a.device), precision=a.precision)
     log.info("%s/%s fine-tuned, ratio %g seed %d: Dice %s; parameters %s", a.name, a.backbone.name, a.ratio, a.seed,
              json.dumps({k: round(v, 4) for k, v in info["mean_dice"].items()}), json.dumps(info["parameters"]))
 
@@ -598,6 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="JSON of the config 'segmentation' section (training keys)")
         leakage_arg(s)
         s.add_argument("--device", default="auto")
+        s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                       help="CPU only (nnU-Net autocasts CUDA to fp16 itself). auto: bf16 where the CPU computes "
+                            "it natively and the network's bf16 gradients agree with fp32, else fp32")
         s.add_argument("--out", required=True, help="the job's folder")
 
     s = step("segment-perturbed", cmd_segment_perturbed,

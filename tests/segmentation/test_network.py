@@ -161,3 +161,56 @@ def test_3d_axes_follow_the_baselines_voxel_order():
     x = torch.randn(1, 4, 32, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x.permute(0, 1, 4, 3, 2)).permute(0, 1, 4, 3, 2))
+
+
+class _ScaleGradUnderAutocast(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by 100: a stand-in for a wrong bf16 kernel."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 100
+
+
+def test_cpu_autocast_gives_float32_logits_close_to_fp32(net2d):
+    x = torch.randn(2, 4, 48, 48)
+    net2d.eval()
+    with torch.no_grad():
+        ref = net2d(x)
+        net2d.cpu_autocast = torch.bfloat16
+        got = net2d(x)
+    assert got.dtype == torch.float32
+    assert float((got - ref).norm() / ref.norm()) < 0.05
+
+
+def test_bf16_gradient_check_accepts_autocast_and_catches_a_wrong_bf16_gradient(net2d):
+    from brainfm.segmentation.network import bf16_gradients_agree
+
+    assert bf16_gradients_agree(net2d, [48, 48], 4)
+    assert net2d.cpu_autocast is None and all(p.grad is None for p in net2d.parameters())
+    decode = net2d.decoder.forward
+
+    def broken(x):
+        y = decode(x)
+        return _ScaleGradUnderAutocast.apply(y) if torch.is_autocast_enabled("cpu") else y
+
+    net2d.decoder.forward = broken
+    assert not bf16_gradients_agree(net2d, [48, 48], 4)
+
+
+def test_job_precision_on_cpu_and_cuda(net2d):
+    from brainfm.device import cpu_has_native_bf16
+    from brainfm.segmentation.job import job_precision
+
+    cpu = torch.device("cpu")
+    assert job_precision(net2d, "fp32", cpu, [48, 48], 4) == "fp32"
+    assert job_precision(net2d, "auto", torch.device("cuda"), [48, 48], 4) == "nnunet_amp"
+    assert job_precision(net2d, "auto", cpu, [48, 48], 4) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    decode = net2d.decoder.forward
+    net2d.decoder.forward = lambda x: (_ScaleGradUnderAutocast.apply(decode(x)) if torch.is_autocast_enabled("cpu")
+                                       else decode(x))
+    assert job_precision(net2d, "auto", cpu, [48, 48], 4) == "fp32"
+    assert job_precision(net2d, "bf16", cpu, [48, 48], 4) == "bf16"  # asked for explicitly: honoured

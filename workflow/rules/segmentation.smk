@@ -52,6 +52,7 @@ rule segment:
         network=lambda wc: SEG.backbone_json(wc.backbone),
         settings=SEG.job_json(),
         device=CFG.device,
+        precision=CFG.precision,
     threads: SEG.threads
     resources:
         gpu=resources_of(SEG, "gpu"),
@@ -64,7 +65,7 @@ rule segment:
         "brainfm segment --benchmark {input.benchmark} --name {wildcards.benchmark} --backbone {params.backbone:q}"
         " --network {params.network:q} --ratio {wildcards.ratio} --seed {wildcards.seed}"
         " --settings {params.settings:q} --pretrain-manifests {input.pretrain} --device {params.device}"
-        " --out {output} > {log} 2>&1"
+        " --precision {params.precision} --out {output} > {log} 2>&1"
 
 
 rule segment_finetune:
@@ -87,6 +88,7 @@ rule segment_finetune:
         network=lambda wc: SEG.backbone_json(wc.backbone),
         settings=SEG.finetune_job_json(),
         device=CFG.device,
+        precision=CFG.precision,
     threads: SEG.threads
     resources:
         gpu=resources_of(SEG, "gpu"),
@@ -99,7 +101,7 @@ rule segment_finetune:
         "brainfm segment-finetune --benchmark {input.benchmark} --name {wildcards.benchmark}"
         " --backbone {params.backbone:q} --network {params.network:q} --ratio {wildcards.ratio}"
         " --seed {wildcards.seed} --settings {params.settings:q} --pretrain-manifests {input.pretrain}"
-        " --device {params.device} --out {output} > {log} 2>&1"
+        " --device {params.device} --precision {params.precision} --out {output} > {log} 2>&1"
 
 
 rule segmentation_stats:

@@ -37,10 +37,16 @@ import pandas as pd
 import torch
 
 from brainfm.atomic import atomic_dir, write_json, write_parquet
-from brainfm.device import resolve_device, torch_threads
+from brainfm.device import resolve_device, resolve_precision, torch_threads
 from brainfm.errors import ConfigError
 from brainfm.segmentation.benchmark import PreparedBenchmark, open_benchmark
-from brainfm.segmentation.network import NETWORK_CLASS, native_axes, parameter_counts
+from brainfm.segmentation.network import (
+    NETWORK_CLASS,
+    FrozenEncoderNetwork,
+    bf16_gradients_agree,
+    native_axes,
+    parameter_counts,
+)
 from brainfm.segmentation.nnunet_env import nnunet_environment
 from brainfm.segmentation.predict import all_background_dice, dice_table, predict_cases
 from brainfm.segmentation.protocol import (
@@ -107,7 +113,7 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
                          pretrain_subjects: Iterable[str] | None = None, device: str = "auto",
                          threads: int | None = 1, augmentation_workers: int = 0, use_mirroring: bool = True,
                          blocks: list[int] | None = None, decoder: dict[str, Any] | None = None,
-                         keep_checkpoint: bool = True) -> dict[str, Any]:
+                         keep_checkpoint: bool = True, precision: str = "auto") -> dict[str, Any]:
     """Train and evaluate one grid cell; returns the run info also written to ``run.json``.
 
     ``benchmark`` is a prepared benchmark (or its root). ``fold``: 0 (the paper's nnU-Net fold 0 of
@@ -118,7 +124,8 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
     them stops the job (:class:`~brainfm.errors.LeakageError`). ``settings.encoder_lr`` set trains the
     encoder too (full fine-tuning, Supp. Table 6). ``threads``: torch CPU threads
     (default 1: the small demo ops run several times faster on one thread than on two contended
-    ones, and two jobs share a 2-core laptop; ``None`` leaves torch's setting).
+    ones, and two jobs share a 2-core laptop; ``None`` leaves torch's setting). ``precision``: see
+    :func:`job_precision` (on CUDA nnU-Net's own fp16 autocast applies).
     """
     bench = benchmark if isinstance(benchmark, PreparedBenchmark) else open_benchmark(benchmark)
     if configuration not in bench.configurations:
@@ -146,6 +153,10 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
         trainer = FrozenEncoderTrainer(plans, job_cfg, fold, bench.dataset_json(), device=dev)
         trainer.configure(settings, subset)
         trainer.initialize()
+        net = _bare(trainer.network)
+        used_precision = job_precision(net, precision, dev, list(trainer.configuration_manager.patch_size),
+                                       trainer.num_input_channels)
+        net.cpu_autocast = torch.bfloat16 if used_precision == "bf16" else None
         params = parameter_counts(trainer.network)
         t0 = time.perf_counter()
         trainer.run_training()
@@ -188,12 +199,36 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
             "mean_dice": table.groupby("region", sort=False)["dice"].mean().to_dict(),
             "all_background_mean_dice": background.groupby("region", sort=False)["dice"].mean().to_dict(),
             "use_mirroring": bool(use_mirroring), "device": str(dev), "threads": torch.get_num_threads(),
+            "precision": used_precision,
             "versions": _versions(), "label_map": bench.label_map.table(),
         }
         write_json(tmp / "run.json", info)
     log.info("%s/%s ratio %g seed %d: mean Dice %s", task, backbone, ratio, seed,
              {k: round(v, 3) for k, v in info["mean_dice"].items()})
     return info
+
+
+def _bare(network: torch.nn.Module) -> FrozenEncoderNetwork:
+    """The network itself under nnU-Net's DDP or ``torch.compile`` wrappers."""
+    net = getattr(network, "module", network)
+    return getattr(net, "_orig_mod", net)
+
+
+def job_precision(network: FrozenEncoderNetwork, precision: str, device: torch.device, patch_size: list[int],
+                  in_channels: int) -> str:
+    """The precision a job trains and predicts in: ``bf16``, ``fp32``, or ``nnunet_amp`` on CUDA.
+
+    On CUDA nnU-Net autocasts to fp16 with a grad scaler itself (the paper's setting). On a CPU,
+    ``auto`` is bf16 where the CPU runs it natively (:func:`brainfm.device.resolve_precision`) and
+    the network's bf16 gradients agree with fp32 (:func:`bf16_gradients_agree`), else fp32.
+    """
+    if device.type != "cpu":
+        return "nnunet_amp"
+    resolved = resolve_precision(precision, "cpu")
+    if precision == "auto" and resolved == "bf16" and not bf16_gradients_agree(network, patch_size, in_channels):
+        log.warning("precision auto -> fp32: this network's bf16 gradients disagree with fp32 on this CPU")
+        return "fp32"
+    return resolved
 
 
 def _versions() -> dict[str, str]:
@@ -246,6 +281,8 @@ def load_trained(job_dir: str | Path, device: str = "auto") -> Iterator[FrozenEn
                                                              trainer.label_manager.num_segmentation_heads, False)
         trainer.network.load_state_dict(checkpoint["network_weights"])
         trainer.network.to(dev)
+        # predict as the job evaluated its test cases (bf16 autocast only where it trained on a CPU in bf16)
+        trainer.network.cpu_autocast = torch.bfloat16 if run.get("precision") == "bf16" else None
         trainer.inference_allowed_mirroring_axes = checkpoint["inference_allowed_mirroring_axes"]
         yield trainer
 

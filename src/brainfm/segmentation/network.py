@@ -31,6 +31,8 @@ logits back.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,9 +91,25 @@ def from_encoder_axes(x: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
 
 
 class FrozenEncoderNetwork(nn.Module):
-    """Base: a frozen registry encoder (``self.encoder``) plus trainable modules; encoder-free checkpoints."""
+    """Base: a frozen registry encoder (``self.encoder``) plus trainable modules; encoder-free checkpoints.
+
+    Subclasses implement ``_forward``. ``cpu_autocast`` (a dtype, or None for fp32) runs it
+    under CPU autocast and returns float32 logits: nnU-Net autocasts on CUDA only (fp16 with a grad
+    scaler), so a CPU with native bf16 would otherwise train and predict in fp32 (see
+    :func:`bf16_gradients_agree` for the check that guards it).
+    """
 
     encoder: Encoder
+    cpu_autocast: torch.dtype | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cpu_autocast is not None and x.device.type == "cpu":
+            with torch.autocast("cpu", dtype=self.cpu_autocast):
+                return self._forward(x).float()
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def encoder_identity(self) -> dict[str, Any]:
         info = self.encoder.weights_info or {}
@@ -162,7 +180,7 @@ class FrozenViT2DSegmenter(FrozenEncoderNetwork):
         self.encoder = encoder
         self.decoder = PatchDecoder(encoder.embed_dim * len(self.blocks), num_classes, encoder.patch_size, dims=2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = to_encoder_axes(x, self.axes)
         x = self.fuse(x)
         enc = self.encoder
@@ -171,6 +189,47 @@ class FrozenViT2DSegmenter(FrozenEncoderNetwork):
         feats = enc.model.forward_intermediates(x, indices=self.blocks, norm=True, output_fmt="NCHW",
                                                 intermediates_only=True, stop_early=True)
         return from_encoder_axes(self.decoder(torch.cat(feats, dim=1)), self.axes)
+
+
+def bf16_gradients_agree(network: FrozenEncoderNetwork, patch_size: Sequence[int], in_channels: int, *,
+                         batch: int = 2, draws: int = 2, tolerance: float = 0.1, seed: int = 0) -> bool:
+    """Do the trainable parameters get the same gradients under CPU bf16 autocast as in fp32?
+
+    Some CPU kernels return wrong bf16 weight gradients (e.g. oneDNN's Conv3d on small maps, see
+    :func:`brainfm.device.bf16_conv3d_gradients_ok`), now and then, so ``auto`` precision checks the
+    network it is about to train: ``draws`` random batches, a random linear loss on the logits, and
+    per trainable tensor the relative error ``|g_bf16 - g_fp32| / |g_fp32|`` must stay under
+    ``tolerance`` (bf16 rounding gives about 1e-2; broken kernels give orders of magnitude).
+    Parameters and gradients are left as they were.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for p in network.parameters() if p.requires_grad]
+    saved = [p.grad for p in params]
+    mode, autocast = network.training, network.cpu_autocast
+    network.train()
+    try:
+        for _ in range(draws):
+            x = torch.randn(batch, in_channels, *patch_size, generator=gen)
+            weights = None
+            grads = []
+            for dtype in (None, torch.bfloat16):
+                network.cpu_autocast = dtype
+                out = network(x)
+                if weights is None:
+                    weights = torch.randn(out.shape, generator=gen)
+                grads.append(torch.autograd.grad((out * weights).sum(), params, allow_unused=True))
+            for ref, got in zip(*grads):
+                if ref is None or got is None:
+                    continue
+                scale = float(ref.norm())
+                if not math.isfinite(float(got.norm())) or float((got - ref).norm()) > tolerance * max(scale, 1e-12):
+                    return False
+        return True
+    finally:
+        network.cpu_autocast = autocast
+        network.train(mode)
+        for p, g in zip(params, saved):
+            p.grad = g
 
 
 def parameter_counts(network: nn.Module) -> dict[str, Any]:

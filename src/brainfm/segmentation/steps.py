@@ -86,7 +86,7 @@ def prepare_segmentation(dataset: Any, manifest: str | Path, marker: str | Path,
 def segment(benchmark_marker: str | Path, out: str | Path, *, benchmark: str, backbone: Any,
             network: Mapping[str, Any], ratio: float, seed: int, settings: Any,
             pretrain_manifests: Sequence[str | Path] = (), device: str = "auto",
-            finetune: bool = False) -> dict[str, Any]:
+            finetune: bool = False, precision: str = "auto") -> dict[str, Any]:
     """Train and evaluate one grid cell into ``out`` (see :mod:`brainfm.segmentation.job`).
 
     ``backbone`` is a :class:`brainfm.config.BackboneSpec` (registry encoder, weights file,
@@ -94,7 +94,8 @@ def segment(benchmark_marker: str | Path, out: str | Path, *, benchmark: str, ba
     ``settings`` the :class:`brainfm.config.SegmentationSpec` (training loop, fold, threads).
     Test subjects found in ``pretrain_manifests`` stop the job (leakage); subjects pooled from this
     benchmark through a union are matched without their ``<benchmark>:`` prefix. ``finetune``: train
-    the encoder too, at ``settings.encoder_lr`` (see :func:`segment_finetune`).
+    the encoder too, at ``settings.encoder_lr`` (see :func:`segment_finetune`). ``precision``: the
+    CPU precision (:func:`brainfm.segmentation.job.job_precision`).
     """
     from brainfm.segmentation.job import run_segmentation_job
     from brainfm.tasks.runs import pretraining_subjects
@@ -110,7 +111,7 @@ def segment(benchmark_marker: str | Path, out: str | Path, *, benchmark: str, ba
         pretrain_subjects=seen, device=device, threads=settings.threads,
         augmentation_workers=settings.augmentation_workers, use_mirroring=settings.use_mirroring,
         blocks=list(blocks) if blocks else None, decoder=dict(network.get("decoder") or {}),
-        keep_checkpoint=settings.keep_checkpoint)
+        keep_checkpoint=settings.keep_checkpoint, precision=precision)
 
 
 def segment_finetune(benchmark_marker: str | Path, out: str | Path, **kwargs: Any) -> dict[str, Any]:

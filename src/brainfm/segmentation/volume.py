@@ -89,7 +89,7 @@ class FrozenViT3DSegmenter(FrozenEncoderNetwork):
     def _embed(self) -> nn.Module:
         return self._vit.tokenizers[self.tokenizer].patch_embedding if self.n_prefix else self._vit.patch_embedding
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = to_encoder_axes(x, self.axes)
         want = tuple(s * self.encoder.patch_size for s in self.grid)
         if tuple(x.shape[2:]) != want:
@@ -128,7 +128,7 @@ class FrozenUniFormerSegmenter(FrozenEncoderNetwork):
 
         self._internal = [p - 2 for p in INPUT_PERMUTE[2:]]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = to_encoder_axes(x, self.axes)
         if any(s % 16 for s in x.shape[2:]):
             raise ValueError(f"BrainMVP needs patch sizes divisible by 16, got {tuple(x.shape[2:])}")
