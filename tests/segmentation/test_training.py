@@ -125,6 +125,16 @@ def test_one_job_end_to_end(prepared, tmp_path, tiny_vit):
     first = nib.load(str(out / "predictions" / f"{test[0]}.nii.gz"))
     again = nib.load(str(tmp_path / "again" / f"{test[0]}.nii.gz"))
     np.testing.assert_array_equal(np.asanyarray(first.dataobj), np.asanyarray(again.dataobj))
+    # tiles batched (the default, 32 per call) or one at a time as nnU-Net sends them: the same labels
+    # (up to the rare voxel a bf16 kernel rounds differently at another batch size)
+    from brainfm.segmentation.job import load_trained
+    from brainfm.segmentation.predict import predict_cases
+
+    with load_trained(out) as trainer:
+        predict_cases(trainer, prepared.dataset.test_inputs()[:1], [tmp_path / "single" / test[0]],
+                      use_mirroring=False, tile_batch=1)
+    single = np.asanyarray(nib.load(str(tmp_path / "single" / f"{test[0]}.nii.gz")).dataobj)
+    assert (single != np.asanyarray(first.dataobj)).mean() <= 1e-3
     # the same model on perturbed test images (Fig. 5 rows); the clean rows are the job's own Dice
     from brainfm.config import PerturbationSetting
     from brainfm.segmentation.steps import PERTURBED_COLUMNS, segment_perturbed
