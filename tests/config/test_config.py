@@ -73,6 +73,13 @@ def test_defaults_come_from_the_schema_only(tmp_path):
     assert cfg.stats == StatsSpec.from_json("{}")
 
 
+def test_pretraining_and_fine_tuning_threads_default_to_two_and_the_demo_runs_one():
+    """The rules' Snakemake threads: two by default, one in the demo (two 1-thread jobs share 2 cores)."""
+    paper, demo = load_config(CONFIGS[1]), load_config(CONFIGS[0])
+    assert {spec.threads for spec in paper.pretrain.values()} == {2} and paper.finetune.threads == 2
+    assert {spec.threads for spec in demo.pretrain.values()} == {1} and demo.finetune.threads == 1
+
+
 def test_task_head_overrides_merge_with_the_run_head(tmp_path):
     raw = {**MINIMAL, "head": {"lr": 3e-4, "patience": 7},
            "tasks": {"age": {**MINIMAL["tasks"]["age"], "head": {"lr": 1e-3}}}}

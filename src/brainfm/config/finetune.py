@@ -27,7 +27,7 @@ class FinetuneSpec(Spec):
     train_slices: int | None  # random slices per volume per step (memory); evaluation uses all
     slice_chunk: int | None  # slices per gradient-checkpointed forward (memory without dropping slices)
     grad_clip: float | None
-    threads: int = 2  # the schema's default; Snakemake threads of each job
+    threads: int  # Snakemake threads of each job (the schema gives the default)
     resources: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

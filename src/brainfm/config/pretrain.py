@@ -39,7 +39,7 @@ class PretrainSpec(Spec):
     datasets: tuple[str, ...]
     params: dict[str, Any]
     resources: dict[str, Any]
-    threads: int = 2  # the schema's default; Snakemake threads of the job
+    threads: int  # Snakemake threads of the job (the schema gives the default)
     stages: tuple[dict[str, Any], ...] = ()
     init: str | None = None
     # the run whose output ``init`` is; known to the workflow's DAG, not part of the JSON
