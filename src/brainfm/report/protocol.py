@@ -172,6 +172,8 @@ PAPER: tuple[PaperSetting, ...] = (
     PaperSetting("head.weight_decay", "§4.3", 1e-5, lambda c: c.get("head.weight_decay")),
     PaperSetting("ratios", "§2", [0.1, 0.2, 0.4, 0.6, 0.8, 1.0], lambda c: [float(r) for r in c.get("ratios")]),
     # §4.3.1 tumour segmentation (nnU-Net v2, frozen encoder)
+    PaperSetting("segmentation.ratios", "§4.3.1", [0.1, 0.2, 0.4, 0.6, 0.8, 1.0],
+                 lambda c: [float(r) for r in _segmentation(c, "ratios")]),
     PaperSetting("segmentation.epochs", "§4.3.1", 100, lambda c: _segmentation(c, "epochs")),
     PaperSetting("segmentation.iterations_per_epoch", "§4.3.1", 250,
                  lambda c: _segmentation(c, "iterations_per_epoch")),
