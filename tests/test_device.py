@@ -108,3 +108,23 @@ def test_the_conv3d_gradient_check_catches_wrong_bf16_gradients_found_independen
         assert bf16_conv3d_gradients_ok() is False
     else:
         assert isinstance(bf16_conv3d_gradients_ok(), bool)
+
+
+def test_cpu_attention_switches_timm_attention_to_the_explicit_product_under_cpu_bf16_only():
+    import timm
+    import torch
+
+    from brainfm.device import cpu_attention
+
+    def vit():
+        torch.manual_seed(0)
+        return timm.create_model("vit_small_patch16_dinov3", img_size=32, patch_size=8, embed_dim=64, depth=2,
+                                 num_heads=2, pretrained=False).eval()
+
+    assert cpu_attention([vit()], "cuda:0", "bf16") == 0 and cpu_attention([vit()], "cpu", "fp32") == 0
+    fused, explicit = vit(), vit()
+    assert cpu_attention([explicit], "cpu", "bf16") == 2  # one per block
+    assert not any(getattr(m, "fused_attn", False) for m in explicit.modules())
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(explicit(x), fused(x), rtol=1e-4, atol=1e-4)  # fp32: the same attention

@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from brainfm.atomic import atomic_dir
-from brainfm.device import autocast_dtype, resolve_precision
+from brainfm.device import autocast_dtype, cpu_attention, resolve_precision
 from brainfm.errors import ConfigError, InputError
 from brainfm.features.store import FeatureStore, write_feature_dir
 from brainfm.models.base import Encoder
@@ -197,6 +197,7 @@ def extract_features(encoder: Encoder, store: Any, out_dir: str | Path, *, batch
     layer_idx, layer_names = _resolve_layers(encoder, layers)
     requested = str(precision)
     precision = resolve_precision(requested, str(dev))
+    cpu_attention([encoder], dev.type, precision)
 
     full_index = store.index.reset_index(drop=True)
     n_store = len(full_index)

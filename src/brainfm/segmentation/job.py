@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from brainfm.atomic import atomic_dir, write_json, write_parquet
-from brainfm.device import resolve_device, resolve_precision, torch_threads
+from brainfm.device import cpu_attention, resolve_device, resolve_precision, torch_threads
 from brainfm.errors import ConfigError
 from brainfm.segmentation.benchmark import PreparedBenchmark, open_benchmark
 from brainfm.segmentation.network import (
@@ -157,6 +157,7 @@ def run_segmentation_job(benchmark: str | Path | PreparedBenchmark, out_dir: str
         used_precision = job_precision(net, precision, dev, list(trainer.configuration_manager.patch_size),
                                        trainer.num_input_channels)
         net.cpu_autocast = torch.bfloat16 if used_precision == "bf16" else None
+        cpu_attention([net], dev.type, used_precision)
         params = parameter_counts(trainer.network)
         t0 = time.perf_counter()
         trainer.run_training()
@@ -283,6 +284,7 @@ def load_trained(job_dir: str | Path, device: str = "auto") -> Iterator[FrozenEn
         trainer.network.to(dev)
         # predict as the job evaluated its test cases (bf16 autocast only where it trained on a CPU in bf16)
         trainer.network.cpu_autocast = torch.bfloat16 if run.get("precision") == "bf16" else None
+        cpu_attention([trainer.network], dev.type, run.get("precision", "fp32"))
         trainer.inference_allowed_mirroring_axes = checkpoint["inference_allowed_mirroring_axes"]
         yield trainer
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from brainfm.device import autocast_dtype
+from brainfm.device import autocast_dtype, cpu_attention
 from brainfm.errors import BrainfmError
 from brainfm.ssl.checkpointing import (
     capture_rng,
@@ -153,6 +153,7 @@ def fit(
     dtype = autocast_dtype(env.precision)  # resolved once, by brainfm.device.resolve_precision
     autocast = (lambda: torch.autocast(env.device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
     monitor = Monitor(work_dir, env.is_main, start_it, total_iters, desc)
+    cpu_attention(method.clip_modules(), env.device.type, env.precision)  # the student (trained) parts
     method.train()
     loader = build_loader(start_it, position, n_iters)
     nonfinite = 0

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from brainfm.errors import ConfigError, InputError
-from brainfm.device import resolve_precision
+from brainfm.device import cpu_attention, resolve_precision
 from brainfm.features.extract import autocast_context
 from brainfm.models.base import Encoder
 from brainfm.tasks.data import TaskData, assemble
@@ -204,6 +204,7 @@ def _fit_one(spec: TaskSpec, make_encoder: Callable[[], Encoder], load: Callable
              precision: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Train one encoder + head; return test outputs (N_test, K) from the best-validation epoch."""
     encoder = make_encoder().to(dev)
+    cpu_attention([encoder], dev.type, precision)
     for p in encoder.parameters():  # registry encoders come frozen
         p.requires_grad_(True)
     gen = head_generator(seed + 1)
