@@ -65,7 +65,12 @@ class BatchedAdam:
         fused = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
         self._fused = fused if hasattr(torch, "_fused_adam_") else None
         # one step counter per head, shared by that head's tensors (what torch.optim keeps per tensor)
-        self._steps = [torch.zeros((), dtype=torch.float32) for _ in range(n_heads)]
+        self._steps = torch.zeros(n_heads, dtype=torch.float32)
+        # per-head views, made once: building them every step cost as much as the update of small heads
+        step_views = self._steps.unbind(0)
+        views = [list(zip(*(t.unbind(0) for t in group.values()))) for group in (self.params, self.m, self.v)]
+        self._head_views = [(views[0][h], views[1][h], views[2][h], [step_views[h]] * len(self.params))
+                            for h in range(n_heads)]
 
     @torch.no_grad()
     def step(self, grads: dict[str, torch.Tensor], heads: torch.Tensor) -> None:
@@ -83,15 +88,15 @@ class BatchedAdam:
         if self._fused is None:
             return self._step_unfused(grads, heads_list)
         self.step_count[heads_list] += 1
-        params, gs, ms, vs, steps = [], [], [], [], []
-        for i, h in enumerate(heads_list):
-            self._steps[h] += 1
-            for k, p in self.params.items():
-                params.append(p[h])
-                gs.append(grads[k][i])
-                ms.append(self.m[k][h])
-                vs.append(self.v[k][h])
-                steps.append(self._steps[h])
+        self._steps[heads_list] += 1
+        params, ms, vs, steps = [], [], [], []
+        for h in heads_list:
+            p, m, v, st = self._head_views[h]
+            params += p
+            ms += m
+            vs += v
+            steps += st
+        gs = [g for per_head in zip(*(grads[k].unbind(0) for k in self.params)) for g in per_head]
         self._fused(params, gs, ms, vs, [], steps, lr=self.lr, beta1=self.betas[0], beta2=self.betas[1],
                     weight_decay=self.weight_decay, eps=self.eps, amsgrad=False, maximize=False)
 
