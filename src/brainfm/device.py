@@ -25,7 +25,7 @@ from pathlib import Path
 from brainfm.errors import ConfigError
 
 __all__ = ["DEVICES", "PRECISIONS", "resolve_device", "resolve_precision", "cpu_flags", "cpu_has_native_bf16",
-           "bf16_conv3d_gradients_ok", "autocast_dtype", "cpu_attention", "torch_threads"]
+           "bf16_conv3d_gradients_ok", "gradients_agree", "autocast_dtype", "cpu_attention", "torch_threads"]
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -118,6 +118,11 @@ def resolve_precision(name: str | None, device: str, *, flags: Collection[str] |
     return "bf16" if native else "fp32"
 
 
+def gradients_agree(got: Any, ref: Any, tolerance: float) -> bool:
+    """Relative error ``|got - ref| / |ref|`` below ``tolerance`` (False for NaN or inf): a bf16 gradient vs fp32."""
+    return float((got.float() - ref).norm()) / max(float(ref.norm()), 1e-12) < tolerance
+
+
 @functools.lru_cache(maxsize=1)
 def bf16_conv3d_gradients_ok(tolerance: float = 0.05, repeats: int = 3) -> bool:
     """Whether bf16 autocast Conv3d weight gradients on this CPU match fp32 (relative error < ``tolerance``).
@@ -140,9 +145,7 @@ def bf16_conv3d_gradients_ok(tolerance: float = 0.05, repeats: int = 3) -> bool:
         low = conv.weight.grad.detach().clone()
         conv.weight.grad = None
         conv(x).backward(grad)
-        ref = conv.weight.grad.detach()
-        err = float((low - ref).norm() / ref.norm())
-        if not err < tolerance:  # NaN-safe
+        if not gradients_agree(low, conv.weight.grad.detach(), tolerance):
             return False
     return True
 

@@ -59,12 +59,11 @@ class BatchedAdam:
 
     def __post_init__(self) -> None:
         n_heads = next(iter(self.params.values())).shape[0]
-        self.step_count = torch.zeros(n_heads, dtype=torch.float64)
         self.m = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self.v = {k: torch.zeros_like(v) for k, v in self.params.items()}
         fused = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
         self._fused = fused if hasattr(torch, "_fused_adam_") else None
-        # one step counter per head, shared by that head's tensors (what torch.optim keeps per tensor)
+        # one step counter per head, shared by that head's tensors (what torch.optim keeps per tensor); both paths
         self._steps = torch.zeros(n_heads, dtype=torch.float32)
         # per-head views, made once: building them every step cost as much as the update of small heads
         step_views = self._steps.unbind(0)
@@ -87,7 +86,6 @@ class BatchedAdam:
             return
         if self._fused is None:
             return self._step_unfused(grads, heads_list)
-        self.step_count[heads_list] += 1
         self._steps[heads_list] += 1
         params, ms, vs, steps = [], [], [], []
         for h in heads_list:
@@ -108,12 +106,12 @@ class BatchedAdam:
         and a step size of 0, so its moments and weights are untouched without a masked copy of
         every tensor (the optimiser step dominates for wide heads otherwise).
         """
-        active = torch.zeros(self.step_count.shape[0], dtype=torch.bool)
+        active = torch.zeros(self._steps.shape[0], dtype=torch.bool)
         active[heads] = True
         b1, b2 = self.betas
         act = active.to(torch.float32)
-        self.step_count += active.double()
-        t = self.step_count.clamp(min=1)
+        self._steps += act
+        t = self._steps.double().clamp(min=1)
         step_size = (self.lr / (1 - b1 ** t)).float() * act
         bc2_sqrt = (1 - b2 ** t).sqrt().float()
         b1v = 1 - (1 - b1) * act
