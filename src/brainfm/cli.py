@@ -280,7 +280,7 @@ def cmd_task_stats(a: argparse.Namespace) -> None:
 
     task_stats(a.task.name, a.runs, a.out_dir, a.table, a.figure, reference=a.stats.reference,
                description=a.task.description, n_boot=a.stats.n_boot, seed=a.stats.seed, labels=a.labels,
-               metrics=task_metrics(a.task.kind, a.task.target))
+               metrics=task_metrics(a.task.kind, a.task.target), controls=a.stats.controls)
 
 
 def cmd_strata_stats(a: argparse.Namespace) -> None:
@@ -340,7 +340,8 @@ def cmd_composite_figure(a: argparse.Namespace) -> None:
 def cmd_summary_table(a: argparse.Namespace) -> None:
     from brainfm.report.build import summary_table
 
-    summary_table(a.comparisons, a.knn, a.out, reference=a.stats.reference, labels=a.labels)
+    summary_table(a.comparisons, a.knn, a.out, reference=a.stats.reference, labels=a.labels,
+                  control_files=a.controls, controls=a.stats.controls)
 
 
 def _named_paths(items: Sequence[str], what: str) -> dict[str, str]:
@@ -708,6 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = step("summary-table", cmd_summary_table, "headline table over all tasks")
     s.add_argument("--comparisons", nargs="*", default=[])
     s.add_argument("--knn", nargs="*", default=[])
+    s.add_argument("--controls", nargs="*", default=[],
+                   help="controls.parquet of each task (pretrained backbones vs their random-init controls)")
     s.add_argument("--out", required=True)
     stats_args(s)
 

@@ -107,6 +107,13 @@ def test_unit_can_be_set_and_has_a_derived_default(tmp_path):
      "backbones.braindino.weights: 'pretrain:nope' names no run"),
     (lambda c: c["backbones"]["braindino"].update(weights="none"), "backbones.braindino.weights: write null"),
     (lambda c: c.update(stats={"reference": "ghost"}), "stats.reference: 'ghost' is not a backbone"),
+    (lambda c: c.update(stats={"controls": {"braindino": "ghost"}}), "stats.controls: 'ghost' is not a backbone"),
+    (lambda c: c.update(stats={"controls": {"braindino": "braindino"}}), "cannot be its own control"),
+    (lambda c: (c["backbones"].update(p={"encoder": "prior"}), c.update(stats={"controls": {"braindino": "p"}})),
+     "stats.controls.braindino: reference rows ('braindino' -> 'p') have no random initialisation"),
+    (lambda c: (c["backbones"].update(w={"encoder": "braindino", "weights": "w.pth"}),
+                c.update(stats={"controls": {"braindino": "w"}})),
+     "stats.controls.braindino: the control 'w' loads weights"),
     (lambda c: c.update(preprocess={"cube": 64}), "preprocess: pretrain_slices.n=128 must be in [1, cube=64]"),
     (lambda c: c.update(perturbations={"grid": {"blur": [1]}}), "perturbations.grid: unknown key 'blur'"),
     (lambda c: c.update(finetune={"tasks": ["age"], "backbones": ["x"]}), "finetune.backbones: 'x' is not a backbone"),
@@ -192,9 +199,9 @@ def test_segmentation_fine_tuning_cells_pair_the_finetune_grid_with_the_segmenta
     cells = paper.segmentation_finetune_cells()
     assert {(b, r) for _, b, r, _ in cells} == {("braindino", 0.1), ("braindino", 1.0)}
     assert len(cells) == 2 * len(paper.segmentation.benchmarks) * len(paper.segmentation.seeds)
-    demo = load_config(REPO / "config" / "config.yaml")  # segmentation runs 20% and 100%: only 100% pairs
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert load_config(REPO / "config" / "config.yaml").segmentation_finetune_cells() == []  # finetune: false
+    raw["segmentation"].update(finetune=True, ratios=[0.2, 1.0])  # finetune ratios 0.1, 1.0: only 100% pairs
+    demo = load_config(_write(tmp_path, raw))
     assert demo.segmentation_finetune_cells() == [("phantom_tumor", "braindino", 1.0, 0)]
     assert json.loads(demo.segmentation.finetune_job_json())["encoder_lr"] == 3e-5
-    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    raw["segmentation"]["finetune"] = False
-    assert load_config(_write(tmp_path, raw)).segmentation_finetune_cells() == []

@@ -65,35 +65,46 @@ def test_composite_figure_orders_the_paper_panels(tmp_path):
     assert out.with_suffix(".pdf").is_file()
 
 
-def test_summary_lists_reference_rows_last_and_states_the_advantage_at_10_percent(tmp_path):
+def test_summary_lists_reference_rows_last_and_states_each_backbones_advantage_over_its_control(tmp_path):
     from brainfm.report.build import advantage
 
-    def row(task, metric, ratio, b, e, delta=np.nan, lo=np.nan, hi=np.nan, higher=True):
-        return dict(task=task, metric=metric, ratio=ratio, backbone=b, estimate=e, sd=0.02, ci_low=e - 0.05,
-                    ci_high=e + 0.05, p_value=0.04, delta=delta, delta_ci_low=lo, delta_ci_high=hi,
+    def row(task, metric, ratio, b, e, delta=np.nan, lo=np.nan, hi=np.nan, higher=True, ref="braindino"):
+        return dict(task=task, metric=metric, ratio=ratio, backbone=b, reference=ref, estimate=e, sd=0.02,
+                    ci_low=e - 0.05, ci_high=e + 0.05, p_value=0.04, delta=delta, delta_ci_low=lo, delta_ci_high=hi,
                     test="paired bootstrap", higher_is_better=higher)
 
-    rows = []
+    rows, control_rows = [], []
     for r in (0.1, 1.0):
         rows += [row("oasis", "auc", r, "prior", 0.5), row("oasis", "auc", r, "image_stats", 0.7),
                  row("oasis", "auc", r, "braindino", 0.8), row("oasis", "auc", r, "phantom_oracle", 0.9),
-                 row("oasis", "auc", r, "vit_random", 0.75, -0.05, -0.12, 0.02),
+                 row("oasis", "auc", r, "brainfound", 0.6), row("oasis", "auc", r, "vit_random", 0.75),
                  row("age", "mae", r, "braindino", 6.0, higher=False),
-                 row("age", "mae", r, "vit_random", 9.0, 3.0, 1.0, 5.0, higher=False)]
-    path = tmp_path / "comparison.parquet"
+                 row("age", "mae", r, "vit_random", 9.0, higher=False)]
+        # the statistics step's control rows: the control compared with each pretrained backbone
+        control_rows += [row("oasis", "auc", r, "vit_random", 0.75, -0.05, -0.12, 0.02),
+                         row("oasis", "auc", r, "vit_random", 0.75, 0.15, 0.05, 0.25, ref="brainfound"),
+                         row("age", "mae", r, "vit_random", 9.0, 3.0, 1.0, 5.0, higher=False)]
+    path, controls_path = tmp_path / "comparison.parquet", tmp_path / "controls.parquet"
     write_parquet(path, pd.DataFrame(rows))
-    adv = advantage(pd.DataFrame(rows), "braindino").set_index("task")
+    write_parquet(controls_path, pd.DataFrame(control_rows))
+    adv = advantage(pd.DataFrame(control_rows), "braindino", "vit_random").set_index("task")
     assert adv.loc["oasis", "advantage"] == pytest.approx(0.05) and adv.loc["oasis", "verdict"].startswith("not ahead")
     assert (adv.loc["oasis", "low"], adv.loc["oasis", "high"]) == pytest.approx((-0.02, 0.12))
     assert adv.loc["age", "advantage"] == pytest.approx(3.0) and adv.loc["age", "verdict"] == "ahead"
-    out = summary_table([path], [], tmp_path / "summary.md", reference="braindino",
-                        labels={"braindino": "BrainDINO", "vit_random": "ViT (random init)", "prior": "prior"})
+    found = advantage(pd.DataFrame(control_rows), "brainfound", "vit_random")
+    assert found["advantage"].tolist() == pytest.approx([-0.15]) and found["verdict"].tolist() == ["behind"]
+    labels = {"braindino": "BrainDINO", "vit_random": "ViT (random init)", "brainfound": "BrainFound",
+              "prior": "prior"}
+    out = summary_table([path], [], tmp_path / "summary.md", reference="braindino", labels=labels,
+                        control_files=[controls_path], controls={"braindino": "vit_random", "brainfound": "vit_random"})
     recs = json.loads(out.with_suffix(".json").read_text())
     oasis = [r["backbone"] for r in recs if r["task"] == "oasis"]
-    assert oasis[:2] == ["BrainDINO", "ViT (random init)"]
-    assert all("reference" in b for b in oasis[2:]) and len(oasis) == 5
-    col = next(c for c in recs[0] if c.startswith("BrainDINO − ViT (random init) at 10%"))
+    assert oasis[:3] == ["BrainDINO", "BrainFound", "ViT (random init)"]
+    assert all("reference" in b for b in oasis[3:]) and len(oasis) == 6
+    col = "advantage over own random init at 10%"
     by = {(r["task"], r["backbone"]): r[col] for r in recs}
-    assert by[("oasis", "BrainDINO")].startswith("+0.050 [-0.020, +0.120]: not ahead")
-    assert by[("age", "BrainDINO")].endswith("ahead") and by[("oasis", "ViT (random init)")] == ""
-    assert "reference" in out.read_text()
+    assert by[("oasis", "BrainDINO")] == "vs ViT (random init): +0.050 [-0.020, +0.120]: not ahead (interval includes 0)"
+    assert by[("oasis", "BrainFound")] == "vs ViT (random init): -0.150 [-0.250, -0.050]: behind"
+    assert by[("age", "BrainDINO")].endswith(": ahead") and by[("oasis", "ViT (random init)")] == ""
+    text = out.read_text()
+    assert "reference" in text and "BrainDINO vs ViT (random init); BrainFound vs ViT (random init)" in text

@@ -139,3 +139,23 @@ def test_brainfound_init_from_wrong_architecture_is_refused(tmp_path):
     path.write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="cannot be read"):
         BrainFoundMethod(BrainFoundConfig.from_dict({**BF_TINY, "init": str(path)}), init_distributed("cpu"))
+
+
+def test_simclr_control_is_the_runs_own_starting_point():
+    """brainiac_simclr_scratch with the run's seed holds the weights SimCLR training starts from."""
+    from brainfm.errors import ConfigError
+    from brainfm.models import create_encoder
+    from brainfm.ssl.simclr import SimCLRModel
+
+    cfg = SimCLRConfig.from_dict({**SIMCLR_TINY, "seed": 3})
+    torch.manual_seed(cfg.seed)
+    start = SimCLRModel(cfg).backbone.state_dict()
+    control = create_encoder("brainiac_simclr_scratch", arch="resnet10", img_size=16, seed=3)
+    got = control.weight_module().state_dict()
+    assert set(got) == set(start)
+    for k in start:
+        torch.testing.assert_close(got[k], start[k], rtol=0, atol=0)
+    other = create_encoder("brainiac_simclr_scratch", arch="resnet10", img_size=16, seed=4).weight_module()
+    assert not torch.equal(other.state_dict()["conv1.weight"], start["conv1.weight"])
+    with pytest.raises(ConfigError, match="takes no weights"):
+        create_encoder("brainiac_simclr_scratch", weights="w.pth", arch="resnet10")

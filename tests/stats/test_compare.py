@@ -268,3 +268,21 @@ def test_nan_predictions_are_reported_with_their_run():
     df.loc[(df.backbone == "dinov3") & (df.subject == "sub-004"), "y_pred"] = np.nan
     with pytest.raises(StatsInputError, match="backbone dinov3.*NaN"):
         compare_predictions(df, n_boot=10)
+
+
+def test_controls_are_compared_pairwise_with_the_pretrained_backbone_as_reference():
+    """Each pair's rows equal a two-backbone comparison run on its own; the third backbone plays no part."""
+    from brainfm.stats.comparison import compare_controls
+
+    preds = make_predictions("regression", seeds=(0, 1), n=40)
+    out = compare_controls(preds, {"dinov3": "bmmae", "braindino": "bmmae", "absent": "bmmae"}, n_boot=50)
+    assert sorted(zip(out.reference, out.backbone)) == sorted([("dinov3", "bmmae"), ("braindino", "bmmae")] * 2)
+    alone = compare_predictions(preds[preds.backbone.isin(["dinov3", "bmmae"])], "dinov3", n_boot=50)
+    mine = out[out.reference == "dinov3"].reset_index(drop=True)
+    expect = alone[alone.backbone == "bmmae"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, expect)
+    # delta = control - pretrained, each the mean over seeds of the per-seed MAE (computed here directly)
+    mae = {b: np.mean([np.mean(np.abs(r.y_pred - r.y_true)) for r in (_run(preds, b, 1.0, s) for s in (0, 1))])
+           for b in ("bmmae", "dinov3")}
+    assert mine.loc[mine.ratio == 1.0, "delta"].iloc[0] == pytest.approx(mae["bmmae"] - mae["dinov3"])
+    assert compare_controls(preds, {"x": "y"}, n_boot=10).empty

@@ -45,10 +45,13 @@ def test_task_stats_writes_the_comparison_of_the_runs(tmp_path):
     dirs = write_runs(tmp_path / "runs", preds)
     out_dir, table, figure = _paths(tmp_path, "t_regression")
     out = task_stats("t_regression", dirs, out_dir, table, figure, reference="braindino",
-                     description="brain age", n_boot=N_BOOT, seed=3, labels={"braindino": "BrainDINO"})
+                     description="brain age", n_boot=N_BOOT, seed=3, labels={"braindino": "BrainDINO"},
+                     controls={"dinov3": "bmmae"})
     tidy = pd.read_parquet(out["comparison"])
     expected = compare_predictions(preds, "braindino", n_boot=N_BOOT, seed=3)
     pd.testing.assert_frame_equal(tidy, expected, check_like=True)
+    controls = pd.read_parquet(out["controls"])
+    assert set(zip(controls.reference, controls.backbone)) == {("dinov3", "bmmae")} and len(controls) == 2
     assert _formats(table, figure)
     md = table.read_text()
     assert "brain age" in md and "BrainDINO" in md

@@ -32,6 +32,7 @@ rule summary_table:
         comparisons=[L.stats(t, "comparison.parquet") for t in CFG.head_tasks()]
         + ([L.stats("segmentation", "comparison.parquet")] if CFG.segmentation.enabled else []),
         knn=[L.stats(t, "knn.parquet") for t in CFG.knn_tasks()],
+        controls=[L.stats(t, "controls.parquet") for t in CFG.head_tasks()],
     output:
         report(
             L.table("summary"),
@@ -50,7 +51,8 @@ rule summary_table:
     conda:
         "../../envs/brainfm.yaml"
     shell:
-        "brainfm summary-table --comparisons {input.comparisons} --knn {input.knn} --out {output}"
+        "brainfm summary-table --comparisons {input.comparisons} --knn {input.knn} --controls {input.controls}"
+        " --out {output}"
         " --stats {params.stats:q} --labels {params.labels:q} > {log} 2>&1"
 
 

@@ -10,6 +10,7 @@ rule task_stats:
         lambda wc: run_dirs(wc.task),
     output:
         comparison=L.stats("{task}", "comparison.parquet"),
+        controls=L.stats("{task}", "controls.parquet"),
         table=report(
             L.table("{task}"),
             caption="../report/table.rst",

@@ -148,6 +148,7 @@ class Config:
                                   f"({backbones[b].encoder}), which has no patch tokens to compare")
         stats = section(StatsSpec, "stats")
         _check_names([stats.reference], backbones, f"{source}: stats.reference", "a backbone")
+        _check_controls(stats.controls, backbones, source)
 
         seg = v["segmentation"]
         seg.setdefault("ratios", list(v["ratios"]))
@@ -280,6 +281,21 @@ def _check_names(names: Any, known: Mapping[str, Any], where: str, what: str) ->
     for n in names:
         if n not in known:
             raise ConfigError(f"{where}: {n!r} is not {what} of this config (known: {', '.join(sorted(known))})")
+
+
+def _check_controls(controls: Mapping[str, str], backbones: Mapping[str, BackboneSpec], source: str) -> None:
+    """A control is an untrained backbone of this config, paired with a different, pretrained one."""
+    _check_names(controls, backbones, f"{source}: stats.controls", "a backbone")
+    _check_names(controls.values(), backbones, f"{source}: stats.controls", "a backbone")
+    for b, c in controls.items():
+        where = f"{source}: stats.controls.{b}"
+        if b == c:
+            raise ConfigError(f"{where}: a backbone cannot be its own control")
+        if _is_reference(backbones[b].encoder) or _is_reference(backbones[c].encoder):
+            raise ConfigError(f"{where}: reference rows ({b!r} -> {c!r}) have no random initialisation to compare")
+        if backbones[c].weights is not None:
+            raise ConfigError(f"{where}: the control {c!r} loads weights ({backbones[c].weights}); a control is the "
+                              "same architecture at random initialisation (weights: null)")
 
 
 def _check_datasets(datasets: Mapping[str, DatasetSpec], v: Mapping[str, Any], source: str) -> None:

@@ -12,7 +12,11 @@ __all__ = ["StatsSpec", "CkaSpec", "SimilaritySpec", "AnalysisSpec", "ReportSpec
 
 @dataclass(frozen=True)
 class StatsSpec(Spec):
-    """Comparisons against ``reference`` (paper §4.7): bootstrap resamples, seed, level."""
+    """Comparisons against ``reference`` (paper §4.7): bootstrap resamples, seed, level.
+
+    ``controls`` pairs each pretrained backbone with its random-initialisation control: what
+    pretraining added is measured against the same architecture untrained, not against BrainDINO.
+    """
 
     definition = "stats"
 
@@ -20,6 +24,7 @@ class StatsSpec(Spec):
     n_boot: int
     seed: int
     alpha: float
+    controls: dict[str, str]
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ ENCODERS: dict[str, EncoderInfo] = {e.name: e for e in (
     EncoderInfo("brainiac_v1", _BASELINES + "brainiac", "BrainIAC v1"),
     EncoderInfo("brainiac_scratch", _BASELINES + "brainiac", "BrainIAC (random init)"),
     EncoderInfo("brainiac_v1_scratch", _BASELINES + "brainiac", "BrainIAC v1 (random init)"),
+    EncoderInfo("brainiac_simclr_scratch", _BASELINES + "brainiac", "ResNet (random init)", "#bcbd22"),
     EncoderInfo("bmmae_scratch", _BASELINES + "bmmae", "BM-MAE (random init)"),
     EncoderInfo("brainmvp_scratch", _BASELINES + "brainmvp", "BrainMVP (random init)"),
     EncoderInfo("medicalnet_scratch", _BASELINES + "medicalnet", "MedicalNet (random init)"),

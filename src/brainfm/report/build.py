@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,21 +28,21 @@ FIG3_PANELS: dict[str, str] = {
 
 
 ADVANTAGE_RATIO = 0.1
-ADVANTAGE_BASELINE = "vit_random"
 
 
-def advantage(tidy: pd.DataFrame, reference: str, baseline: str = ADVANTAGE_BASELINE,
-              ratio: float = ADVANTAGE_RATIO) -> pd.DataFrame:
-    """The reference's advantage over ``baseline`` per task x metric at ``ratio``, in the better direction.
+def advantage(tidy: pd.DataFrame, backbone: str, control: str, ratio: float = ADVANTAGE_RATIO) -> pd.DataFrame:
+    """``backbone``'s advantage over ``control`` per task x metric at ``ratio``, in the better direction.
 
-    Reuses the comparison step's paired interval of ``baseline - reference`` (``delta`` and
-    ``delta_ci_*`` of :func:`brainfm.stats.comparison.compare_predictions`: paired bootstrap over
-    test subjects with the seeds evaluated on each resample, a paired t-test on per-subject errors
-    for MAE, Student t over folds for CV tasks), flipped so that a positive advantage is better
-    for the reference. ``verdict`` says "ahead" only when the whole interval is above zero.
+    Reuses a comparison step's paired interval of ``control - backbone`` (rows of ``control``
+    compared with ``backbone`` as the reference: ``delta`` and ``delta_ci_*`` of
+    :func:`brainfm.stats.comparison.compare_predictions` / ``compare_controls``: paired bootstrap
+    over test subjects with the seeds evaluated on each resample, a paired t-test on per-subject
+    errors for MAE, Student t over folds for CV tasks), flipped so that a positive advantage is
+    better for ``backbone``. ``verdict`` says "ahead" only when the whole interval is above zero.
     """
     cols = ["task", "metric", "ratio", "advantage", "low", "high", "interval", "verdict"]
-    sel = tidy[(tidy["backbone"].astype(str) == baseline) & np.isclose(tidy["ratio"].astype(float), ratio)]
+    sel = tidy[(tidy["backbone"].astype(str) == control) & (tidy["reference"].astype(str) == backbone)
+               & np.isclose(tidy["ratio"].astype(float), ratio)]
     rows = []
     for r in sel.itertuples():
         sign = -1.0 if bool(r.higher_is_better) else 1.0
@@ -60,7 +61,7 @@ def advantage(tidy: pd.DataFrame, reference: str, baseline: str = ADVANTAGE_BASE
     return pd.DataFrame(rows, columns=cols)
 
 
-def _format_advantage(metric: str, a: pd.Series) -> str:
+def _format_advantage(metric: str, a: Mapping[str, Any]) -> str:
     d = 3 if metric not in ("mae", "mse") else 2
     if not np.isfinite(a["advantage"]):
         return tables.MISSING
@@ -68,32 +69,49 @@ def _format_advantage(metric: str, a: pd.Series) -> str:
     return f"{a['advantage']:+.{d}f}{ci}: {a['verdict']}"
 
 
+def _control_cells(control_files: Sequence[str | Path], controls: Mapping[str, str], ratio: float,
+                   labels: Mapping[str, str] | None) -> dict[tuple[str, str, str], str]:
+    """(task, metric, backbone) -> "vs <control>: advantage [interval]: verdict" for every configured pair."""
+    frames = [pd.read_parquet(f) for f in control_files]
+    tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    cells: dict[tuple[str, str, str], str] = {}
+    for b, c in controls.items():
+        if tidy.empty:
+            break
+        for a in advantage(tidy, b, c, ratio).to_dict("records"):
+            cells[(a["task"], a["metric"], b)] = f"vs {display_name(c, labels)}: {_format_advantage(a['metric'], a)}"
+    return cells
+
+
 def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[str | Path],
                   out_path: str | Path, *, reference: str, labels: Mapping[str, str] | None = None,
-                  baseline: str = ADVANTAGE_BASELINE, advantage_ratio: float = ADVANTAGE_RATIO) -> Path:
+                  control_files: Sequence[str | Path] = (), controls: Mapping[str, str] | None = None,
+                  advantage_ratio: float = ADVANTAGE_RATIO) -> Path:
     """One row per task x backbone at full supervision: the headline numbers of the run.
 
     Reference rows (prior, image statistics, oracle) come after the encoders of each task, so a
-    reader sees what chance, a crude baseline and (on phantom data) the ground truth achieve. The
-    reference backbone's row also states its advantage over ``baseline`` (the random-init ViT) at
+    reader sees what chance, a crude baseline and (on phantom data) the ground truth achieve. Each
+    pretrained backbone with a random-initialisation control (``controls``, compared in
+    ``control_files`` by the statistics step) also states its advantage over that control at
     ``advantage_ratio`` labels with its paired interval, and says plainly where it is not ahead.
     """
-    adv_col = f"{display_name(reference, labels)} − {display_name(baseline, labels)} at {ratio_label(advantage_ratio)}"
+    controls = dict(controls or {})
+    adv_col = f"advantage over own random init at {ratio_label(advantage_ratio)}"
+    cells = _control_cells(control_files, controls, advantage_ratio, labels)
     rows = []
     for f in comparison_files:
         tidy = pd.read_parquet(f)
         top = tidy[tidy["ratio"] == tidy["ratio"].max()]
-        adv = advantage(tidy, reference, baseline, advantage_ratio).set_index(["task", "metric"])
         for (task, metric), grp in top.groupby(["task", "metric"], sort=False):
             for b in order_backbones(grp["backbone"], reference):
                 r = grp[grp["backbone"] == b].iloc[0]
-                row = {"task": task, "metric": metric, "backbone": b,
-                       "estimate": tables.format_estimate(metric, r.estimate, r.sd, r.ci_low, r.ci_high),
-                       "p vs " + reference: tables.format_p(r.p_value), adv_col: ""}
-                if b == reference:
-                    row[adv_col] = (_format_advantage(metric, adv.loc[(task, metric)]) if (task, metric) in adv.index
-                                    else f"no {display_name(baseline, labels)} at {ratio_label(advantage_ratio)}")
-                rows.append(row)
+                cell = ""
+                if b in controls:
+                    cell = cells.get((task, metric, b),
+                                     f"no {display_name(controls[b], labels)} at {ratio_label(advantage_ratio)}")
+                rows.append({"task": task, "metric": metric, "backbone": b,
+                             "estimate": tables.format_estimate(metric, r.estimate, r.sd, r.ci_low, r.ci_high),
+                             "p vs " + reference: tables.format_p(r.p_value), adv_col: cell})
     for f in knn_files:
         knn = pd.read_parquet(f)
         top = knn[knn["k"] == knn["k"].max()]
@@ -114,11 +132,13 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
         # configured labels as given; reference rows always say that they are references
         df["backbone"] = df["backbone"].map(
             lambda b: display_name(b, labels) if is_reference(b) else (labels or {}).get(b, b))
+    pairs = "; ".join(f"{display_name(b, labels)} vs {display_name(c, labels)}" for b, c in controls.items())
     caption = ("Headline results at full supervision; rows marked reference are not encoders (prior: training "
                "class frequencies / mean; image statistics; on phantom data the generator's ground truth as an upper "
-               f"reference). Last column: {display_name(reference, labels)}'s advantage over "
-               f"{display_name(baseline, labels)} at {ratio_label(advantage_ratio)} labels (positive = better) with "
-               "its paired 95% interval; 'ahead' only when the interval excludes 0." + tables.KNN_MIN_CLASS_MARK
+               "reference). Last column: each pretrained backbone's advantage over the same architecture at random "
+               f"initialisation ({pairs or 'no controls configured: stats.controls'}) at "
+               f"{ratio_label(advantage_ratio)} labels (positive = better) with its paired 95% interval; 'ahead' only "
+               "when the interval excludes 0." + tables.KNN_MIN_CLASS_MARK
                + ": k reaches the smallest class of the kNN memory set.")
     tables.write_table(df, out_path, caption=caption, label="tab:summary")
     write_text(Path(out_path).with_suffix(".json"), df.to_json(orient="records", indent=1))

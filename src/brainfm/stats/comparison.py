@@ -31,7 +31,7 @@ Choices made here (the paper does not spell them out):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,7 @@ from brainfm.stats.predictions import (DEFAULT_REFERENCE, PREDICTION_COLUMNS, Bl
                                         check_columns, cluster_groups, default_metrics, prob_columns, subject_means)
 from brainfm.stats.validate import StatsInputError, check_n_boot
 
-__all__ = ["COMPARISON_COLUMNS", "metric_sort_key", "compare_predictions", "compare_dice"]
+__all__ = ["COMPARISON_COLUMNS", "metric_sort_key", "compare_predictions", "compare_controls", "compare_dice"]
 
 COMPARISON_COLUMNS = [
     "task", "kind", "metric", "ratio", "backbone", "reference", "is_reference", "n", "n_subjects", "n_seeds",
@@ -184,6 +184,27 @@ def compare_predictions(preds: pd.DataFrame, reference: str = DEFAULT_REFERENCE,
             else:
                 rows.extend(_compare_single(block, metric, reference, n_boot, seed, alpha))
     return _finish(rows, adjust, ["task", "metric", "ratio"])
+
+
+def compare_controls(preds: pd.DataFrame, controls: Mapping[str, str], *, n_boot: int = 2000, seed: int = 42,
+                     alpha: float = 0.05, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Each pretrained backbone against its own random-initialisation control (``controls``: backbone -> control).
+
+    One :func:`compare_predictions` per pair, with the pretrained backbone as the reference, so the
+    rows (COMPARISON_COLUMNS) are the controls' and their ``delta`` is ``control - pretrained``
+    with the same paired interval and test as the main table. Pairs with a side missing from the
+    predictions are skipped (a task that runs on part of the backbones).
+    """
+    present = set(preds["backbone"].astype(str))
+    frames = []
+    for b, c in controls.items():
+        if b in present and c in present:
+            pair = compare_predictions(preds[preds["backbone"].astype(str).isin([b, c])], b, n_boot=n_boot,
+                                       seed=seed, alpha=alpha, metrics=metrics)
+            frames.append(pair[pair["backbone"].astype(str) == c])
+    if not frames:
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
 
 
 def _fits(metric: str, kind: str) -> bool:

@@ -5,7 +5,8 @@ One function per step, named as the step (workflow rule and ``brainfm`` subcomma
 =====================  =====================================================================
 step                   what it computes (module)
 =====================  =====================================================================
-``task_stats``         every backbone vs the reference per ratio (:mod:`~brainfm.stats.comparison`)
+``task_stats``         every backbone vs the reference per ratio, each pretrained backbone vs its
+                       random-init control (:mod:`~brainfm.stats.comparison`)
 ``knn_stats``          kNN accuracy per k, McNemar with Holm across k (:mod:`~brainfm.stats.knn`)
 ``strata_stats``       age strata at full supervision (:mod:`~brainfm.stats.strata`)
 ``km_stats``           Kaplan-Meier risk groups, log-rank test (:mod:`~brainfm.stats.km`)
@@ -30,7 +31,7 @@ import pandas as pd
 from brainfm.atomic import write_parquet
 from brainfm.errors import InputError
 from brainfm.report import figures, tables
-from brainfm.stats.comparison import compare_dice, compare_predictions
+from brainfm.stats.comparison import compare_controls, compare_dice, compare_predictions
 from brainfm.stats.km import km_table
 from brainfm.stats.knn import knn_table
 from brainfm.stats.strata import age_strata_table
@@ -55,14 +56,20 @@ def task_metrics(kind: str, target: str) -> list[str] | None:
 
 def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, table_path: str | Path,
                figure_path: str | Path, *, reference: str, description: str = "", n_boot: int = 2000,
-               seed: int = 42, labels: Labels = None, metrics: Sequence[str] | None = None) -> dict[str, Path]:
+               seed: int = 42, labels: Labels = None, metrics: Sequence[str] | None = None,
+               controls: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Statistics, table and figure of one head-trained task across backbones and ratios (Fig. 3).
 
-    ``metrics`` overrides the kind's default metric (see :func:`task_metrics`).
+    ``metrics`` overrides the kind's default metric (see :func:`task_metrics`). ``controls``
+    (pretrained backbone -> its random-init control) adds one paired comparison per pair
+    (``controls.parquet``, :func:`~brainfm.stats.comparison.compare_controls`).
     """
     out = Path(out_dir) / "comparison.parquet"
-    tidy = compare_predictions(collect_predictions(run_dirs), reference, n_boot=n_boot, seed=seed, metrics=metrics)
+    preds = collect_predictions(run_dirs)
+    tidy = compare_predictions(preds, reference, n_boot=n_boot, seed=seed, metrics=metrics)
     write_parquet(out, tidy)
+    controls_out = Path(out_dir) / "controls.parquet"
+    write_parquet(controls_out, compare_controls(preds, controls or {}, n_boot=n_boot, seed=seed, metrics=metrics))
     tables.write_table(tables.comparison_table(tidy, reference, labels=labels), table_path,
                        caption=f"{task}: {description or task}. Estimates per label ratio vs {reference}.",
                        label=f"tab:{task}")
@@ -78,7 +85,8 @@ def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, t
     tables.write_table(wide, n_table, label=f"tab:{task}-n",
                        caption=f"{task}: subjects the heads trained and were tested on (mean over seeds and folds) "
                                "beside the paper's n (Supp. Table 2 / text; at a ratio: round(ratio x n))")
-    return {"comparison": out, "table": Path(table_path), "figure": Path(figure_path), "training_n": n_out,
+    return {"comparison": out, "controls": controls_out, "table": Path(table_path), "figure": Path(figure_path),
+            "training_n": n_out,
             "training_n_table": n_table}
 
 

@@ -50,7 +50,8 @@ reproduces how the public BrainDINO code fed BrainIAC: its own robust z-scored (
 resized to 96^3, no re-normalisation. ``config/paper.yaml`` selects ``protocol: braindino``
 (with ``pool="first"``, the default), so the BrainIAC rows compare what the paper compared.
 
-``*_scratch``: the same architectures with a seeded random initialisation (controls).
+``*_scratch``: the same architectures with a seeded random initialisation (controls);
+``brainiac_simclr_scratch`` is the SimCLR run's own starting point.
 """
 
 from __future__ import annotations
@@ -342,6 +343,19 @@ def brainiac_simclr(weights: str | None = None, *, arch: str = "resnet50", conv1
                           input_perm=AXES_CANONICAL, seed=seed, expected_layout=_SIMCLR_LAYOUT)
     enc.load_weights(path)
     return enc
+
+
+@register_encoder("brainiac_simclr_scratch")
+def brainiac_simclr_scratch(weights: str | None = None, *, arch: str = "resnet50", conv1_stride: int = 2,
+                            img_size: int | Sequence[int] = 128, seed: int = 0) -> ResNetEncoder3D:
+    """Random-initialisation control of ``brainiac_simclr``: the SimCLR recipe's ResNet before training.
+
+    Built under ``seed`` in the recipe's module order, so with the run's seed it holds the very
+    weights the SimCLR run started from (what pretraining added is measured against them).
+    """
+    _no_weights("brainiac_simclr_scratch", weights)
+    return ResNetEncoder3D(arch=arch, recipe="simclr", img_size=img_size, conv1_stride=conv1_stride,
+                           input_perm=AXES_CANONICAL, seed=seed)
 
 
 def _v2(seed: int, **kwargs: Any) -> BrainIACViT:
