@@ -79,7 +79,8 @@ def test_pretrain_curves_writes_figure_and_table(summaries, tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "curves.pdf").exists()
     dino, simclr = rows
     curve = json.loads(summaries["dino_run"].read_text())["stages"][0]["curve"]
-    assert dino["loss"] == pytest.approx(curve["dino"][-1]) and dino["uniform_loss"] == pytest.approx(math.log(32))
+    # the final loss averages the last logged values (here all four: fewer than FINAL_LOGS)
+    assert dino["loss"] == pytest.approx(sum(curve["dino"]) / 4) and dino["uniform_loss"] == pytest.approx(math.log(32))
     assert dino["loss_over_uniform"] == pytest.approx(dino["loss"] / dino["uniform_loss"])
     assert dino["teacher_information"] == pytest.approx(dino["teacher_batch_entropy"] - dino["teacher_entropy"])
     assert dino["teacher_information"] >= -1e-4  # entropy is concave
@@ -87,6 +88,18 @@ def test_pretrain_curves_writes_figure_and_table(summaries, tmp_path):
     table = (tmp_path / "curves.md").read_text()
     assert "DINO demo" in table and "simclr_run" in table and len(table.strip().splitlines()) == 4
     assert final_values(load_curves([files[0]])[0]) == dino
+
+
+def test_final_loss_is_the_mean_of_the_last_logs_and_skips_missing_values():
+    from brainfm.report.pretrain_curves import FINAL_LOGS
+
+    losses = [9.0, 8.0, None, 3.0, 2.0, float("nan"), 4.0, 1.0, 5.0]
+    run = {"run": "r", "recipe": "simclr", "curve": {"iteration": list(range(len(losses))), "nt_xent": losses,
+                                                     "uniform_loss": [3.4] * len(losses)}}
+    got = final_values(run)
+    tail = [3.0, 2.0, 4.0, 1.0, 5.0][-FINAL_LOGS:]
+    assert got["loss"] == pytest.approx(sum(tail) / len(tail)) and got["uniform_loss"] == 3.4
+    assert final_values({**run, "curve": {**run["curve"], "nt_xent": [None] * len(losses)}})["loss"] is None
 
 
 def test_a_summary_without_curve_is_refused_with_its_path(tmp_path):

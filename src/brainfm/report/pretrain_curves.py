@@ -56,15 +56,30 @@ def _last(values: Sequence[float | None] | None) -> float | None:
     return None
 
 
+#: the final loss is the mean of the last logged values: one minibatch's loss is noisy (a SimCLR
+#: batch of 16 moves NT-Xent by +-0.5 between logs), so a single value can call a run learned or not
+FINAL_LOGS = 5
+
+
+def _tail_mean(values: Sequence[float | None] | None, n: int = FINAL_LOGS) -> float | None:
+    finite = [float(v) for v in values or [] if v is not None and math.isfinite(v)]
+    return sum(finite[-n:]) / len(finite[-n:]) if finite else None
+
+
 def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
 def final_values(run: Mapping[str, Any]) -> dict[str, Any]:
-    """The last logged values that say whether a run learned (None where the recipe has no such value)."""
+    """The values that say whether a run learned (None where the recipe has no such value).
+
+    ``loss`` is the mean of the last :data:`FINAL_LOGS` logged losses (a run still learning is
+    judged slightly above its last value); the uniform level and the teacher entropies are the
+    last logged values.
+    """
     c = run["curve"]
     dino = run["recipe"] in _DINO
-    loss = _last(c.get("dino") if dino else c.get("nt_xent") or c.get("loss"))
+    loss = _tail_mean(c.get("dino") if dino else c.get("nt_xent") or c.get("loss"))
     uniform = _last(c.get("ln_k") if dino else c.get("uniform_loss"))
     return {"run": run["run"], "recipe": run["recipe"], "iterations": int(c["iteration"][-1]) + 1,
             "loss": loss, "uniform_loss": uniform,
@@ -122,7 +137,7 @@ def _table(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str] | None) 
     def f(v: Any) -> str:
         return "–" if v is None else f"{v:.3f}"
 
-    lines = ["| run | recipe | iterations | final loss | uniform loss (ln K or ln(2N-1)) | loss / uniform | "
+    lines = [f"| run | recipe | iterations | final loss (mean of the last {FINAL_LOGS} logs) | uniform loss (ln K or ln(2N-1)) | loss / uniform | "
              "teacher entropy | teacher batch-mean entropy | batch-mean minus per-sample | learned? |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
