@@ -87,7 +87,9 @@ def test_summary_lists_reference_rows_last_and_states_each_backbones_advantage_o
     path, controls_path = tmp_path / "comparison.parquet", tmp_path / "controls.parquet"
     write_parquet(path, pd.DataFrame(rows))
     write_parquet(controls_path, pd.DataFrame(control_rows))
-    adv = advantage(pd.DataFrame(control_rows), "braindino", "vit_random").set_index("task")
+    adv = advantage(pd.DataFrame(control_rows), "braindino", "vit_random").set_index("task")  # the fewest labels
+    assert set(adv["ratio"]) == {0.1}
+    assert advantage(pd.DataFrame(control_rows), "braindino", "vit_random", 1.0)["ratio"].tolist() == [1.0, 1.0]
     assert adv.loc["oasis", "advantage"] == pytest.approx(0.05) and adv.loc["oasis", "verdict"].startswith("not ahead")
     assert (adv.loc["oasis", "low"], adv.loc["oasis", "high"]) == pytest.approx((-0.02, 0.12))
     assert adv.loc["age", "advantage"] == pytest.approx(3.0) and adv.loc["age", "verdict"] == "ahead"
@@ -101,10 +103,11 @@ def test_summary_lists_reference_rows_last_and_states_each_backbones_advantage_o
     oasis = [r["backbone"] for r in recs if r["task"] == "oasis"]
     assert oasis[:3] == ["BrainDINO", "BrainFound", "ViT (random init)"]
     assert all("reference" in b for b in oasis[3:]) and len(oasis) == 6
-    col = "advantage over own random init at 10%"
+    col = "advantage over own random init at the fewest labels"
     by = {(r["task"], r["backbone"]): r[col] for r in recs}
-    assert by[("oasis", "BrainDINO")] == "vs ViT (random init): +0.050 [-0.020, +0.120]: not ahead (interval includes 0)"
-    assert by[("oasis", "BrainFound")] == "vs ViT (random init): -0.150 [-0.250, -0.050]: behind"
+    assert by[("oasis", "BrainDINO")] == ("vs ViT (random init) at 10%: +0.050 [-0.020, +0.120]: "
+                                          "not ahead (interval includes 0)")
+    assert by[("oasis", "BrainFound")] == "vs ViT (random init) at 10%: -0.150 [-0.250, -0.050]: behind"
     assert by[("age", "BrainDINO")].endswith(": ahead") and by[("oasis", "ViT (random init)")] == ""
     text = out.read_text()
     assert "reference" in text and "BrainDINO vs ViT (random init); BrainFound vs ViT (random init)" in text

@@ -27,11 +27,10 @@ FIG3_PANELS: dict[str, str] = {
 }
 
 
-ADVANTAGE_RATIO = 0.1
-
-
-def advantage(tidy: pd.DataFrame, backbone: str, control: str, ratio: float = ADVANTAGE_RATIO) -> pd.DataFrame:
+def advantage(tidy: pd.DataFrame, backbone: str, control: str, ratio: float | None = None) -> pd.DataFrame:
     """``backbone``'s advantage over ``control`` per task x metric at ``ratio``, in the better direction.
+
+    ``ratio`` None: each task's smallest label ratio (the paper's 10%), where pretraining should help most.
 
     Reuses a comparison step's paired interval of ``control - backbone`` (rows of ``control``
     compared with ``backbone`` as the reference: ``delta`` and ``delta_ci_*`` of
@@ -41,8 +40,11 @@ def advantage(tidy: pd.DataFrame, backbone: str, control: str, ratio: float = AD
     better for ``backbone``. ``verdict`` says "ahead" only when the whole interval is above zero.
     """
     cols = ["task", "metric", "ratio", "advantage", "low", "high", "interval", "verdict"]
-    sel = tidy[(tidy["backbone"].astype(str) == control) & (tidy["reference"].astype(str) == backbone)
-               & np.isclose(tidy["ratio"].astype(float), ratio)]
+    sel = tidy[(tidy["backbone"].astype(str) == control) & (tidy["reference"].astype(str) == backbone)]
+    if ratio is None:
+        sel = sel[sel["ratio"].astype(float) == sel.groupby("task")["ratio"].transform("min").astype(float)]
+    else:
+        sel = sel[np.isclose(sel["ratio"].astype(float), ratio)]
     rows = []
     for r in sel.itertuples():
         sign = -1.0 if bool(r.higher_is_better) else 1.0
@@ -69,35 +71,36 @@ def _format_advantage(metric: str, a: Mapping[str, Any]) -> str:
     return f"{a['advantage']:+.{d}f}{ci}: {a['verdict']}"
 
 
-def _control_cells(control_files: Sequence[str | Path], controls: Mapping[str, str], ratio: float,
+def _control_cells(control_files: Sequence[str | Path], controls: Mapping[str, str],
                    labels: Mapping[str, str] | None) -> dict[tuple[str, str, str], str]:
-    """(task, metric, backbone) -> "vs <control>: advantage [interval]: verdict" for every configured pair."""
+    """(task, metric, backbone) -> "vs <control> at <ratio>: advantage [interval]: verdict" for each pair."""
     frames = [pd.read_parquet(f) for f in control_files]
     tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     cells: dict[tuple[str, str, str], str] = {}
     for b, c in controls.items():
         if tidy.empty:
             break
-        for a in advantage(tidy, b, c, ratio).to_dict("records"):
-            cells[(a["task"], a["metric"], b)] = f"vs {display_name(c, labels)}: {_format_advantage(a['metric'], a)}"
+        for a in advantage(tidy, b, c).to_dict("records"):
+            cells[(a["task"], a["metric"], b)] = (f"vs {display_name(c, labels)} at {ratio_label(a['ratio'])}: "
+                                                  f"{_format_advantage(a['metric'], a)}")
     return cells
 
 
 def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[str | Path],
                   out_path: str | Path, *, reference: str, labels: Mapping[str, str] | None = None,
-                  control_files: Sequence[str | Path] = (), controls: Mapping[str, str] | None = None,
-                  advantage_ratio: float = ADVANTAGE_RATIO) -> Path:
+                  control_files: Sequence[str | Path] = (), controls: Mapping[str, str] | None = None) -> Path:
     """One row per task x backbone at full supervision: the headline numbers of the run.
 
     Reference rows (prior, image statistics, oracle) come after the encoders of each task, so a
     reader sees what chance, a crude baseline and (on phantom data) the ground truth achieve. Each
     pretrained backbone with a random-initialisation control (``controls``, compared in
-    ``control_files`` by the statistics step) also states its advantage over that control at
-    ``advantage_ratio`` labels with its paired interval, and says plainly where it is not ahead.
+    ``control_files`` by the statistics step) also states its advantage over that control at the
+    task's fewest labels (10% in the paper's grid) with its paired interval, and says plainly where
+    it is not ahead.
     """
     controls = dict(controls or {})
-    adv_col = f"advantage over own random init at {ratio_label(advantage_ratio)}"
-    cells = _control_cells(control_files, controls, advantage_ratio, labels)
+    adv_col = "advantage over own random init at the fewest labels"
+    cells = _control_cells(control_files, controls, labels)
     rows = []
     for f in comparison_files:
         tidy = pd.read_parquet(f)
@@ -107,8 +110,7 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
                 r = grp[grp["backbone"] == b].iloc[0]
                 cell = ""
                 if b in controls:
-                    cell = cells.get((task, metric, b),
-                                     f"no {display_name(controls[b], labels)} at {ratio_label(advantage_ratio)}")
+                    cell = cells.get((task, metric, b), f"no paired {display_name(controls[b], labels)} runs")
                 rows.append({"task": task, "metric": metric, "backbone": b,
                              "estimate": tables.format_estimate(metric, r.estimate, r.sd, r.ci_low, r.ci_high),
                              "p vs " + reference: tables.format_p(r.p_value), adv_col: cell})
@@ -136,9 +138,8 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
     caption = ("Headline results at full supervision; rows marked reference are not encoders (prior: training "
                "class frequencies / mean; image statistics; on phantom data the generator's ground truth as an upper "
                "reference). Last column: each pretrained backbone's advantage over the same architecture at random "
-               f"initialisation ({pairs or 'no controls configured: stats.controls'}) at "
-               f"{ratio_label(advantage_ratio)} labels (positive = better) with its paired 95% interval; 'ahead' only "
-               "when the interval excludes 0." + tables.KNN_MIN_CLASS_MARK
+               f"initialisation ({pairs or 'no controls configured: stats.controls'}) at the task's smallest label "
+               "ratio (positive = better) with its paired 95% interval; 'ahead' only when the interval excludes 0." + tables.KNN_MIN_CLASS_MARK
                + ": k reaches the smallest class of the kNN memory set.")
     tables.write_table(df, out_path, caption=caption, label="tab:summary")
     write_text(Path(out_path).with_suffix(".json"), df.to_json(orient="records", indent=1))
