@@ -75,11 +75,11 @@ def _control_cells(control_files: Sequence[str | Path], controls: Mapping[str, s
                    labels: Mapping[str, str] | None) -> dict[tuple[str, str, str], str]:
     """(task, metric, backbone) -> "vs <control> at <ratio>: advantage [interval]: verdict" for each pair."""
     frames = [pd.read_parquet(f) for f in control_files]
-    tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     cells: dict[tuple[str, str, str], str] = {}
+    tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if tidy.empty:
+        return cells
     for b, c in controls.items():
-        if tidy.empty:
-            break
         for a in advantage(tidy, b, c).to_dict("records"):
             cells[(a["task"], a["metric"], b)] = (f"vs {display_name(c, labels)} at {ratio_label(a['ratio'])}: "
                                                   f"{_format_advantage(a['metric'], a)}")
