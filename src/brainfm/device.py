@@ -19,8 +19,8 @@ import contextlib
 import functools
 import logging
 from collections.abc import Collection, Iterable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from brainfm.errors import ConfigError
 

@@ -137,8 +137,9 @@ def _table(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str] | None) 
     def f(v: Any) -> str:
         return "–" if v is None else f"{v:.3f}"
 
-    lines = [f"| run | recipe | iterations | final loss (mean of the last {FINAL_LOGS} logs) | uniform loss (ln K or ln(2N-1)) | loss / uniform | "
-             "teacher entropy | teacher batch-mean entropy | batch-mean minus per-sample | learned? |",
+    lines = [f"| run | recipe | iterations | final loss (mean of the last {FINAL_LOGS} logs) | "
+             "uniform loss (ln K or ln(2N-1)) | loss / uniform | teacher entropy | teacher batch-mean entropy | "
+             "batch-mean minus per-sample | learned? |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r["loss_over_uniform"]

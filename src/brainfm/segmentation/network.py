@@ -31,7 +31,6 @@ logits back.
 
 from __future__ import annotations
 
-
 from collections.abc import Sequence
 from typing import Any
 

@@ -187,21 +187,29 @@ def compare_predictions(preds: pd.DataFrame, reference: str = DEFAULT_REFERENCE,
 
 
 def compare_controls(preds: pd.DataFrame, controls: Mapping[str, str], *, n_boot: int = 2000, seed: int = 42,
-                     alpha: float = 0.05, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+                     alpha: float = 0.05, metrics: Sequence[str] | None = None,
+                     comparison: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each pretrained backbone against its own random-initialisation control (``controls``: backbone -> control).
 
     One :func:`compare_predictions` per pair, with the pretrained backbone as the reference, so the
     rows (COMPARISON_COLUMNS) are the controls' and their ``delta`` is ``control - pretrained``
     with the same paired interval and test as the main table. Pairs with a side missing from the
-    predictions are skipped (a task that runs on part of the backbones).
+    predictions are skipped (a task that runs on part of the backbones). ``comparison``, the main
+    table of the same predictions and settings, already holds the pair of its own reference: those
+    rows are taken from it (a backbone's paired test against the reference does not depend on the
+    other backbones compared beside it).
     """
     present = set(preds["backbone"].astype(str))
     frames = []
     for b, c in controls.items():
-        if b in present and c in present:
-            pair = compare_predictions(preds[preds["backbone"].astype(str).isin([b, c])], b, n_boot=n_boot,
-                                       seed=seed, alpha=alpha, metrics=metrics)
-            frames.append(pair[pair["backbone"].astype(str) == c])
+        if b not in present or c not in present:
+            continue
+        if comparison is not None and (comparison["reference"].astype(str) == b).all():
+            frames.append(comparison[comparison["backbone"].astype(str) == c])
+            continue
+        pair = compare_predictions(preds[preds["backbone"].astype(str).isin([b, c])], b, n_boot=n_boot,
+                                   seed=seed, alpha=alpha, metrics=metrics)
+        frames.append(pair[pair["backbone"].astype(str) == c])
     if not frames:
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
     return pd.concat(frames, ignore_index=True)

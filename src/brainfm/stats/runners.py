@@ -69,7 +69,8 @@ def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, t
     tidy = compare_predictions(preds, reference, n_boot=n_boot, seed=seed, metrics=metrics)
     write_parquet(out, tidy)
     controls_out = Path(out_dir) / "controls.parquet"
-    write_parquet(controls_out, compare_controls(preds, controls or {}, n_boot=n_boot, seed=seed, metrics=metrics))
+    write_parquet(controls_out, compare_controls(preds, controls or {}, n_boot=n_boot, seed=seed, metrics=metrics,
+                                                 comparison=tidy))
     tables.write_table(tables.comparison_table(tidy, reference, labels=labels), table_path,
                        caption=f"{task}: {description or task}. Estimates per label ratio vs {reference}.",
                        label=f"tab:{task}")
@@ -86,8 +87,7 @@ def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, t
                        caption=f"{task}: subjects the heads trained and were tested on (mean over seeds and folds) "
                                "beside the paper's n (Supp. Table 2 / text; at a ratio: round(ratio x n))")
     return {"comparison": out, "controls": controls_out, "table": Path(table_path), "figure": Path(figure_path),
-            "training_n": n_out,
-            "training_n_table": n_table}
+            "training_n": n_out, "training_n_table": n_table}
 
 
 def training_n_outputs(task: str, out_dir: str | Path, table_path: str | Path) -> tuple[Path, Path]:
