@@ -71,6 +71,20 @@ class BatchedAdam:
         self._head_views = [(views[0][h], views[1][h], views[2][h], [step_views[h]] * len(self.params))
                             for h in range(n_heads)]
 
+    def select(self, heads: torch.Tensor, params: dict[str, torch.Tensor]) -> BatchedAdam:
+        """This optimiser's state (moments, step counts) for ``heads`` only, driving ``params``.
+
+        ``params`` hold those heads' parameters in the same order (e.g. :meth:`HeadBank.select`):
+        training drops the heads that stopped, so later steps neither copy nor skip them.
+        """
+        new = BatchedAdam(params, self.lr, self.weight_decay, self.decoupled, self.betas, self.eps)
+        with torch.no_grad():  # in place: the new optimiser's per-head views stay valid
+            for k in self.params:
+                new.m[k].copy_(self.m[k][heads])
+                new.v[k].copy_(self.v[k][heads])
+            new._steps.copy_(self._steps[heads])
+        return new
+
     @torch.no_grad()
     def step(self, grads: dict[str, torch.Tensor], heads: torch.Tensor) -> None:
         """Update the heads listed in ``heads`` (1-D indices); every other head stays bit-identical.
@@ -174,8 +188,8 @@ class HeadBank:
     def select(self, heads: torch.Tensor) -> HeadBank:
         """The listed heads as a bank of their own, on copies of their parameters.
 
-        Training computes forward and backward passes for the heads still running only: heads
-        stop early at different epochs, and a wide head's cost is its weights' memory traffic.
+        Training continues with the heads still running only: heads stop early at different
+        epochs, and a wide head's cost is its weights' memory traffic.
         """
         pick = (lambda t: None if t is None else t[heads])
         return HeadBank({k: v[heads] for k, v in self.params.items()}, dropout=self.dropout, ln_eps=self.ln_eps,

@@ -133,21 +133,25 @@ def train_head_bank(x: torch.Tensor, y: torch.Tensor, jobs: list[HeadJob], cfg: 
     for h in range(n_heads):
         new_epoch(h)
 
+    live = np.arange(n_heads)  # the heads `bank` and `opt` hold, by original index
     while running.any():
-        # forward and backward for the heads still training only (see HeadBank.select)
         heads = np.flatnonzero(running)
-        sel = torch.as_tensor(heads)
-        sub = bank if len(heads) == n_heads else bank.select(sel)
+        if len(heads) < len(live):
+            # some heads stopped: carry on with the running ones only, copied once (not every step)
+            keep = torch.as_tensor(np.searchsorted(live, heads))
+            bank = bank.select(keep)
+            opt = opt.select(keep, bank.params)
+            live = heads
         rows = [schedules[h][pointer[h]] for h in heads]
         idx, w = _pad([r[r >= 0] for r in rows], width)
-        for p in sub.params.values():
+        for p in bank.params.values():
             p.requires_grad_(True)
-        out = sub.forward(x[idx], train=True, generators=[gens[h] for h in heads] if cfg.dropout > 0 else None)
+        out = bank.forward(x[idx], train=True, generators=[gens[h] for h in heads] if cfg.dropout > 0 else None)
         total = loss_fn(out, y[idx], w, **cfg.loss_kwargs).sum()
-        grads = torch.autograd.grad(total, list(sub.params.values()))
-        for p in sub.params.values():
+        grads = torch.autograd.grad(total, list(bank.params.values()))
+        for p in bank.params.values():
             p.requires_grad_(False)
-        opt.step(dict(zip(sub.params.keys(), grads)), sel)
+        opt.step(dict(zip(bank.params.keys(), grads)), torch.arange(len(heads)))
 
         pointer += running
         ended = running & (pointer >= steps_per_epoch)
@@ -155,23 +159,20 @@ def train_head_bank(x: torch.Tensor, y: torch.Tensor, jobs: list[HeadJob], cfg: 
             continue
         epoch[ended] += 1
         done = np.flatnonzero(ended)
+        at = np.searchsorted(live, done)  # their places in the bank
         with torch.no_grad():
-            val_loss = loss_fn(bank.select(torch.as_tensor(done)).forward(x[val_idx[done]]), y[val_idx[done]],
+            val_loss = loss_fn(bank.select(torch.as_tensor(at)).forward(x[val_idx[done]]), y[val_idx[done]],
                                val_w[done], **cfg.loss_kwargs)
         for i, h in enumerate(done):
-            if has_val[h]:
-                if val_loss[i] < best_loss[h]:
+            if not has_val[h] or val_loss[i] < best_loss[h]:
+                if has_val[h]:
                     best_loss[h] = val_loss[i]
-                    best_epoch[h] = epoch[h]
                     bad_epochs[h] = 0
-                    for k in params:
-                        best[k][h] = params[k][h]
-                else:
-                    bad_epochs[h] += 1
-            else:
                 best_epoch[h] = epoch[h]
-                for k in params:
-                    best[k][h] = params[k][h]
+                for k in best:
+                    best[k][h] = bank.params[k][at[i]]
+            else:
+                bad_epochs[h] += 1
             if epoch[h] >= cfg.max_epochs or (has_val[h] and bad_epochs[h] >= cfg.patience):
                 running[h] = False
             else:
