@@ -333,6 +333,9 @@ def test_stratified_split_proportions(cache):
     ({"modalities": ["T1", "DWI"]}, "modalities"),
     ({"name": "phantom_adni", "visits": ["m06"]}, "visits"),
     ({"name": "phantom_pretrain", "mix": [1, -1, 0, 0]}, "mix"),
+    ({"name": "phantom_stroke", "dps_days": [365, 1]}, "dps_days"),
+    ({"name": "phantom_stroke", "dps_days": [0, 30]}, "dps_days"),
+    ({"name": "phantom_stroke", "dps_days": 30}, "dps_days"),
 ])
 def test_bad_arguments_are_config_errors(tmp_path, kwargs, match):
     args = {"name": "phantom_tumor", "out_dir": tmp_path, "n_subjects": 2, "voxel_size": VS}

@@ -11,6 +11,7 @@ from scipy.stats import spearmanr
 
 from brainfm.data.phantom import CLASSES, load_template, render_session, sample_subject
 from brainfm.data.phantom.cohorts import Options
+from brainfm.data.phantom.truth import session_truth
 
 VS = 4.0
 C = {k: i for i, k in enumerate(CLASSES)}
@@ -127,6 +128,34 @@ def test_survival_shortens_with_tumor_burden(tpl, tumors):
         assert spearmanr(rendered, nominal)[0] > min_rho, region
 
 
+def test_tumor_effect_scale_stretches_the_hazard_not_the_anatomy(tpl):
+    """Same gliomas and Weibull draws: 0 leaves survival to noise, 2 ties it tighter to burden."""
+    def cohort(es):
+        specs = [sample_subject("phantom_tumor", i, 0, tpl, 3, Options(effect_scale=es)) for i in range(150)]
+        burden = [np.log(s.tumor.nominal_volumes_ml()["wt"]) for s in specs]
+        return specs, spearmanr(burden, [s.labels["survival_days"] for s in specs])[0]
+
+    base, rho1 = cohort(1.0)
+    off, rho0 = cohort(0.0)
+    strong, rho2 = cohort(2.0)
+    assert all(a.tumor.nominal_volumes_ml() == b.tumor.nominal_volumes_ml() for a, b in zip(base, strong))
+    assert [s.labels for s in base] == [s.labels for s in (sample_subject("phantom_tumor", i, 0, tpl, 3)
+                                                          for i in range(150))]  # 1 is the default, bit for bit
+    assert abs(rho0) < 0.2 and rho2 < rho1 < -0.2
+    # the median survival stays put (the hazard is stretched about the cohort's mean)
+    med = [np.median([s.labels["survival_days"] for s in c]) for c in (off, base, strong)]
+    assert max(med) < 2 * min(med)
+
+
+def test_stroke_dps_range_option(tpl):
+    dps = np.array([sample_subject("phantom_stroke", i, 0, tpl, 3, Options(dps_days=(1.0, 365.0))).labels["dps"]
+                    for i in range(200)])
+    assert dps.min() >= 1.0 and dps.max() <= 365.0
+    assert 0.4 < np.mean(dps < np.sqrt(365.0)) < 0.6  # log-uniform: half below the geometric midpoint
+    wide = [sample_subject("phantom_stroke", i, 0, tpl, 3).labels["dps"] for i in range(200)]
+    assert max(wide) > 365.0
+
+
 def test_idh_mutants_are_younger_frontal_and_less_enhancing(tpl, tumors):
     specs = tumors
     mut = [s for s in specs if s.labels["idh"] == 1]
@@ -164,6 +193,14 @@ def test_chronic_strokes_look_like_csf_acute_ones_do_not(tpl):
     a, c = np.array([lesion(s) for s in acute]), np.array([lesion(s) for s in chronic])
     assert c[:, 0].mean() < a[:, 0].mean() - 0.1  # darker on T1
     assert c[:, 1].mean() > a[:, 1].mean() + 0.3  # cavitated into CSF
+    # the ground truth (the phantom_oracle's features) carries the same stage
+    def truth(s):
+        doc = session_truth(render_session(s, 0, tpl), tpl)
+        return dict(zip(doc["names"], doc["modalities"]["T1"]))
+
+    ta, tc = [truth(s) for s in acute], [truth(s) for s in chronic]
+    assert min(t["lesion_csf"] for t in tc) > max(t["lesion_csf"] for t in ta)
+    assert np.mean([t["contrast_lesion"] for t in tc]) < np.mean([t["contrast_lesion"] for t in ta]) - 0.1
 
 
 @pytest.mark.parametrize("name,label,centers,radius,sign", [

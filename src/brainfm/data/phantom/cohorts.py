@@ -39,6 +39,7 @@ __all__ = ["PhantomDataset", "PHANTOM_DATASETS", "SessionSpec", "SubjectSpec", "
 # random streams of one subject (independent so adding a draw to one never shifts another)
 LABELS, ANATOMY, LESION, VISIT = 0, 1, 2, 3  # sites use stream(seed, f"{dataset}/site", k, modality)
 ADNI_VISITS: tuple[tuple[str, float], ...] = (("sc", 0.0), ("m06", 6.0), ("m12", 12.0), ("m24", 24.0))
+DPS_DAYS = (1.0, 3000.0)  # default range of days post stroke: acute to many years chronic
 
 
 def _name_key(name: str) -> int:
@@ -104,24 +105,26 @@ class Options:
     """Generator options a config may override (``generate_dataset(..., **overrides)``)."""
 
     modalities: tuple[str, ...] | None = None  # restrict to these modalities
-    effect_scale: float = 1.0  # multiplies disease effect sizes (difficulty knob)
+    effect_scale: float = 1.0  # multiplies disease effect sizes (difficulty knob); gliomas: the hazard's spread
     aging_scale: float = 1.0  # multiplies age-related ventricle growth and cortical thinning
     pd_fraction: float = 0.8
     visits: tuple[str, ...] = tuple(v for v, _ in ADNI_VISITS)
     visit_prob: float = 0.85  # chance that a follow-up visit exists
     mix: tuple[float, float, float, float] = (0.4, 0.2, 0.25, 0.15)  # pretrain: healthy/atrophy/tumor/stroke
+    dps_days: tuple[float, float] = DPS_DAYS  # strokes: days post stroke, log-uniform over this range
 
     def fingerprint(self) -> dict[str, Any]:
         return {"modalities": list(self.modalities) if self.modalities else None, "effect_scale": self.effect_scale,
                 **({"aging_scale": self.aging_scale} if self.aging_scale != 1.0 else {}),
                 "pd_fraction": self.pd_fraction, "visits": list(self.visits), "visit_prob": self.visit_prob,
-                "mix": list(self.mix)}
+                "mix": list(self.mix),
+                **({"dps_days": list(self.dps_days)} if self.dps_days != DPS_DAYS else {})}
 
 
 def parse_options(name: str, overrides: dict[str, Any]) -> Options:
     """Validate generator overrides; unknown keys and bad values are :class:`ConfigError`."""
     info = PHANTOM_DATASETS[name]
-    known = {"modalities", "effect_scale", "aging_scale", "pd_fraction", "visits", "visit_prob", "mix"}
+    known = {"modalities", "effect_scale", "aging_scale", "pd_fraction", "visits", "visit_prob", "mix", "dps_days"}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"{name}: unknown phantom option(s) {unknown}; known: {sorted(known)}")
@@ -166,6 +169,12 @@ def parse_options(name: str, overrides: dict[str, Any]) -> Options:
         if mix.shape != (4,) or (mix < 0).any() or mix.sum() <= 0:
             raise ConfigError(f"{name}: mix must give 4 non-negative weights (healthy, atrophy, tumor, stroke)")
         kw["mix"] = tuple(float(x) for x in mix / mix.sum())
+    if "dps_days" in overrides:
+        r = overrides["dps_days"]
+        lo, hi = (float(r[0]), float(r[1])) if isinstance(r, (list, tuple)) and len(r) == 2 else (0.0, 0.0)
+        if not 0 < lo < hi:
+            raise ConfigError(f"{name}: dps_days must be [low, high] days with 0 < low < high, got {r!r}")
+        kw["dps_days"] = (lo, hi)
     return Options(**kw)
 
 
@@ -311,14 +320,23 @@ def _ppmi(c: _Ctx) -> dict[str, Any]:
     return {"sex": sex, "sessions": _single(age, morph), "labels": {"pd": pd}, "condition": "pd" if pd else "healthy"}
 
 
-def survival_time(rng: np.random.Generator, tumor: TumorSpec, age: float) -> tuple[float, int]:
+ETA_MEAN = 1.3  # mean log hazard ratio of the glioma cohort (sd 1.33; 400 subjects, seed 0)
+
+
+def survival_time(rng: np.random.Generator, tumor: TumorSpec, age: float,
+                  effect_scale: float = 1.0) -> tuple[float, int]:
     """Weibull proportional-hazards survival: burden, necrosis, enhancement, age and IDH raise hazard.
 
-    Administrative censoring uniform over 150-2400 days. Returns (days, event).
+    ``effect_scale`` stretches the log hazard ratio about the cohort's mean (0: every glioma has
+    the same hazard; above 1: risk factors matter more against the Weibull noise, with the median
+    survival about unchanged). Administrative censoring uniform over 150-2400 days. Returns
+    (days, event).
     """
     v = tumor.nominal_volumes_ml()
     eta = (0.65 * np.log(v["wt"] / 60.0) + 1.0 * v["ncr"] / v["tc"] + 0.6 * v["et"] / v["tc"]
            + 0.35 * (age - 60.0) / 10.0 + (0.0 if tumor.idh_mutant else 0.6))
+    if effect_scale != 1.0:  # (not applied at 1: keeps the default cohort bit for bit)
+        eta = ETA_MEAN + effect_scale * (eta - ETA_MEAN)
     shape, scale = 1.4, 2500.0
     t = scale * (-np.log(rng.random()) / np.exp(eta)) ** (1.0 / shape)
     censor = rng.uniform(150.0, 2400.0)
@@ -332,7 +350,7 @@ def _tumor(c: _Ctx) -> dict[str, Any]:
     traits = atr.draw_aging_traits(c.rng)
     scale = _brain_scale(c.rng, sex, age)
     tumor = draw_tumor(c.lesion_rng, c.tpl, bool(idh))
-    days, event = survival_time(c.rng, tumor, age)
+    days, event = survival_time(c.rng, tumor, age, c.opts.effect_scale)
     return {"sex": sex, "sessions": _single(age, atr.aging(age, traits, scale, c.opts.aging_scale)), "tumor": tumor,
             "labels": {"survival_days": days, "event": event, "idh": idh}, "condition": "tumor"}
 
@@ -345,7 +363,8 @@ def _stroke_morph(base: atr.Morphology, stroke: StrokeSpec) -> atr.Morphology:
 
 
 def _stroke(c: _Ctx) -> dict[str, Any]:
-    dps = float(np.exp(c.rng.uniform(np.log(1.0), np.log(3000.0))))
+    lo, hi = c.opts.dps_days
+    dps = float(np.exp(c.rng.uniform(np.log(lo), np.log(hi))))
     age = _clipped_normal(c.rng, 63.0, 12.0, 30.0, 90.0)
     sex = _sex(c.rng, 0.6)
     traits = atr.draw_aging_traits(c.rng)

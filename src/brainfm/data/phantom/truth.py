@@ -4,11 +4,11 @@ A rendered visit knows what no encoder can see directly: its true tissue-class f
 its ventricular CSF, its lesion label map, and the mean intensity of each tissue class in each
 written image. :func:`session_truth` condenses them into a fixed-length vector per modality
 (global tissue fractions and brain size, grey matter in the regions the disease programmes
-target, lesion compartment volumes, per-image tissue contrasts); the generator writes it as a
-JSON sidecar per visit and :func:`collect_truth` gathers the sidecars into ``truth.parquet``
-next to the manifest. The ``phantom_oracle`` reference encoder
-(:mod:`brainfm.models.reference`) reads that table: on phantom data it shows what a perfect
-volumetry pipeline would score, an upper reference for the encoders.
+target, lesion compartment volumes and the lesion's CSF share, per-image tissue and lesion
+contrasts); the generator writes it as a JSON sidecar per visit and :func:`collect_truth`
+gathers the sidecars into ``truth.parquet`` next to the manifest. The ``phantom_oracle``
+reference encoder (:mod:`brainfm.models.reference`) reads that table: on phantom data it shows
+what a perfect volumetry pipeline would score, an upper reference for the encoders.
 """
 
 from __future__ import annotations
@@ -50,10 +50,14 @@ def session_truth(rendered: Any, tpl: Any) -> dict[str, Any]:
     tissue = [float(v) for v in tissue_features(rendered, regions)]
     names = ([f"frac_{c}" for c in CLASSES] + ["frac_ventricles", "log_brain"]
              + [f"gm_{r}" for r in regions])
+    lesion = None
     if rendered.mask is not None:
+        lesion = rendered.mask > 0
         counts = [float((rendered.mask == k).sum()) for k in _LESION_LABELS]
-        tissue += [float(np.log1p(c)) for c in counts] + [float(np.log1p(sum(counts)))]
-        names += [f"lesion_{k}" for k in _LESION_LABELS] + ["lesion_total"]
+        # what the lesion is made of: a stroke's stage shows as its share of CSF (cavitation)
+        csf = float(fr[CLASSES.index("csf")][lesion].mean()) if lesion.any() else 0.0
+        tissue += [float(np.log1p(c)) for c in counts] + [float(np.log1p(sum(counts))), csf]
+        names += [f"lesion_{k}" for k in _LESION_LABELS] + ["lesion_total", "lesion_csf"]
     pure = {c: fr[CLASSES.index(c)] > 0.5 for c in _CONTRAST_CLASSES}
     per_mod: dict[str, list[float]] = {}
     for m, img in rendered.images.items():
@@ -61,7 +65,9 @@ def session_truth(rendered: Any, tpl: Any) -> dict[str, Any]:
         med = float(np.median(img[brain])) if brain.any() else 1.0
         per_mod[m] = tissue + [float(img[pure[c] & brain].mean() / med) if (pure[c] & brain).any() else 0.0
                                for c in _CONTRAST_CLASSES]
-    names += [f"contrast_{c}" for c in _CONTRAST_CLASSES]
+        if lesion is not None:
+            per_mod[m].append(float(img[lesion].mean() / med) if lesion.any() else 0.0)
+    names += [f"contrast_{c}" for c in _CONTRAST_CLASSES] + (["contrast_lesion"] if lesion is not None else [])
     return {"names": names, "modalities": per_mod}
 
 
