@@ -80,6 +80,9 @@ def test_summary_lists_reference_rows_last_and_states_each_backbones_advantage_o
                  row("oasis", "auc", r, "brainfound", 0.6), row("oasis", "auc", r, "vit_random", 0.75),
                  row("age", "mae", r, "braindino", 6.0, higher=False),
                  row("age", "mae", r, "vit_random", 9.0, higher=False)]
+        if r == 1.0:  # segmentation: no controls table; its main comparison holds the reference's pair
+            rows += [row("tumor", "dice_WT", r, "braindino", 0.6),
+                     row("tumor", "dice_WT", r, "vit_random", 0.55, -0.05, -0.08, -0.02)]
         # the statistics step's control rows: the control compared with each pretrained backbone
         control_rows += [row("oasis", "auc", r, "vit_random", 0.75, -0.05, -0.12, 0.02),
                          row("oasis", "auc", r, "vit_random", 0.75, 0.15, 0.05, 0.25, ref="brainfound"),
@@ -109,5 +112,6 @@ def test_summary_lists_reference_rows_last_and_states_each_backbones_advantage_o
                                           "not ahead (interval includes 0)")
     assert by[("oasis", "BrainFound")] == "vs ViT (random init) at 10%: -0.150 [-0.250, -0.050]: behind"
     assert by[("age", "BrainDINO")].endswith(": ahead") and by[("oasis", "ViT (random init)")] == ""
+    assert by[("tumor", "BrainDINO")] == "vs ViT (random init) at 100%: +0.050 [+0.020, +0.080]: ahead"
     text = out.read_text()
     assert "reference" in text and "BrainDINO vs ViT (random init); BrainFound vs ViT (random init)" in text

@@ -71,14 +71,18 @@ def _format_advantage(metric: str, a: Mapping[str, Any]) -> str:
     return f"{a['advantage']:+.{d}f}{ci}: {a['verdict']}"
 
 
-def _control_cells(control_files: Sequence[str | Path], controls: Mapping[str, str],
+def _control_cells(frames: Sequence[pd.DataFrame], controls: Mapping[str, str],
                    labels: Mapping[str, str] | None) -> dict[tuple[str, str, str], str]:
-    """(task, metric, backbone) -> "vs <control> at <ratio>: advantage [interval]: verdict" for each pair."""
-    frames = [pd.read_parquet(f) for f in control_files]
+    """(task, metric, backbone) -> "vs <control> at <ratio>: advantage [interval]: verdict" for each pair.
+
+    ``frames`` are comparison tables; a pair compared in more than one (a task's controls table
+    repeats its main comparison's reference pair) counts once.
+    """
     cells: dict[tuple[str, str, str], str] = {}
-    tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    tidy = pd.concat(frames, ignore_index=True) if frames and controls else pd.DataFrame()
     if tidy.empty:
         return cells
+    tidy = tidy.drop_duplicates(["task", "metric", "ratio", "backbone", "reference"])
     for b, c in controls.items():
         for a in advantage(tidy, b, c).to_dict("records"):
             cells[(a["task"], a["metric"], b)] = (f"vs {display_name(c, labels)} at {ratio_label(a['ratio'])}: "
@@ -100,10 +104,11 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
     """
     controls = dict(controls or {})
     adv_col = "advantage over own random init at the fewest labels"
-    cells = _control_cells(control_files, controls, labels)
+    comparisons = [pd.read_parquet(f) for f in comparison_files]
+    # a task without a controls table (segmentation) still has its reference's pair in the main comparison
+    cells = _control_cells([pd.read_parquet(f) for f in control_files] + comparisons, controls, labels)
     rows = []
-    for f in comparison_files:
-        tidy = pd.read_parquet(f)
+    for tidy in comparisons:
         top = tidy[tidy["ratio"] == tidy["ratio"].max()]
         for (task, metric), grp in top.groupby(["task", "metric"], sort=False):
             for b in order_backbones(grp["backbone"], reference):
