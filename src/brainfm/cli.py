@@ -116,7 +116,7 @@ def cmd_extract_features(a: argparse.Namespace) -> None:
     torch.set_num_threads(settings.threads)
     encoder = create_encoder(backbone.encoder, weights=backbone.weights, **backbone.args)
     fs = extract_features(encoder, ShardedStore(a.store), Path(a.out), batch_size=settings.batch_size,
-                          device=resolve_device(a.device), precision=a.precision,
+                          volume_batch=settings.volume_batch, device=resolve_device(a.device), precision=a.precision,
                           layers=() if a.no_layers else tuple(backbone.layers),
                           central_range=tuple(settings.central_range) if a.central_patches else None,
                           manifest=a.manifest)

@@ -121,6 +121,7 @@ def test_unit_can_be_set_and_has_a_derived_default(tmp_path):
      "datasets.s.train_of: 'nope' is not a task"),
     (lambda c: c.update(precision="fp16"), "precision: 'fp16' is not one of"),
     (lambda c: c.update(features={"amp_bf16": True}), "features: unknown key(s) ('amp_bf16' was unexpected)"),
+    (lambda c: c.update(features={"volume_batch": 0}), "features.volume_batch: 0 is less than the minimum of 1"),
 ])
 def test_config_errors_name_the_file_and_the_key(tmp_path, edit, key):
     raw = json.loads(json.dumps(MINIMAL))

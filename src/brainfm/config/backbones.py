@@ -76,11 +76,12 @@ class BackboneSpec(Spec):
 
 @dataclass(frozen=True)
 class FeaturesSpec(Spec):
-    """Frozen extraction: batch size, precision, threads, layer-wise and central-patch features."""
+    """Frozen extraction: batch sizes (slices; volumes of a 3D encoder), threads, layer-wise and central-patch features."""
 
     definition = "features"
 
     batch_size: int
+    volume_batch: int
     layers: tuple[int, ...]
     central_range: tuple[float, float]
     threads: int
