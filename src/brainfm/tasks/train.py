@@ -134,6 +134,7 @@ def train_head_bank(x: torch.Tensor, y: torch.Tensor, jobs: list[HeadJob], cfg: 
         new_epoch(h)
 
     live = np.arange(n_heads)  # the heads `bank` and `opt` hold, by original index
+    slots = torch.arange(n_heads)  # their places in `bank` (all of them step)
     while running.any():
         heads = np.flatnonzero(running)
         if len(heads) < len(live):
@@ -141,7 +142,7 @@ def train_head_bank(x: torch.Tensor, y: torch.Tensor, jobs: list[HeadJob], cfg: 
             keep = torch.as_tensor(np.searchsorted(live, heads))
             bank = bank.select(keep)
             opt = opt.select(keep, bank.params)
-            live = heads
+            live, slots = heads, torch.arange(len(heads))
         rows = [schedules[h][pointer[h]] for h in heads]
         idx, w = _pad([r[r >= 0] for r in rows], width)
         for p in bank.params.values():
@@ -151,7 +152,7 @@ def train_head_bank(x: torch.Tensor, y: torch.Tensor, jobs: list[HeadJob], cfg: 
         grads = torch.autograd.grad(total, list(bank.params.values()))
         for p in bank.params.values():
             p.requires_grad_(False)
-        opt.step(dict(zip(bank.params.keys(), grads)), torch.arange(len(heads)))
+        opt.step(dict(zip(bank.params.keys(), grads)), slots)
 
         pointer += running
         ended = running & (pointer >= steps_per_epoch)
