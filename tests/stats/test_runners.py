@@ -5,14 +5,15 @@ import pandas as pd
 import pytest
 from test_compare import BACKBONES, make_predictions
 
-from brainfm.atomic import write_parquet
+from brainfm.atomic import write_json, write_parquet
 from brainfm.errors import InputError
 from brainfm.stats.comparison import compare_predictions
 from brainfm.stats.km import km_table
 from brainfm.stats.knn import knn_table
 from brainfm.stats.runners import finetune_table, km_stats, knn_stats, perturbation_stats, strata_stats, task_stats
 from brainfm.stats.strata import age_strata_table
-from brainfm.tasks.runs import run_dir
+from brainfm.report.style import display_name, ratio_label
+from brainfm.tasks.runs import collect_training_n, run_dir
 
 N_BOOT = 60
 
@@ -55,6 +56,56 @@ def test_task_stats_writes_the_comparison_of_the_runs(tmp_path):
     assert _formats(table, figure)
     md = table.read_text()
     assert "brain age" in md and "BrainDINO" in md
+
+
+def _write_metrics(root, backbone, ratio, seed, folds):
+    """The parts of a run's metrics.json the training-n table reads."""
+    write_json(run_dir(root / backbone, ratio, seed) / "metrics.json",
+               {"task": "t_regression", "backbone": backbone, "ratio": ratio, "seed": seed, "folds": folds})
+
+
+def test_task_table_marks_the_cells_whose_heads_kept_their_first_epoch(tmp_path):
+    """A head left at its first epoch by early stopping barely trained: its cell says so, the n table counts it."""
+    preds = make_predictions("regression", seeds=(0, 1))
+    dirs = write_runs(tmp_path / "runs", preds)
+    untrained = ("bmmae", 0.1)
+    for d in dirs:
+        for ratio in (0.1, 1.0):
+            for seed in (0, 1):
+                stuck = (d.name, ratio) == untrained
+                # elsewhere one head in three stops at epoch 1: below the mark's half
+                _write_metrics(d.parent, d.name, ratio, seed, [{"best_epoch": 1 if stuck or k == 0 else 7,
+                                                          "epochs_run": 11 if stuck or k == 0 else 17}
+                                                         for k in range(3)])
+    out_dir, table, figure = _paths(tmp_path, "t_regression")
+    out = task_stats("t_regression", dirs, out_dir, table, figure, reference="braindino", n_boot=N_BOOT)
+    wide = pd.read_csv(table.with_suffix(".csv"))
+    cells = [(row["Backbone"], col) for _, row in wide.iterrows() for col in wide.columns if "‡" in str(row[col])]
+    assert cells == [(display_name("bmmae"), ratio_label(0.1))]
+    assert "‡: at least 50% of this cell's heads" in table.read_text()
+    n = pd.read_parquet(out["training_n"]).set_index(["backbone", "ratio", "seed"])
+    assert n.loc[("bmmae", 0.1, 0), "first_epoch_share"] == 1.0 and n.loc[("bmmae", 0.1, 0), "best_epoch"] == 1
+    assert n.loc[("dinov3", 1.0, 1), "first_epoch_share"] == pytest.approx(1 / 3)
+    assert n.loc[("dinov3", 1.0, 1), "best_epoch"] == 7
+    assert "first_epoch_share" in out["training_n_table"].read_text()
+
+
+def test_no_cell_is_marked_when_the_heads_trained_past_their_first_epoch(tmp_path):
+    preds = make_predictions("regression")
+    dirs = write_runs(tmp_path / "runs", preds)
+    for d in dirs:
+        for ratio in (0.1, 1.0):
+            _write_metrics(d.parent, d.name, ratio, 0, [{"best_epoch": 4, "epochs_run": 14}])
+    out_dir, table, figure = _paths(tmp_path, "t_regression")
+    task_stats("t_regression", dirs, out_dir, table, figure, reference="braindino", n_boot=N_BOOT)
+    assert "‡" not in table.read_text()
+
+
+def test_training_n_says_nothing_of_epochs_for_a_closed_form_predictor(tmp_path):
+    """The prior reference runs no epochs (best_epoch 0 of 0): neither counted as stuck nor as trained."""
+    _write_metrics(tmp_path, "prior", 1.0, 0, [{"best_epoch": 0, "epochs_run": 0}])
+    n = collect_training_n([tmp_path / "prior"])
+    assert n["best_epoch"].isna().all() and n["first_epoch_share"].isna().all()
 
 
 def test_strata_stats_needs_the_task_edges(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,14 @@ MEAN_SD_METRICS = ("dice", "mae", "mse")  # reported as mean ± sd; everything e
 MISSING = "–"
 KNN_MAJORITY_ROW = "Majority class (memory set)"
 KNN_MIN_CLASS_MARK = " †"
+FIRST_EPOCH_MARK = " ‡"  # most of the cell's heads kept their first epoch's weights
+
+
+def first_epoch_caption(share: float) -> str:
+    """What :data:`FIRST_EPOCH_MARK` on a task table's cell means."""
+    return (f" at least {share:.0%} of this cell's heads (seeds x folds) kept the weights of their first epoch: no "
+            "later epoch lowered the validation loss, so the head barely left its initialisation (few training "
+            "and validation subjects); read the estimate as an untrained head's.")
 
 
 def _base(metric: str) -> str:
@@ -75,11 +83,13 @@ def _stars_col(df: pd.DataFrame) -> pd.Series:
 
 
 def comparison_table(tidy: pd.DataFrame, reference: str | None = None, decimals: int | None = None,
-                     labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+                     labels: Mapping[str, str] | None = None,
+                     marked: Set[tuple[str, float]] = frozenset()) -> pd.DataFrame:
     """Wide table of :func:`brainfm.stats.comparison.compare_predictions` output.
 
     One row per task x metric x backbone (reference first), one column per label ratio; cells
-    carry the estimate, its uncertainty and the significance marks against the reference.
+    carry the estimate, its uncertainty and the significance marks against the reference, and
+    :data:`FIRST_EPOCH_MARK` where (backbone, ratio) is in ``marked``.
     """
     if tidy.empty:
         raise ValueError("empty comparison frame")
@@ -97,8 +107,9 @@ def comparison_table(tidy: pd.DataFrame, reference: str | None = None, decimals:
                     row[ratio_label(r)] = MISSING
                     continue
                 x = sel.iloc[0]
+                mark = FIRST_EPOCH_MARK if any(b == backbone and np.isclose(m, r) for b, m in marked) else ""
                 row[ratio_label(r)] = format_estimate(metric, x["estimate"], x["sd"], x["ci_low"], x["ci_high"],
-                                                      st.loc[sel.index[0]], decimals)
+                                                      st.loc[sel.index[0]], decimals) + mark
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -41,6 +41,8 @@ __all__ = ["task_metrics", "task_stats", "knn_stats", "strata_stats", "km_stats"
            "segmentation_stats"]
 
 Labels = Mapping[str, str] | None
+#: a table cell is marked when at least this share of its heads (seeds x folds) kept their first epoch
+FIRST_EPOCH_MARK_SHARE = 0.5
 
 
 def task_metrics(kind: str, target: str) -> list[str] | None:
@@ -71,21 +73,27 @@ def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, t
     controls_out = Path(out_dir) / "controls.parquet"
     write_parquet(controls_out, compare_controls(preds, controls or {}, n_boot=n_boot, seed=seed, metrics=metrics,
                                                  comparison=tidy))
-    tables.write_table(tables.comparison_table(tidy, reference, labels=labels), table_path,
-                       caption=f"{task}: {description or task}. Estimates per label ratio vs {reference}.",
-                       label=f"tab:{task}")
-    figures.metric_vs_ratio(tidy, figure_path, reference=reference, labels=labels, suptitle=description or None)
     n_out, n_table = training_n_outputs(task, out_dir, table_path)
     n = collect_training_n(run_dirs)
     write_parquet(n_out, n)
-    counts = [c for c in n.columns if c.startswith(("n_", "paper_n_"))]
+    counts = [c for c in n.columns if c.startswith(("n_", "paper_n_")) or c in ("best_epoch", "first_epoch_share")]
     n[counts] = n[counts].apply(pd.to_numeric, errors="coerce")
     wide = n.drop(columns=["seed"]).groupby(["task", "backbone", "ratio", "validation"], dropna=False)[counts].mean(
-    ).round(1).reset_index()
+    ).round(2).reset_index()
+    untrained = {(b, float(r)) for b, r, share in wide[["backbone", "ratio", "first_epoch_share"]].itertuples(
+        index=False) if share >= FIRST_EPOCH_MARK_SHARE}
     wide[counts] = wide[counts].astype(object).where(wide[counts].notna(), "-")  # the paper gives no n
     tables.write_table(wide, n_table, label=f"tab:{task}-n",
                        caption=f"{task}: subjects the heads trained and were tested on (mean over seeds and folds) "
-                               "beside the paper's n (Supp. Table 2 / text; at a ratio: round(ratio x n))")
+                               "beside the paper's n (Supp. Table 2 / text; at a ratio: round(ratio x n)); "
+                               "best_epoch: the epoch early stopping kept (median over folds, mean over seeds); "
+                               "first_epoch_share: share of heads that kept their first epoch's weights")
+    caption = f"{task}: {description or task}. Estimates per label ratio vs {reference}."
+    if untrained:
+        caption += f" {tables.FIRST_EPOCH_MARK.strip()}:{tables.first_epoch_caption(FIRST_EPOCH_MARK_SHARE)}"
+    tables.write_table(tables.comparison_table(tidy, reference, labels=labels, marked=untrained), table_path,
+                       caption=caption, label=f"tab:{task}")
+    figures.metric_vs_ratio(tidy, figure_path, reference=reference, labels=labels, suptitle=description or None)
     return {"comparison": out, "controls": controls_out, "table": Path(table_path), "figure": Path(figure_path),
             "training_n": n_out, "training_n_table": n_table}
 

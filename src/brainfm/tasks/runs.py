@@ -244,19 +244,31 @@ def summarize_run(entry: dict[str, Any], key: RunKey, data: TaskData, backbone: 
 _N_COLUMNS = ("n_train_subjects", "paper_n_train", "n_train", "n_val", "n_test_subjects", "paper_n_test", "n_test")
 
 
+#: how the heads of a run trained: the median epoch early stopping kept, and the share of heads
+#: (folds) that kept the weights after their first epoch (no later epoch improved the validation
+#: loss: with a handful of validation subjects and a few optimiser steps per epoch, a head that
+#: barely moved from its initialisation)
+_EPOCH_COLUMNS = ("best_epoch", "first_epoch_share")
+
+
 def collect_training_n(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
     """Per (task, backbone, ratio, seed): the n each run's heads trained/tested on beside the paper's n.
 
     Read from every run's ``metrics.json`` (runs written before these counts existed lack the
-    subject columns; they are left empty).
+    subject columns; they are left empty), with how far the heads trained (``_EPOCH_COLUMNS``).
     """
     import json
 
     records = []
     for path in run_files(run_dirs, "metrics.json"):
         info = json.loads(path.read_text())
-        records.append({k: info.get(k) for k in ("task", "backbone", "ratio", "seed", "validation", *_N_COLUMNS)})
-    columns = ["task", "backbone", "ratio", "seed", "validation", *_N_COLUMNS]
+        rec = {k: info.get(k) for k in ("task", "backbone", "ratio", "seed", "validation", *_N_COLUMNS)}
+        # closed-form predictors (the prior) run no epochs: nothing to say about their training
+        best = [int(f["best_epoch"]) for f in info.get("folds", []) if f.get("epochs_run", 0) > 0]
+        rec["best_epoch"] = float(np.median(best)) if best else None
+        rec["first_epoch_share"] = float(np.mean([b <= 1 for b in best])) if best else None
+        records.append(rec)
+    columns = ["task", "backbone", "ratio", "seed", "validation", *_N_COLUMNS, *_EPOCH_COLUMNS]
     if not records:
         return pd.DataFrame(columns=columns)
     return pd.DataFrame.from_records(records, columns=columns).sort_values(["task", "backbone", "ratio", "seed"],
