@@ -108,6 +108,12 @@ def test_training_n_says_nothing_of_epochs_for_a_closed_form_predictor(tmp_path)
     assert n["best_epoch"].isna().all() and n["first_epoch_share"].isna().all()
 
 
+def test_a_one_epoch_budget_is_not_a_stuck_head(tmp_path):
+    _write_metrics(tmp_path, "vit", 1.0, 0, [{"best_epoch": 1, "epochs_run": 1}, {"best_epoch": 1, "epochs_run": 6}])
+    n = collect_training_n([tmp_path / "vit"]).iloc[0]
+    assert n["best_epoch"] == 1 and n["first_epoch_share"] == 0.5
+
+
 def test_strata_stats_needs_the_task_edges(tmp_path):
     preds = make_predictions("regression", ratios=(1.0,), n=80)
     dirs = write_runs(tmp_path / "runs", preds)

@@ -35,7 +35,7 @@ from brainfm.stats.comparison import compare_controls, compare_dice, compare_pre
 from brainfm.stats.km import km_table
 from brainfm.stats.knn import knn_table
 from brainfm.stats.strata import age_strata_table
-from brainfm.tasks.runs import collect_optional, collect_predictions, collect_training_n
+from brainfm.tasks.runs import EPOCH_COLUMNS, collect_optional, collect_predictions, collect_training_n
 
 __all__ = ["task_metrics", "task_stats", "knn_stats", "strata_stats", "km_stats", "finetune_table", "perturbation_stats",
            "segmentation_stats"]
@@ -76,7 +76,7 @@ def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, t
     n_out, n_table = training_n_outputs(task, out_dir, table_path)
     n = collect_training_n(run_dirs)
     write_parquet(n_out, n)
-    counts = [c for c in n.columns if c.startswith(("n_", "paper_n_")) or c in ("best_epoch", "first_epoch_share")]
+    counts = [c for c in n.columns if c.startswith(("n_", "paper_n_")) or c in EPOCH_COLUMNS]
     n[counts] = n[counts].apply(pd.to_numeric, errors="coerce")
     wide = n.drop(columns=["seed"]).groupby(["task", "backbone", "ratio", "validation"], dropna=False)[counts].mean(
     ).round(2).reset_index()

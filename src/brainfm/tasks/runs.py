@@ -47,7 +47,7 @@ __all__ = [
     "RunKey", "run_dir", "run_files", "write_run", "collect_predictions", "collect_optional",
     "plan_folds", "checked_folds", "training_subjects", "subject_rows", "ratio_subsets", "head_seed",
     "summarize_run", "pretraining_subjects", "write_runs", "subset_dataset", "manifest_task_data",
-    "training_n", "paper_n", "collect_training_n", "take_subset", "scan_leakage",
+    "training_n", "paper_n", "collect_training_n", "EPOCH_COLUMNS", "take_subset", "scan_leakage",
 ]
 
 
@@ -248,14 +248,14 @@ _N_COLUMNS = ("n_train_subjects", "paper_n_train", "n_train", "n_val", "n_test_s
 #: (folds) that kept the weights after their first epoch (no later epoch improved the validation
 #: loss: with a handful of validation subjects and a few optimiser steps per epoch, a head that
 #: barely moved from its initialisation)
-_EPOCH_COLUMNS = ("best_epoch", "first_epoch_share")
+EPOCH_COLUMNS = ("best_epoch", "first_epoch_share")
 
 
 def collect_training_n(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
     """Per (task, backbone, ratio, seed): the n each run's heads trained/tested on beside the paper's n.
 
     Read from every run's ``metrics.json`` (runs written before these counts existed lack the
-    subject columns; they are left empty), with how far the heads trained (``_EPOCH_COLUMNS``).
+    subject columns; they are left empty), with how far the heads trained (``EPOCH_COLUMNS``).
     """
     import json
 
@@ -264,11 +264,13 @@ def collect_training_n(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
         info = json.loads(path.read_text())
         rec = {k: info.get(k) for k in ("task", "backbone", "ratio", "seed", "validation", *_N_COLUMNS)}
         # closed-form predictors (the prior) run no epochs: nothing to say about their training
-        best = [int(f["best_epoch"]) for f in info.get("folds", []) if f.get("epochs_run", 0) > 0]
-        rec["best_epoch"] = float(np.median(best)) if best else None
-        rec["first_epoch_share"] = float(np.mean([b <= 1 for b in best])) if best else None
+        folds = [f for f in info.get("folds", []) if f.get("epochs_run", 0) > 0]
+        rec["best_epoch"] = float(np.median([f["best_epoch"] for f in folds])) if folds else None
+        # stuck: later epochs ran and none was kept (a one-epoch budget is not a stuck head)
+        rec["first_epoch_share"] = (float(np.mean([f["best_epoch"] <= 1 < f["epochs_run"] for f in folds]))
+                                    if folds else None)
         records.append(rec)
-    columns = ["task", "backbone", "ratio", "seed", "validation", *_N_COLUMNS, *_EPOCH_COLUMNS]
+    columns = ["task", "backbone", "ratio", "seed", "validation", *_N_COLUMNS, *EPOCH_COLUMNS]
     if not records:
         return pd.DataFrame(columns=columns)
     return pd.DataFrame.from_records(records, columns=columns).sort_values(["task", "backbone", "ratio", "seed"],
