@@ -336,8 +336,6 @@ def test_stratified_split_proportions(cache):
     ({"name": "phantom_stroke", "dps_days": [365, 1]}, "dps_days"),
     ({"name": "phantom_stroke", "dps_days": [0, 30]}, "dps_days"),
     ({"name": "phantom_stroke", "dps_days": 30}, "dps_days"),
-    ({"idh_fraction": 1.0}, "idh_fraction"),
-    ({"idh_fraction": 0}, "idh_fraction"),
 ])
 def test_bad_arguments_are_config_errors(tmp_path, kwargs, match):
     args = {"name": "phantom_tumor", "out_dir": tmp_path, "n_subjects": 2, "voxel_size": VS}

@@ -156,17 +156,6 @@ def test_stroke_dps_range_option(tpl):
     assert max(wide) > 365.0
 
 
-def test_idh_fraction_option_sets_the_mutant_share_only(tpl):
-    """A demo can balance the IDH classes; the default keeps the clinical ~22% bit for bit."""
-    def labels(**kw):
-        return [sample_subject("phantom_tumor", i, 0, tpl, 3, Options(**kw)).labels for i in range(200)]
-
-    assert 0.4 < np.mean([x["idh"] for x in labels(idh_fraction=0.5)]) < 0.6
-    assert labels() == labels(idh_fraction=0.22)
-    assert Options(idh_fraction=0.5).fingerprint()["idh_fraction"] == 0.5
-    assert "idh_fraction" not in Options().fingerprint()  # default datasets keep their cache keys
-
-
 def test_idh_mutants_are_younger_frontal_and_less_enhancing(tpl, tumors):
     specs = tumors
     mut = [s for s in specs if s.labels["idh"] == 1]

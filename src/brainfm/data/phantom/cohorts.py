@@ -39,7 +39,6 @@ __all__ = ["PhantomDataset", "PHANTOM_DATASETS", "SessionSpec", "SubjectSpec", "
 # random streams of one subject (independent so adding a draw to one never shifts another)
 LABELS, ANATOMY, LESION, VISIT = 0, 1, 2, 3  # sites use stream(seed, f"{dataset}/site", k, modality)
 ADNI_VISITS: tuple[tuple[str, float], ...] = (("sc", 0.0), ("m06", 6.0), ("m12", 12.0), ("m24", 24.0))
-IDH_FRACTION = 0.22  # share of IDH-mutant gliomas in adult diffuse glioma cohorts (UCSF-PDGM-like)
 DPS_DAYS = (1.0, 3000.0)  # default range of days post stroke: acute to many years chronic
 
 
@@ -109,7 +108,6 @@ class Options:
     effect_scale: float = 1.0  # multiplies disease effect sizes (difficulty knob); gliomas: the hazard's spread
     aging_scale: float = 1.0  # multiplies age-related ventricle growth and cortical thinning
     pd_fraction: float = 0.8
-    idh_fraction: float = IDH_FRACTION  # gliomas: share of IDH-mutant-like tumours
     visits: tuple[str, ...] = tuple(v for v, _ in ADNI_VISITS)
     visit_prob: float = 0.85  # chance that a follow-up visit exists
     mix: tuple[float, float, float, float] = (0.4, 0.2, 0.25, 0.15)  # pretrain: healthy/atrophy/tumor/stroke
@@ -120,15 +118,13 @@ class Options:
                 **({"aging_scale": self.aging_scale} if self.aging_scale != 1.0 else {}),
                 "pd_fraction": self.pd_fraction, "visits": list(self.visits), "visit_prob": self.visit_prob,
                 "mix": list(self.mix),
-                **({"dps_days": list(self.dps_days)} if self.dps_days != DPS_DAYS else {}),
-                **({"idh_fraction": self.idh_fraction} if self.idh_fraction != IDH_FRACTION else {})}
+                **({"dps_days": list(self.dps_days)} if self.dps_days != DPS_DAYS else {})}
 
 
 def parse_options(name: str, overrides: dict[str, Any]) -> Options:
     """Validate generator overrides; unknown keys and bad values are :class:`ConfigError`."""
     info = PHANTOM_DATASETS[name]
-    known = {"modalities", "effect_scale", "aging_scale", "pd_fraction", "visits", "visit_prob", "mix", "dps_days",
-             "idh_fraction"}
+    known = {"modalities", "effect_scale", "aging_scale", "pd_fraction", "visits", "visit_prob", "mix", "dps_days"}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"{name}: unknown phantom option(s) {unknown}; known: {sorted(known)}")
@@ -154,11 +150,6 @@ def parse_options(name: str, overrides: dict[str, Any]) -> Options:
         if not 0 < v < 1:
             raise ConfigError(f"{name}: pd_fraction must be in (0, 1), got {v}")
         kw["pd_fraction"] = v
-    if "idh_fraction" in overrides:
-        v = float(overrides["idh_fraction"])
-        if not 0 < v < 1:
-            raise ConfigError(f"{name}: idh_fraction must be in (0, 1), got {v}")
-        kw["idh_fraction"] = v
     if "visits" in overrides:
         codes = dict(ADNI_VISITS)
         visits = tuple(str(v) for v in overrides["visits"])
@@ -353,7 +344,7 @@ def survival_time(rng: np.random.Generator, tumor: TumorSpec, age: float,
 
 
 def _tumor(c: _Ctx) -> dict[str, Any]:
-    idh = int(c.rng.random() < c.opts.idh_fraction)  # 1 = non-wildtype (mutant-like)
+    idh = int(c.rng.random() < 0.22)  # 1 = non-wildtype (mutant-like)
     age = _clipped_normal(c.rng, 40.0, 11.0, 20.0, 75.0) if idh else _clipped_normal(c.rng, 63.0, 10.0, 30.0, 88.0)
     sex = _sex(c.rng, 0.58)
     traits = atr.draw_aging_traits(c.rng)

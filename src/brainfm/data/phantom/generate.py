@@ -251,8 +251,8 @@ def generate_dataset(name: str, out_dir: str | Path, n_subjects: int, seed: int 
     """Generate (or finish generating) phantom dataset ``name`` under ``out_dir``; return its manifest.
 
     ``overrides`` are dataset options (:class:`~brainfm.data.phantom.cohorts.Options`):
-    ``modalities``, ``effect_scale``, ``aging_scale``, ``pd_fraction``, ``idh_fraction``, ``visits``,
-    ``visit_prob``, ``mix``, ``dps_days``.
+    ``modalities``, ``effect_scale``, ``aging_scale``, ``pd_fraction``, ``visits``, ``visit_prob``,
+    ``mix``, ``dps_days``.
     ``cache_dir`` keeps the resampled template on disk for other processes; ``n_jobs`` > 1
     renders subjects in that many processes (results are identical to ``n_jobs=1``).
     """
