@@ -341,7 +341,7 @@ def cmd_summary_table(a: argparse.Namespace) -> None:
     from brainfm.report.build import summary_table
 
     summary_table(a.comparisons, a.knn, a.out, reference=a.stats.reference, labels=a.labels,
-                  control_files=a.controls, controls=a.stats.controls)
+                  control_files=a.controls, controls=a.stats.controls, training_n_files=a.training_n)
 
 
 def _named_paths(items: Sequence[str], what: str) -> dict[str, str]:
@@ -711,6 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--knn", nargs="*", default=[])
     s.add_argument("--controls", nargs="*", default=[],
                    help="controls.parquet of each task (pretrained backbones vs their random-init controls)")
+    s.add_argument("--training-n", nargs="*", default=[],
+                   help="training_n.parquet of each task (marks comparisons of heads that kept their first epoch)")
     s.add_argument("--out", required=True)
     stats_args(s)
 

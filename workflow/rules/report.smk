@@ -33,6 +33,7 @@ rule summary_table:
         + ([L.stats("segmentation", "comparison.parquet")] if CFG.segmentation.enabled else []),
         knn=[L.stats(t, "knn.parquet") for t in CFG.knn_tasks()],
         controls=[L.stats(t, "controls.parquet") for t in CFG.head_tasks()],
+        training_n=[L.stats(t, "training_n.parquet") for t in CFG.head_tasks()],
     output:
         report(
             L.table("summary"),
@@ -52,7 +53,7 @@ rule summary_table:
         "../../envs/brainfm.yaml"
     shell:
         "brainfm summary-table --comparisons {input.comparisons} --knn {input.knn} --controls {input.controls}"
-        " --out {output}"
+        " --training-n {input.training_n} --out {output}"
         " --stats {params.stats:q} --labels {params.labels:q} > {log} 2>&1"
 
 

@@ -6,7 +6,7 @@ Both read tidy frames written by earlier steps (the statistics runners of
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pandas as pd
 from brainfm.atomic import write_text
 from brainfm.report import figures, tables
 from brainfm.report.style import display_name, is_reference, order_backbones, ratio_label
+from brainfm.tasks.runs import untrained_cells
 
 __all__ = ["summary_table", "cka_figure", "FIG3_PANELS", "composite_panels", "composite_figure", "advantage"]
 
@@ -72,11 +73,14 @@ def _format_advantage(metric: str, a: Mapping[str, Any]) -> str:
 
 
 def _control_cells(frames: Sequence[pd.DataFrame], controls: Mapping[str, str],
-                   labels: Mapping[str, str] | None) -> dict[tuple[str, str, str], str]:
+                   labels: Mapping[str, str] | None,
+                   untrained: Set[tuple[str, str, float]] = frozenset()) -> dict[tuple[str, str, str], str]:
     """(task, metric, backbone) -> "vs <control> at <ratio>: advantage [interval]: verdict" for each pair.
 
     ``frames`` are comparison tables; a pair compared in more than one (a task's controls table
-    repeats its main comparison's reference pair) counts once.
+    repeats its main comparison's reference pair) counts once. A cell ends with
+    :data:`~brainfm.report.tables.FIRST_EPOCH_MARK` when either side's heads at that ratio are in
+    ``untrained`` (:func:`brainfm.tasks.runs.untrained_cells`).
     """
     cells: dict[tuple[str, str, str], str] = {}
     tidy = pd.concat(frames, ignore_index=True) if frames and controls else pd.DataFrame()
@@ -85,14 +89,17 @@ def _control_cells(frames: Sequence[pd.DataFrame], controls: Mapping[str, str],
     tidy = tidy.drop_duplicates(["task", "metric", "ratio", "backbone", "reference"])
     for b, c in controls.items():
         for a in advantage(tidy, b, c).to_dict("records"):
+            stuck = any((a["task"], x, round(a["ratio"], 6)) in untrained for x in (b, c))
             cells[(a["task"], a["metric"], b)] = (f"vs {display_name(c, labels)} at {ratio_label(a['ratio'])}: "
-                                                  f"{_format_advantage(a['metric'], a)}")
+                                                  f"{_format_advantage(a['metric'], a)}"
+                                                  + (tables.FIRST_EPOCH_MARK if stuck else ""))
     return cells
 
 
 def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[str | Path],
                   out_path: str | Path, *, reference: str, labels: Mapping[str, str] | None = None,
-                  control_files: Sequence[str | Path] = (), controls: Mapping[str, str] | None = None) -> Path:
+                  control_files: Sequence[str | Path] = (), controls: Mapping[str, str] | None = None,
+                  training_n_files: Sequence[str | Path] = ()) -> Path:
     """One row per task x backbone at full supervision: the headline numbers of the run.
 
     Reference rows (prior, image statistics, oracle) come after the encoders of each task, so a
@@ -100,13 +107,15 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
     pretrained backbone with a random-initialisation control (``controls``, compared in
     ``control_files`` by the statistics step) also states its advantage over that control at the
     task's fewest labels (10% in the paper's grid) with its paired interval, and says plainly where
-    it is not ahead.
+    it is not ahead; ``training_n_files`` (the statistics step's ``training_n.parquet``) mark the
+    comparisons whose heads mostly did not train past their first epoch.
     """
     controls = dict(controls or {})
     adv_col = "advantage over own random init at the fewest labels"
     comparisons = [pd.read_parquet(f) for f in comparison_files]
     # a task without a controls table (segmentation) still has its reference's pair in the main comparison
-    cells = _control_cells([pd.read_parquet(f) for f in control_files] + comparisons, controls, labels)
+    untrained = set().union(*(untrained_cells(pd.read_parquet(f)) for f in training_n_files))
+    cells = _control_cells([pd.read_parquet(f) for f in control_files] + comparisons, controls, labels, untrained)
     rows = []
     for tidy in comparisons:
         top = tidy[tidy["ratio"] == tidy["ratio"].max()]
@@ -146,6 +155,9 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
                f"initialisation ({pairs or 'no controls configured: stats.controls'}) at the task's smallest label "
                "ratio (positive = better) with its paired 95% interval; 'ahead' only when the interval excludes 0." + tables.KNN_MIN_CLASS_MARK
                + ": k reaches the smallest class of the kNN memory set.")
+    if any(str(c).endswith(tables.FIRST_EPOCH_MARK) for c in df.get(adv_col, [])):
+        caption += (f"{tables.FIRST_EPOCH_MARK}: at that ratio the heads of the backbone or of its control mostly "
+                    "kept their first epoch's weights (see the task's table): a comparison of barely trained heads.")
     tables.write_table(df, out_path, caption=caption, label="tab:summary")
     write_text(Path(out_path).with_suffix(".json"), df.to_json(orient="records", indent=1))
     return Path(out_path)

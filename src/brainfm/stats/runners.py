@@ -35,14 +35,13 @@ from brainfm.stats.comparison import compare_controls, compare_dice, compare_pre
 from brainfm.stats.km import km_table
 from brainfm.stats.knn import knn_table
 from brainfm.stats.strata import age_strata_table
-from brainfm.tasks.runs import EPOCH_COLUMNS, collect_optional, collect_predictions, collect_training_n
+from brainfm.tasks.runs import (EPOCH_COLUMNS, FIRST_EPOCH_MARK_SHARE, collect_optional, collect_predictions,
+                                collect_training_n, untrained_cells)
 
 __all__ = ["task_metrics", "task_stats", "knn_stats", "strata_stats", "km_stats", "finetune_table", "perturbation_stats",
            "segmentation_stats"]
 
 Labels = Mapping[str, str] | None
-#: a table cell is marked when at least this share of its heads (seeds x folds) kept their first epoch
-FIRST_EPOCH_MARK_SHARE = 0.5
 
 
 def task_metrics(kind: str, target: str) -> list[str] | None:
@@ -76,12 +75,11 @@ def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, t
     n_out, n_table = training_n_outputs(task, out_dir, table_path)
     n = collect_training_n(run_dirs)
     write_parquet(n_out, n)
+    untrained = {(b, r) for _, b, r in untrained_cells(n)}
     counts = [c for c in n.columns if c.startswith(("n_", "paper_n_")) or c in EPOCH_COLUMNS]
     n[counts] = n[counts].apply(pd.to_numeric, errors="coerce")
     wide = n.drop(columns=["seed"]).groupby(["task", "backbone", "ratio", "validation"], dropna=False)[counts].mean(
     ).round(2).reset_index()
-    untrained = {(b, float(r)) for b, r, share in wide[["backbone", "ratio", "first_epoch_share"]].itertuples(
-        index=False) if share >= FIRST_EPOCH_MARK_SHARE}
     wide[counts] = wide[counts].astype(object).where(wide[counts].notna(), "-")  # the paper gives no n
     tables.write_table(wide, n_table, label=f"tab:{task}-n",
                        caption=f"{task}: subjects the heads trained and were tested on (mean over seeds and folds) "

@@ -47,7 +47,8 @@ __all__ = [
     "RunKey", "run_dir", "run_files", "write_run", "collect_predictions", "collect_optional",
     "plan_folds", "checked_folds", "training_subjects", "subject_rows", "ratio_subsets", "head_seed",
     "summarize_run", "pretraining_subjects", "write_runs", "subset_dataset", "manifest_task_data",
-    "training_n", "paper_n", "collect_training_n", "EPOCH_COLUMNS", "take_subset", "scan_leakage",
+    "training_n", "paper_n", "collect_training_n", "EPOCH_COLUMNS", "untrained_cells",
+    "FIRST_EPOCH_MARK_SHARE", "take_subset", "scan_leakage",
 ]
 
 
@@ -249,6 +250,23 @@ _N_COLUMNS = ("n_train_subjects", "paper_n_train", "n_train", "n_val", "n_test_s
 #: loss: with a handful of validation subjects and a few optimiser steps per epoch, a head that
 #: barely moved from its initialisation)
 EPOCH_COLUMNS = ("best_epoch", "first_epoch_share")
+
+
+#: a (task, backbone, ratio) cell counts as untrained when at least this share of its heads (seeds x
+#: folds) kept their first epoch's weights
+FIRST_EPOCH_MARK_SHARE = 0.5
+
+
+def untrained_cells(n: pd.DataFrame, share: float = FIRST_EPOCH_MARK_SHARE) -> set[tuple[str, str, float]]:
+    """(task, backbone, ratio) whose heads mostly kept their first epoch, from :func:`collect_training_n` rows.
+
+    Ratios are rounded to 6 decimals, as a lookup should round them.
+    """
+    if n.empty or "first_epoch_share" not in n.columns:
+        return set()
+    first = pd.to_numeric(n["first_epoch_share"], errors="coerce")
+    mean = first.groupby([n["task"].astype(str), n["backbone"].astype(str), n["ratio"].astype(float)]).mean()
+    return {(t, b, round(float(r), 6)) for (t, b, r), v in mean.items() if v >= share}
 
 
 def collect_training_n(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
