@@ -108,7 +108,7 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
     ``control_files`` by the statistics step) also states its advantage over that control at the
     task's fewest labels (10% in the paper's grid) with its paired interval, and says plainly where
     it is not ahead; ``training_n_files`` (the statistics step's ``training_n.parquet``) mark the
-    comparisons whose heads mostly did not train past their first epoch.
+    comparisons where at least half of either side's heads kept their first epoch.
     """
     controls = dict(controls or {})
     adv_col = "advantage over own random init at the fewest labels"
@@ -156,8 +156,9 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
                "ratio (positive = better) with its paired 95% interval; 'ahead' only when the interval excludes 0." + tables.KNN_MIN_CLASS_MARK
                + ": k reaches the smallest class of the kNN memory set.")
     if any(str(c).endswith(tables.FIRST_EPOCH_MARK) for c in df.get(adv_col, [])):
-        caption += (f"{tables.FIRST_EPOCH_MARK}: at that ratio the heads of the backbone or of its control mostly "
-                    "kept their first epoch's weights (see the task's table): a comparison of barely trained heads.")
+        caption += (f"{tables.FIRST_EPOCH_MARK}: at that ratio at least half of the heads of the backbone or of its "
+                    "control kept their first epoch's weights (see the task's table): a comparison with barely trained "
+                    "heads.")
     tables.write_table(df, out_path, caption=caption, label="tab:summary")
     write_text(Path(out_path).with_suffix(".json"), df.to_json(orient="records", indent=1))
     return Path(out_path)

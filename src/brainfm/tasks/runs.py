@@ -258,9 +258,10 @@ FIRST_EPOCH_MARK_SHARE = 0.5
 
 
 def untrained_cells(n: pd.DataFrame, share: float = FIRST_EPOCH_MARK_SHARE) -> set[tuple[str, str, float]]:
-    """(task, backbone, ratio) whose heads mostly kept their first epoch, from :func:`collect_training_n` rows.
+    """(task, backbone, ratio) where at least ``share`` of the heads kept their first epoch.
 
-    Ratios are rounded to 6 decimals, as a lookup should round them.
+    ``n`` holds :func:`collect_training_n` rows (one per seed). Ratios are rounded to 6 decimals,
+    as a lookup should round them.
     """
     if n.empty or "first_epoch_share" not in n.columns:
         return set()
