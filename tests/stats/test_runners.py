@@ -13,7 +13,7 @@ from brainfm.stats.knn import knn_table
 from brainfm.stats.runners import finetune_table, km_stats, knn_stats, perturbation_stats, strata_stats, task_stats
 from brainfm.stats.strata import age_strata_table
 from brainfm.report.style import display_name, ratio_label
-from brainfm.tasks.runs import collect_training_n, run_dir
+from brainfm.tasks.runs import collect_training_n, run_dir, untrained_cells
 
 N_BOOT = 60
 
@@ -104,8 +104,10 @@ def test_no_cell_is_marked_when_the_heads_trained_past_their_first_epoch(tmp_pat
 def test_training_n_says_nothing_of_epochs_for_a_closed_form_predictor(tmp_path):
     """The prior reference runs no epochs (best_epoch 0 of 0): neither counted as stuck nor as trained."""
     _write_metrics(tmp_path, "prior", 1.0, 0, [{"best_epoch": 0, "epochs_run": 0}])
-    n = collect_training_n([tmp_path / "prior"])
-    assert n["best_epoch"].isna().all() and n["first_epoch_share"].isna().all()
+    _write_metrics(tmp_path, "old_run", 1.0, 0, [{"n_train": 30}])  # written before epochs were recorded
+    n = collect_training_n([tmp_path / "prior", tmp_path / "old_run"])
+    assert len(n) == 2 and n["best_epoch"].isna().all() and n["first_epoch_share"].isna().all()
+    assert untrained_cells(n) == set()
 
 
 def test_a_one_epoch_budget_is_not_a_stuck_head(tmp_path):
