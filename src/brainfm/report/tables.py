@@ -35,7 +35,7 @@ FIRST_EPOCH_MARK = " ‡"  # most of the cell's heads kept their first epoch's w
 
 def first_epoch_caption(share: float) -> str:
     """What :data:`FIRST_EPOCH_MARK` on a task table's cell means."""
-    return (f" at least {share:.0%} of this cell's heads (seeds x folds) kept the weights of their first epoch: no "
+    return (f"at least {share:.0%} of this cell's heads (seeds x folds) kept the weights of their first epoch: no "
             "later epoch lowered the validation loss, so the head barely left its initialisation (few training "
             "and validation subjects); read the estimate as an untrained head's.")
 
@@ -89,7 +89,7 @@ def comparison_table(tidy: pd.DataFrame, reference: str | None = None, decimals:
 
     One row per task x metric x backbone (reference first), one column per label ratio; cells
     carry the estimate, its uncertainty and the significance marks against the reference, and
-    :data:`FIRST_EPOCH_MARK` where (backbone, ratio) is in ``marked``.
+    :data:`FIRST_EPOCH_MARK` where (backbone, ratio rounded to 6 decimals) is in ``marked``.
     """
     if tidy.empty:
         raise ValueError("empty comparison frame")
@@ -107,7 +107,7 @@ def comparison_table(tidy: pd.DataFrame, reference: str | None = None, decimals:
                     row[ratio_label(r)] = MISSING
                     continue
                 x = sel.iloc[0]
-                mark = FIRST_EPOCH_MARK if any(b == backbone and np.isclose(m, r) for b, m in marked) else ""
+                mark = FIRST_EPOCH_MARK if (backbone, round(r, 6)) in marked else ""
                 row[ratio_label(r)] = format_estimate(metric, x["estimate"], x["sd"], x["ci_low"], x["ci_high"],
                                                       st.loc[sel.index[0]], decimals) + mark
             rows.append(row)

@@ -88,7 +88,7 @@ def task_stats(task: str, run_dirs: Sequence[str | Path], out_dir: str | Path, t
                                "first_epoch_share: share of heads that kept their first epoch's weights")
     caption = f"{task}: {description or task}. Estimates per label ratio vs {reference}."
     if untrained:
-        caption += f" {tables.FIRST_EPOCH_MARK.strip()}:{tables.first_epoch_caption(FIRST_EPOCH_MARK_SHARE)}"
+        caption += f"{tables.FIRST_EPOCH_MARK}: {tables.first_epoch_caption(FIRST_EPOCH_MARK_SHARE)}"
     tables.write_table(tables.comparison_table(tidy, reference, labels=labels, marked=untrained), table_path,
                        caption=caption, label=f"tab:{task}")
     figures.metric_vs_ratio(tidy, figure_path, reference=reference, labels=labels, suptitle=description or None)
