@@ -7,6 +7,7 @@ import pytest
 import pandas as pd
 
 from brainfm.atomic import write_parquet
+from brainfm.errors import InputError
 from brainfm.report.build import cka_figure, summary_table
 from brainfm.report.tables import format_estimate
 
@@ -133,3 +134,26 @@ def test_summary_lists_reference_rows_last_and_states_each_backbones_advantage_o
     assert by[("age", "BrainDINO")].endswith(": ahead") and by[("tumor", "BrainDINO")].endswith(": ahead")
     assert "‡: at that ratio at least half of the heads of the backbone or of its control kept their first epoch" \
         in out.read_text()
+
+
+def test_a_damaged_input_table_names_its_file_and_nothing_is_written(tmp_path):
+    comparison = pd.DataFrame([dict(task="age", metric="mae", ratio=1.0, backbone=b, estimate=5.0, sd=0.5,
+                                    ci_low=4.0, ci_high=6.0, p_value=np.nan) for b in ("braindino", "vit_random")])
+    write_parquet(tmp_path / "comparison.parquet", comparison)
+    write_parquet(tmp_path / "training_n.parquet", pd.DataFrame(dict(task=["age"], backbone=["braindino"],
+                                                                     ratio=[1.0], seed=[0], first_epoch_share=[0.0])))
+    good = tmp_path / "training_n.parquet"
+    truncated = tmp_path / "other" / "training_n.parquet"
+    truncated.parent.mkdir()
+    truncated.write_bytes(good.read_bytes()[:100])
+    gone = tmp_path / "gone.parquet"
+    out = tmp_path / "summary.md"
+    for kwargs, path, reason in ((dict(training_n_files=[good, truncated]), truncated, "cannot read training-n table"),
+                                 (dict(control_files=[gone]), gone, "random-init control comparison does not exist")):
+        with pytest.raises(InputError) as err:
+            summary_table([tmp_path / "comparison.parquet"], [], out, reference="braindino",
+                          controls={"braindino": "vit_random"}, **kwargs)
+        assert err.value.path == str(path) and err.value.reason.startswith(reason)
+        assert not list(tmp_path.glob("summary*"))
+    summary_table([tmp_path / "comparison.parquet"], [], out, reference="braindino", training_n_files=[good])
+    assert out.is_file()  # the same inputs without the damaged one go through

@@ -116,6 +116,15 @@ def test_a_one_epoch_budget_is_not_a_stuck_head(tmp_path):
     assert n["best_epoch"] == 1 and n["first_epoch_share"] == 0.5
 
 
+def test_a_damaged_metrics_file_is_named(tmp_path):
+    _write_metrics(tmp_path, "vit", 1.0, 0, [{"best_epoch": 1, "epochs_run": 6}])
+    (path,) = (tmp_path / "vit").rglob("metrics.json")
+    path.write_text(path.read_text()[:20])  # a run cut off while someone copied it
+    with pytest.raises(InputError) as err:
+        collect_training_n([tmp_path / "vit"])
+    assert err.value.path == str(path) and err.value.reason.startswith("cannot read a run's metrics (JSONDecodeError")
+
+
 def test_strata_stats_needs_the_task_edges(tmp_path):
     preds = make_predictions("regression", ratios=(1.0,), n=80)
     dirs = write_runs(tmp_path / "runs", preds)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from brainfm.atomic import write_text
+from brainfm.frames import read_frame, read_frames
 from brainfm.report import figures, tables
 from brainfm.report.style import display_name, is_reference, order_backbones, ratio_label
 from brainfm.tasks.runs import untrained_cells
@@ -112,10 +113,11 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
     """
     controls = dict(controls or {})
     adv_col = "advantage over own random init at the fewest labels"
-    comparisons = [pd.read_parquet(f) for f in comparison_files]
+    comparisons = [read_frame(f, "comparison table") for f in comparison_files]
     # a task without a controls table (segmentation) still has its reference's pair in the main comparison
-    untrained = set().union(*(untrained_cells(pd.read_parquet(f)) for f in training_n_files))
-    cells = _control_cells([pd.read_parquet(f) for f in control_files] + comparisons, controls, labels, untrained)
+    untrained = set().union(*(untrained_cells(read_frame(f, "training-n table")) for f in training_n_files))
+    cells = _control_cells([read_frame(f, "random-init control comparison") for f in control_files] + comparisons,
+                           controls, labels, untrained)
     rows = []
     for tidy in comparisons:
         top = tidy[tidy["ratio"] == tidy["ratio"].max()]
@@ -129,7 +131,7 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
                              "estimate": tables.format_estimate(metric, r.estimate, r.sd, r.ci_low, r.ci_high),
                              "p vs " + reference: tables.format_p(r.p_value), adv_col: cell})
     for f in knn_files:
-        knn = pd.read_parquet(f)
+        knn = read_frame(f, "kNN table")
         top = knn[knn["k"] == knn["k"].max()]
         for task, grp in top.groupby("task", sort=False):
             k = int(grp["k"].iloc[0])
@@ -169,7 +171,7 @@ def cka_figure(cka_files: Sequence[str | Path], figure_path: str | Path, *, refe
     """CKA heatmaps of the reference against every other backbone, one panel per cohort (Fig. 6b right)."""
     frames = []
     for f in cka_files:
-        df = pd.read_parquet(f)
+        df = read_frame(f, "CKA table")
         df["cohort"] = Path(f).stem.removeprefix("cka_")
         frames.append(df)
     cka = pd.concat(frames, ignore_index=True)
@@ -199,7 +201,7 @@ def composite_figure(comparison_files: Sequence[str | Path], figure_path: str | 
                      labels: Mapping[str, str] | None = None, descriptions: Mapping[str, str] | None = None,
                      ncols: int = 4) -> Path:
     """The ``composite_figure`` step: Fig. 3 as one figure (see :func:`composite_panels`)."""
-    tidy = pd.concat([pd.read_parquet(f) for f in comparison_files], ignore_index=True)
+    tidy = read_frames(comparison_files, "comparison table")
     panels, titles = composite_panels(tidy, descriptions)
     figures.metric_vs_ratio(tidy, figure_path, reference=reference, panels=panels, titles=titles, ncols=ncols,
                             labels=labels, suptitle="Fig. 3: downstream tasks")

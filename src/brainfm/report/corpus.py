@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from brainfm.errors import InputError
+from brainfm.frames import read_frame
 
 __all__ = ["corpus_counts", "corpus_figure", "dataset_rows", "dataset_table"]
 
@@ -29,18 +30,12 @@ CORPUS_COLUMNS = ["dataset", "modality", "subjects", "volumes", "slices", "blank
 
 
 def _read_manifest(path: str | Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:
-        raise InputError(path, f"cannot read the manifest ({exc})") from exc
+    return read_frame(path, "manifest")
 
 
 def _store_index(store: str | Path) -> pd.DataFrame:
     path = Path(store) / "index.parquet"
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:
-        raise InputError(path, f"cannot read the pretraining slice store index ({exc})") from exc
+    return read_frame(path, "pretraining slice store index")
 
 
 def corpus_counts(manifests: Mapping[str, str | Path], stores: Mapping[str, str | Path]) -> pd.DataFrame:

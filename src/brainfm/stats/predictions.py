@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainfm.errors import InputError
+from brainfm.frames import read_frame
 from brainfm.stats.kernels import MeanOf, Prepared
 from brainfm.stats.metrics import prepare_metric
 from brainfm.stats.validate import StatsInputError
@@ -38,19 +38,7 @@ ITEM_KEY = ["fold", "subject", "session"]  # one test item of a run
 
 def read_predictions(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Concatenate predictions.parquet files, checking each has the contract's columns."""
-    frames = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(path, "predictions file does not exist")
-        try:
-            df = pd.read_parquet(path)
-        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            raise InputError(path, f"cannot read predictions parquet: {exc}") from None
-        missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
-        if missing:
-            raise InputError(path, f"missing prediction columns {missing}")
-        frames.append(df)
+    frames = [read_frame(path, "predictions table", PREDICTION_COLUMNS) for path in paths]
     if not frames:
         raise StatsInputError("no predictions files given")
     return pd.concat(frames, ignore_index=True)

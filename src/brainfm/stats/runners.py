@@ -30,6 +30,7 @@ import pandas as pd
 
 from brainfm.atomic import write_parquet
 from brainfm.errors import InputError
+from brainfm.frames import read_frames
 from brainfm.report import figures, tables
 from brainfm.stats.comparison import compare_controls, compare_dice, compare_predictions
 from brainfm.stats.km import km_table
@@ -106,7 +107,7 @@ def knn_stats(task: str, knn_files: Sequence[str | Path], out_dir: str | Path, t
               labels: Labels = None) -> dict[str, Path]:
     """kNN accuracy per k with bootstrap CIs and Holm-adjusted exact McNemar tests (Fig. 6b left)."""
     out = Path(out_dir) / "knn.parquet"
-    table = knn_table(_read_frames(knn_files, "kNN results"), reference, n_boot=n_boot, seed=seed)
+    table = knn_table(read_frames(knn_files, "kNN results"), reference, n_boot=n_boot, seed=seed)
     write_parquet(out, table)
     tables.write_table(tables.knn_wide_table(table, reference, labels=labels), table_path,
                        caption=f"{task}: kNN accuracy [95% CI] by k; exact McNemar vs {reference}, Holm across k. "
@@ -197,13 +198,13 @@ def perturbation_stats(files: Sequence[str | Path], table_path: str | Path, figu
     :func:`~brainfm.stats.perturbation.perturbation_comparison`); the marks go into the table
     cells and above the bars, the tidy tests to ``comparison_path``.
     """
-    frame = _read_frames(files, "perturbation results")
+    frame = read_frames(files, "perturbation results")
     caption = "Test-time perturbations: metric (± bootstrap sd) by severity"
     frame["stars"] = ""
     if predictions:
         from brainfm.stats.perturbation import perturbation_comparison
 
-        tests = perturbation_comparison(_read_frames(predictions, "perturbed predictions"), reference,
+        tests = perturbation_comparison(read_frames(predictions, "perturbed predictions"), reference,
                                         n_boot=n_boot, seed=seed, alpha=alpha)
         if comparison_path is not None:
             write_parquet(comparison_path, tests)
@@ -253,12 +254,3 @@ def segmentation_stats(run_dirs: Sequence[str | Path], out_path: str | Path, tab
                             titles={(t, m): f"{t}: {m.removeprefix('dice_')}" for t, m in panels})
     return tidy
 
-
-def _read_frames(files: Sequence[str | Path], what: str) -> pd.DataFrame:
-    frames = []
-    for f in files:
-        try:
-            frames.append(pd.read_parquet(f))
-        except Exception as exc:
-            raise InputError(f, f"cannot read {what} ({exc})") from exc
-    return pd.concat(frames, ignore_index=True)

@@ -37,6 +37,7 @@ from brainfm.data.splits import (
     validation_split,
 )
 from brainfm.errors import InputError
+from brainfm.frames import read_frames
 from brainfm.stats.predictions import read_predictions
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def collect_predictions(run_dirs: Sequence[str | Path], name: str = "predictions
 def collect_optional(run_dirs: Sequence[str | Path], name: str) -> pd.DataFrame | None:
     """Concatenate a file some runs write (e.g. ``train_risk.parquet``); None when no run has it."""
     paths = run_files(run_dirs, name)
-    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True) if paths else None
+    return read_frames(paths, name) if paths else None
 
 
 # ----------------------------------------------------------------------------- planning
@@ -280,7 +281,10 @@ def collect_training_n(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
 
     records = []
     for path in run_files(run_dirs, "metrics.json"):
-        info = json.loads(path.read_text())
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise InputError(path, f"cannot read a run's metrics ({exc.__class__.__name__}: {exc})") from None
         rec = {k: info.get(k) for k in ("task", "backbone", "ratio", "seed", "validation", *_N_COLUMNS)}
         # closed-form predictors (the prior) run no epochs: nothing to say about their training
         folds = [f for f in info.get("folds", []) if f.get("epochs_run", 0) > 0]
