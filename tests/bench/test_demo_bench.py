@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from bench_schema import NUMBER, check_schema, read_report
 
-from brainfm.bench.demo import STEP_IMPORTS, analyse, read_benchmarks, run
+from brainfm.bench.demo import STEP_IMPORTS, analyse, logged_cores, read_benchmarks, run
 from brainfm.errors import InputError
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -81,6 +81,21 @@ def test_report_files_from_synthetic_benchmarks(bench_dir, tmp_path, preloaded):
         assert "fresh processes: the fixed s/job" in md
     for rule in ("union_dataset", "fit_heads", "mystery_rule"):
         assert f"| {rule} |" in md
+
+
+def test_cores_come_from_the_newest_snakemake_log_that_states_them(tmp_path):
+    bench = tmp_path / "results" / "benchmarks"
+    _tsv(bench / "fit_heads" / "a.tsv", 2.0, 1.0)
+    assert logged_cores(bench) is None  # no Snakemake log anywhere above
+    logs = tmp_path / ".snakemake" / "log"
+    logs.mkdir(parents=True)
+    (logs / "2026-12-02T065744.852788.snakemake.log").write_text("Using profile\nProvided cores: 2\nRules claiming\n")
+    (logs / "2026-12-01T080000.000000.snakemake.log").write_text("Provided cores: 16\n")  # an older run
+    (logs / "2026-12-02T070540.823417.snakemake.log").write_text("Building DAG of jobs...\nCreating report...\n")
+    assert logged_cores(bench) == 2  # the --report run after it states no cores
+    run(tmp_path / "out", benchmarks=bench, configfile=str(tmp_path / "no-config.yaml"), repeats=1, libraries=())
+    assert read_report(tmp_path / "out" / "demo.json")["cores"] == 2
+    assert "run with 2 cores" in (tmp_path / "out" / "demo.md").read_text()
 
 
 def test_every_workflow_rule_has_a_benchmark_and_known_imports():

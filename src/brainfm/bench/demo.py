@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -30,8 +31,8 @@ from typing import Any
 from brainfm.atomic import write_json, write_text
 from brainfm.errors import InputError
 
-__all__ = ["STEP_IMPORTS", "read_benchmarks", "measure_fixed_costs", "analyse", "format_markdown", "run",
-           "headline"]
+__all__ = ["STEP_IMPORTS", "read_benchmarks", "measure_fixed_costs", "analyse", "format_markdown", "logged_cores",
+           "run", "headline"]
 
 _STATS = ("brainfm.stats.runners",)
 _FEATURES_READ = ("brainfm.features.store",)
@@ -328,6 +329,23 @@ def _fresh_demo(tmp: Path, cores: int, configfile: str, preloaded: bool = True) 
             "stderr_tail": proc.stderr[-2000:] if proc.returncode else ""}
 
 
+def logged_cores(benchmarks: str | Path) -> int | None:
+    """The ``--cores`` of the newest Snakemake run logged beside ``benchmarks`` (None when no log says).
+
+    Snakemake keeps its logs in ``.snakemake/log`` of the directory it ran in, an ancestor of the
+    results folder; a ``--report`` run logs no cores and is skipped.
+    """
+    for folder in Path(benchmarks).resolve().parents:
+        logs = sorted((folder / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True)  # names are timestamps
+        for log in logs:
+            found = re.search(r"^Provided cores: (\d+)\s*$", log.read_text(errors="replace"), re.MULTILINE)
+            if found:
+                return int(found.group(1))
+        if logs:
+            return None
+    return None
+
+
 def run(out_dir: str | Path, *, benchmarks: str | Path | None = None, configfile: str = "config/config.yaml",
         cores: int = 2, repeats: int = 3, libraries: Sequence[str] = ("torch", "timm"),
         preloaded: bool = True) -> dict[str, Any]:
@@ -350,16 +368,17 @@ def run(out_dir: str | Path, *, benchmarks: str | Path | None = None, configfile
         if benchmarks is None:
             facts = _fresh_demo(Path(tmp), cores, configfile, preloaded)
             benchmarks = Path(tmp) / "results" / "benchmarks"
-            source = f"fresh demo run, --cores {cores}"
+            source, run_cores = f"fresh demo run, --cores {cores}", cores
         else:
             source = str(benchmarks)
+            run_cores = logged_cores(benchmarks)
         jobs = read_benchmarks(benchmarks)
         if not jobs:
             raise InputError(benchmarks, "no Snakemake benchmark files (*.tsv): run the demo first")
     fixed = measure_fixed_costs(sorted({j["rule"] for j in jobs}), configfile=configfile, repeats=repeats,
                                 preloaded=preloaded,
                                 libraries=libraries)
-    report = {"source": source, "cores": cores if facts else None, **analyse(jobs, fixed), "fixed_costs": fixed,
+    report = {"source": source, "cores": run_cores, **analyse(jobs, fixed), "fixed_costs": fixed,
               "jobs": list(jobs), "machine": machine_info(), **facts}
     out_dir = Path(out_dir)
     write_json(out_dir / "demo.json", report)
