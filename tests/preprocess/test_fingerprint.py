@@ -107,3 +107,19 @@ def test_scan_leakage_step_stops_a_run_whose_test_scan_is_in_another_collection(
         scan_leakage(task, manifest, report, [tmp_path / "pp_other" / "report.json",
                                               tmp_path / "pp_gli" / "report.json"], out)
     assert not out.exists()
+
+
+def test_a_damaged_fingerprint_file_is_named(tmp_path):
+    from brainfm.atomic import write_parquet
+    from brainfm.errors import InputError
+    from brainfm.preprocess.fingerprint import read_fingerprints
+
+    good, short = tmp_path / "a" / "fingerprints.parquet", tmp_path / "b" / "fingerprints.parquet"
+    write_parquet(good, pd.DataFrame({"path": ["x.nii.gz"], "fingerprint": ["00ff"]}))
+    write_parquet(short, pd.DataFrame({"path": ["y.nii.gz"]}))
+    assert read_fingerprints([good])["fingerprint"].tolist() == ["00ff"]
+    with pytest.raises(InputError, match=r"b/fingerprints.parquet: image fingerprints lacks column\(s\) \['fingerprint'\]"):
+        read_fingerprints([good, short])
+    short.write_bytes(good.read_bytes()[:-30])
+    with pytest.raises(InputError, match="b/fingerprints.parquet: cannot read image fingerprints"):
+        read_fingerprints([good, short])

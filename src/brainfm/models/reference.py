@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from brainfm.errors import InputError
+from brainfm.frames import read_frame
 from brainfm.models.base import Encoder
 from brainfm.models.registry import register_encoder
 
@@ -215,7 +216,7 @@ class PhantomOracle(Encoder):
         if not path.exists():
             raise InputError(path, "no phantom ground truth next to the manifest: the phantom_oracle reference "
                                    "exists for phantom datasets only (regenerate the dataset if it is one)")
-        truth = pd.read_parquet(path)
+        truth = read_frame(path, "phantom ground truth")
         cols = sorted(c for c in truth.columns if c.startswith(TRUTH_PREFIX))
         key = ["subject", "session", "modality"]
         truth[key] = truth[key].astype(str)

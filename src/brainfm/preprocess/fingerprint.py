@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from brainfm.errors import InputError, LeakageError
+from brainfm.frames import read_frame
 
 __all__ = ["GRID", "LEVELS", "FINGERPRINT_FILE", "image_fingerprint", "decode_fingerprint", "match_fingerprints",
            "check_scan_leakage", "read_fingerprints"]
@@ -120,5 +121,5 @@ def read_fingerprints(paths: Iterable[str | Path]) -> pd.DataFrame:
         p = Path(p)
         if not p.is_file():
             raise InputError(p, "no image fingerprints (preprocess this dataset again to compute them)")
-        frames.append(pd.read_parquet(p))
+        frames.append(read_frame(p, "image fingerprints", ["path", "fingerprint"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["path", "fingerprint"])

@@ -43,6 +43,7 @@ from brainfm.config import PRODUCTS, PerturbationSetting, ProtocolSpec, canonica
 from brainfm.data.nifti import Volume, load_mask, load_volume
 from brainfm.device import resolve_device
 from brainfm.errors import ConfigError, InputError, ManifestError
+from brainfm.frames import read_frame
 from brainfm.preprocess.fingerprint import FINGERPRINT_FILE, image_fingerprint
 from brainfm.preprocess.skullstrip import STRIPPERS, get_skull_stripper, skull_strip
 from brainfm.preprocess.slices import blank_flags, sample_slice_indices, stable_seed, volume_rng
@@ -314,7 +315,8 @@ def preprocess_dataset(manifest: pd.DataFrame, root: str | Path, out_dir: str | 
     fp_path = out_dir / FINGERPRINT_FILE
     fingerprints: dict[tuple[str, ...], tuple[str, str]] = {}
     if fp_path.is_file():  # a resumed run keeps the fingerprints of the volumes it already stored
-        for r in pd.read_parquet(fp_path).itertuples(index=False):
+        for r in read_frame(fp_path, "fingerprints of the resumed run", [*KEY_COLUMNS, "path", "fingerprint"]).itertuples(
+                index=False):
             fingerprints[tuple(str(getattr(r, c)) for c in KEY_COLUMNS)] = (str(r.path), str(r.fingerprint))
     quarantine: list[dict[str, Any]] = []
     seconds: list[float] = []

@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 
 from brainfm.data.datasets.labelmap import LabelMap, label_map_for
 from brainfm.errors import InputError
+from brainfm.frames import read_frame
 from brainfm.report import tables
 from brainfm.report.style import display_name, new_figure, order_backbones, save_figure, style
 
@@ -59,7 +60,8 @@ def _benchmark_cases(benchmark_root: str | Path) -> tuple[pd.DataFrame, LabelMap
         raise InputError(str(benchmark_root), "not a prepared segmentation benchmark (no single nnUNet_raw case table)")
     dataset_json = json.loads((found[0].parent / "dataset.json").read_text())
     lm = dataset_json["brainfm"]["label_map"]
-    return pd.read_parquet(found[0]), LabelMap.from_mapping(lm, lm.get("source", str(found[0].parent)))
+    cases = read_frame(found[0], "segmentation case table")
+    return cases, LabelMap.from_mapping(lm, lm.get("source", str(found[0].parent)))
 
 
 def choose_cases(dice: pd.DataFrame, n: int) -> list[str]:
@@ -145,7 +147,7 @@ def segmentation_figure(benchmarks: Mapping[str, str | Path], runs: Mapping[str,
         jobs = {b: Path(d) for b, d in runs[benchmark].items()}
         backbones = order_backbones([*backbones, *jobs], reference)
         first = next(iter(jobs.values()))
-        dice = pd.read_parquet(first / "dice.parquet")
+        dice = read_frame(first / "dice.parquet", "segmentation Dice table")
         for case_id in choose_cases(dice, n_cases):
             preds = {b: d / "predictions" / f"{case_id}.nii.gz" for b, d in jobs.items()}
             for b, p in preds.items():

@@ -35,10 +35,11 @@ import numpy as np
 import pandas as pd
 
 from brainfm.atomic import atomic_dir, write_json, write_parquet
+from brainfm.data.datasets.labelmap import LabelMap
 from brainfm.data.splits import holdout_split, subject_table
 from brainfm.errors import ConfigError, ManifestError
+from brainfm.frames import read_frame
 from brainfm.segmentation.cases import MODALITIES, Case, Quarantined, check_cases, collect_cases
-from brainfm.data.datasets.labelmap import LabelMap
 from brainfm.segmentation.nnunet_env import DATASET_ID
 
 __all__ = ["RawDataset", "write_raw_dataset", "open_raw_dataset", "dataset_folder_name", "FILE_ENDING", "READER"]
@@ -205,4 +206,5 @@ def open_raw_dataset(folder: str | Path) -> RawDataset:
     dj = json.loads((folder / "dataset.json").read_text())
     bad = tuple(Quarantined(**q) for q in json.loads((folder / "quarantine.json").read_text()))
     dataset_id = int(folder.name[len("Dataset"):len("Dataset") + 3])
-    return RawDataset(folder, dataset_id, dj["name"], pd.read_parquet(folder / "cases.parquet"), bad)
+    cases = read_frame(folder / "cases.parquet", "nnU-Net raw dataset case table")
+    return RawDataset(folder, dataset_id, dj["name"], cases, bad)

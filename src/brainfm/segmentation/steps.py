@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from brainfm.errors import ConfigError
+from brainfm.frames import read_frame
 
 __all__ = ["prepare_segmentation", "segment", "segment_finetune", "segment_perturbed", "registry_split", "PERTURBED_COLUMNS"]
 
@@ -166,12 +167,12 @@ def segment_perturbed(benchmark_marker: str | Path, job_dir: str | Path, out: st
     found = sorted(root.glob("nnUNet_raw/Dataset*/cases.parquet"))
     if len(found) != 1:
         raise ConfigError(f"{root}: not a prepared segmentation benchmark")
-    cases = pd.read_parquet(found[0])
+    cases = read_frame(found[0], "segmentation case table")
     test = cases[cases["split"] == "test"].sort_values("case_id")
     spec = json.loads((found[0].parent / "dataset.json").read_text())["brainfm"]["label_map"]
     label_map = LabelMap.from_mapping(spec, spec.get("source", str(found[0].parent)))
     job_dir = Path(job_dir)
-    clean = pd.read_parquet(job_dir / "dice.parquet")
+    clean = read_frame(job_dir / "dice.parquet", "segmentation Dice table")
     rows = []
 
     def add(frame: pd.DataFrame, kind: str, severity: float) -> None:
