@@ -30,6 +30,7 @@ def test_summary_table_keeps_full_supervision_and_the_largest_k(tmp_path):
         ("knn_t", "knn_accuracy@k=20", "braindino"), ("knn_t", "knn_accuracy@k=20", "DINOv3")]
     assert rows[1]["estimate"] == format_estimate("mae", 6.5, 0.5, 5.5, 7.5) and rows[1]["p vs braindino"]
     assert all(out.with_suffix(s).is_file() for s in (".md", ".csv", ".tex"))
+    assert "At the fewest labels" not in out.read_text()  # no controls configured: nothing to count
 
 
 def test_cka_figure_writes_png_and_pdf_from_the_cohort_files(tmp_path):
@@ -116,6 +117,9 @@ def test_summary_lists_reference_rows_last_and_states_each_backbones_advantage_o
     assert by[("tumor", "BrainDINO")] == "vs ViT (random init) at 100%: +0.050 [+0.020, +0.080]: ahead"
     text = out.read_text()
     assert "reference" in text and "BrainDINO vs ViT (random init); BrainFound vs ViT (random init)" in text
+    assert ("At the fewest labels, BrainDINO is ahead of ViT (random init) on 2 of 3 comparisons, behind on 0, and "
+            "neither ahead nor behind on 1; BrainFound is ahead of ViT (random init) on 0 of 1 comparisons, behind "
+            "on 1, and neither ahead nor behind on 0.") in text
     assert "‡" not in text  # no training_n files: nothing to mark
 
     # the random-init ViT's heads at 10% on OASIS kept their first epoch (both seeds); BrainDINO's at 100% on

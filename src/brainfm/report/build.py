@@ -19,7 +19,8 @@ from brainfm.report import figures, tables
 from brainfm.report.style import display_name, is_reference, order_backbones, ratio_label
 from brainfm.tasks.runs import untrained_cells
 
-__all__ = ["summary_table", "cka_figure", "FIG3_PANELS", "composite_panels", "composite_figure", "advantage"]
+__all__ = ["summary_table", "cka_figure", "FIG3_PANELS", "composite_panels", "composite_figure", "advantage",
+           "advantage_tally"]
 
 #: Paper Fig. 3 panels b-l drawn from the per-task comparisons, by task name of the paper config.
 #: Panels k and m (age strata) stay in the strata figures; the 3-class ADNI task is Supp. Table 8.
@@ -75,15 +76,16 @@ def _format_advantage(metric: str, a: Mapping[str, Any]) -> str:
 
 def _control_cells(frames: Sequence[pd.DataFrame], controls: Mapping[str, str],
                    labels: Mapping[str, str] | None,
-                   untrained: Set[tuple[str, str, float]] = frozenset()) -> dict[tuple[str, str, str], str]:
-    """(task, metric, backbone) -> "vs <control> at <ratio>: advantage [interval]: verdict" for each pair.
+                   untrained: Set[tuple[str, str, float]] = frozenset()
+                   ) -> dict[tuple[str, str, str], tuple[str, str]]:
+    """(task, metric, backbone) -> ("vs <control> at <ratio>: advantage [interval]: verdict", verdict).
 
     ``frames`` are comparison tables; a pair compared in more than one (a task's controls table
     repeats its main comparison's reference pair) counts once. A cell ends with
     :data:`~brainfm.report.tables.FIRST_EPOCH_MARK` when either side's heads at that ratio are in
     ``untrained`` (:func:`brainfm.tasks.runs.untrained_cells`).
     """
-    cells: dict[tuple[str, str, str], str] = {}
+    cells: dict[tuple[str, str, str], tuple[str, str]] = {}
     tidy = pd.concat(frames, ignore_index=True) if frames and controls else pd.DataFrame()
     if tidy.empty:
         return cells
@@ -91,10 +93,30 @@ def _control_cells(frames: Sequence[pd.DataFrame], controls: Mapping[str, str],
     for b, c in controls.items():
         for a in advantage(tidy, b, c).to_dict("records"):
             stuck = any((a["task"], x, round(a["ratio"], 6)) in untrained for x in (b, c))
-            cells[(a["task"], a["metric"], b)] = (f"vs {display_name(c, labels)} at {ratio_label(a['ratio'])}: "
-                                                  f"{_format_advantage(a['metric'], a)}"
-                                                  + (tables.FIRST_EPOCH_MARK if stuck else ""))
+            text = (f"vs {display_name(c, labels)} at {ratio_label(a['ratio'])}: {_format_advantage(a['metric'], a)}"
+                    + (tables.FIRST_EPOCH_MARK if stuck else ""))
+            cells[(a["task"], a["metric"], b)] = (text, a["verdict"])
     return cells
+
+
+def advantage_tally(verdicts: Mapping[str, Sequence[str]], controls: Mapping[str, str],
+                    labels: Mapping[str, str] | None = None) -> str:
+    """One sentence per pretrained backbone: on how many of its comparisons it is ahead of its control.
+
+    ``verdicts``: backbone -> the :func:`advantage` verdicts of the comparisons the summary shows.
+    Whether pretraining helped is the question a reader brings to the summary; the count answers it
+    without reading every row.
+    """
+    parts = []
+    for b, found in verdicts.items():
+        found = [v for v in found if v != "no paired comparison"]
+        if not found:
+            continue
+        ahead, behind = found.count("ahead"), found.count("behind")
+        parts.append(f"{display_name(b, labels)} is ahead of {display_name(controls[b], labels)} on {ahead} of "
+                     f"{len(found)} comparisons, behind on {behind}, and neither ahead nor behind on "
+                     f"{len(found) - ahead - behind}")
+    return ("At the fewest labels, " + "; ".join(parts) + ".") if parts else ""
 
 
 def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[str | Path],
@@ -118,7 +140,7 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
     untrained = set().union(*(untrained_cells(read_frame(f, "training-n table")) for f in training_n_files))
     cells = _control_cells([read_frame(f, "random-init control comparison") for f in control_files] + comparisons,
                            controls, labels, untrained)
-    rows = []
+    rows, verdicts = [], {b: [] for b in controls}
     for tidy in comparisons:
         top = tidy[tidy["ratio"] == tidy["ratio"].max()]
         for (task, metric), grp in top.groupby(["task", "metric"], sort=False):
@@ -126,7 +148,9 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
                 r = grp[grp["backbone"] == b].iloc[0]
                 cell = ""
                 if b in controls:
-                    cell = cells.get((task, metric, b), f"no paired {display_name(controls[b], labels)} runs")
+                    cell, verdict = cells.get((task, metric, b),
+                                              (f"no paired {display_name(controls[b], labels)} runs", ""))
+                    verdicts[b].append(verdict or "no paired comparison")
                 rows.append({"task": task, "metric": metric, "backbone": b,
                              "estimate": tables.format_estimate(metric, r.estimate, r.sd, r.ci_low, r.ci_high),
                              "p vs " + reference: tables.format_p(r.p_value), adv_col: cell})
@@ -150,12 +174,15 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
         # configured labels as given; reference rows always say that they are references
         df["backbone"] = df["backbone"].map(
             lambda b: display_name(b, labels) if is_reference(b) else (labels or {}).get(b, b))
+    tally = advantage_tally(verdicts, controls, labels)
     pairs = "; ".join(f"{display_name(b, labels)} vs {display_name(c, labels)}" for b, c in controls.items())
     caption = ("Headline results at full supervision; rows marked reference are not encoders (prior: training "
                "class frequencies / mean; image statistics; on phantom data the generator's ground truth as an upper "
                "reference). Last column: each pretrained backbone's advantage over the same architecture at random "
                f"initialisation ({pairs or 'no controls configured: stats.controls'}) at the task's smallest label "
-               "ratio (positive = better) with its paired 95% interval; 'ahead' only when the interval excludes 0." + tables.KNN_MIN_CLASS_MARK
+               "ratio (positive = better) with its paired 95% interval; 'ahead' only when the interval excludes 0."
+               + (f" {tally}" if tally else "")
+               + tables.KNN_MIN_CLASS_MARK
                + ": k reaches the smallest class of the kNN memory set.")
     if any(str(c).endswith(tables.FIRST_EPOCH_MARK) for c in df.get(adv_col, [])):
         caption += (f"{tables.FIRST_EPOCH_MARK}: at that ratio at least half of the heads of the backbone or of its "
