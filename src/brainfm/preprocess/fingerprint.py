@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from brainfm.errors import InputError, LeakageError
-from brainfm.frames import read_frame
+from brainfm.frames import read_frames
 
 __all__ = ["GRID", "LEVELS", "FINGERPRINT_FILE", "image_fingerprint", "decode_fingerprint", "match_fingerprints",
            "check_scan_leakage", "read_fingerprints"]
@@ -116,10 +116,10 @@ def check_scan_leakage(test_scans: pd.DataFrame, pretrain_scans: pd.DataFrame, w
 
 def read_fingerprints(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Concatenate fingerprint files (each a preprocess step's ``fingerprints.parquet``)."""
-    frames = []
+    paths = [Path(p) for p in paths]
     for p in paths:
-        p = Path(p)
         if not p.is_file():
             raise InputError(p, "no image fingerprints (preprocess this dataset again to compute them)")
-        frames.append(read_frame(p, "image fingerprints", ["path", "fingerprint"]))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["path", "fingerprint"])
+    if not paths:
+        return pd.DataFrame(columns=["path", "fingerprint"])
+    return read_frames(paths, "image fingerprints", ["path", "fingerprint"])

@@ -148,9 +148,9 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
                 r = grp[grp["backbone"] == b].iloc[0]
                 cell = ""
                 if b in controls:
-                    cell, verdict = cells.get((task, metric, b),
-                                              (f"no paired {display_name(controls[b], labels)} runs", ""))
-                    verdicts[b].append(verdict or "no paired comparison")
+                    cell, verdict = cells.get((task, metric, b), (f"no paired {display_name(controls[b], labels)} "
+                                                                  "runs", "no paired comparison"))
+                    verdicts[b].append(verdict)
                 rows.append({"task": task, "metric": metric, "backbone": b,
                              "estimate": tables.format_estimate(metric, r.estimate, r.sd, r.ci_low, r.ci_high),
                              "p vs " + reference: tables.format_p(r.p_value), adv_col: cell})

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainfm.frames import read_frame
+from brainfm.frames import read_frames
 from brainfm.stats.kernels import MeanOf, Prepared
 from brainfm.stats.metrics import prepare_metric
 from brainfm.stats.validate import StatsInputError
@@ -38,10 +38,10 @@ ITEM_KEY = ["fold", "subject", "session"]  # one test item of a run
 
 def read_predictions(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Concatenate predictions.parquet files, checking each has the contract's columns."""
-    frames = [read_frame(path, "predictions table", PREDICTION_COLUMNS) for path in paths]
-    if not frames:
+    paths = list(paths)
+    if not paths:
         raise StatsInputError("no predictions files given")
-    return pd.concat(frames, ignore_index=True)
+    return read_frames(paths, "predictions table", PREDICTION_COLUMNS)
 
 
 def check_columns(df: pd.DataFrame, needed: Sequence[str], what: str) -> None:
