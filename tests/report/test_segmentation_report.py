@@ -90,9 +90,9 @@ def test_cases_are_the_largest_tumours_and_the_slice_shows_them(tmp_path):
     job = _job(tmp_path / "job_a", cases, shrink=0)
     dice = pd.read_parquet(job / "dice.parquet")
     assert choose_cases(dice, 2) == ["c2", "c1"]
-    from brainfm.report.segmentation import _benchmark_cases
+    from brainfm.segmentation.raw_dataset import benchmark_cases
 
-    table, lm = _benchmark_cases(marker.parent)
+    table, lm = benchmark_cases(marker.parent)
     image, gt, preds = _panel_data(table, lm, "c2", {"a": job / "predictions" / "c2.nii.gz"})
     assert image.shape == gt["WT"].shape == (20, 20)
     # the chosen slice is the one of largest whole-tumour area, and an exact prediction matches it

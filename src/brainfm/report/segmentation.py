@@ -11,7 +11,6 @@ predictions (NIfTI) with nibabel.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from brainfm.errors import InputError
 from brainfm.frames import read_frame
 from brainfm.report import tables
 from brainfm.report.style import display_name, new_figure, order_backbones, save_figure, style
+from brainfm.segmentation.raw_dataset import benchmark_cases
 
 __all__ = ["labels_table", "segmentation_labels", "choose_cases", "draw_segmentation_examples",
            "segmentation_figure", "REGION_COLORS"]
@@ -51,17 +51,6 @@ def segmentation_labels(benchmarks: Mapping[str, str], table_path: str | Path) -
                        caption="Segmentation label maps: raw mask values of each benchmark's regions "
                                "(from the dataset registry)")
     return table
-
-
-def _benchmark_cases(benchmark_root: str | Path) -> tuple[pd.DataFrame, LabelMap]:
-    """A prepared benchmark's case table and label map (from its raw dataset folder)."""
-    found = sorted(Path(benchmark_root).glob("nnUNet_raw/Dataset*/cases.parquet"))
-    if len(found) != 1:
-        raise InputError(str(benchmark_root), "not a prepared segmentation benchmark (no single nnUNet_raw case table)")
-    dataset_json = json.loads((found[0].parent / "dataset.json").read_text())
-    lm = dataset_json["brainfm"]["label_map"]
-    cases = read_frame(found[0], "segmentation case table")
-    return cases, LabelMap.from_mapping(lm, lm.get("source", str(found[0].parent)))
 
 
 def choose_cases(dice: pd.DataFrame, n: int) -> list[str]:
@@ -142,7 +131,7 @@ def segmentation_figure(benchmarks: Mapping[str, str | Path], runs: Mapping[str,
     region_names: tuple[str, ...] = ()
     for benchmark, root in benchmarks.items():
         root = Path(root)
-        cases, label_map = _benchmark_cases(root.parent if root.suffix == ".json" else root)
+        cases, label_map = benchmark_cases(root.parent if root.suffix == ".json" else root)
         region_names = region_names or label_map.region_names
         jobs = {b: Path(d) for b, d in runs[benchmark].items()}
         backbones = order_backbones([*backbones, *jobs], reference)

@@ -37,12 +37,13 @@ import pandas as pd
 from brainfm.atomic import atomic_dir, write_json, write_parquet
 from brainfm.data.datasets.labelmap import LabelMap
 from brainfm.data.splits import holdout_split, subject_table
-from brainfm.errors import ConfigError, ManifestError
+from brainfm.errors import ConfigError, InputError, ManifestError
 from brainfm.frames import read_frame
 from brainfm.segmentation.cases import MODALITIES, Case, Quarantined, check_cases, collect_cases
 from brainfm.segmentation.nnunet_env import DATASET_ID
 
-__all__ = ["RawDataset", "write_raw_dataset", "open_raw_dataset", "dataset_folder_name", "FILE_ENDING", "READER"]
+__all__ = ["RawDataset", "write_raw_dataset", "open_raw_dataset", "benchmark_cases", "dataset_folder_name",
+           "FILE_ENDING", "READER"]
 
 log = logging.getLogger("brainfm.segmentation")
 
@@ -208,3 +209,17 @@ def open_raw_dataset(folder: str | Path) -> RawDataset:
     dataset_id = int(folder.name[len("Dataset"):len("Dataset") + 3])
     cases = read_frame(folder / "cases.parquet", "nnU-Net raw dataset case table")
     return RawDataset(folder, dataset_id, dj["name"], cases, bad)
+
+
+def benchmark_cases(benchmark_root: str | Path) -> tuple[pd.DataFrame, LabelMap]:
+    """A prepared benchmark's case table and label map, from its single ``nnUNet_raw/Dataset*`` folder.
+
+    What later steps (perturbed evaluation, the segmentation figure) need of a benchmark without
+    re-checking the whole raw dataset.
+    """
+    found = sorted(Path(benchmark_root).glob("nnUNet_raw/Dataset*/cases.parquet"))
+    if len(found) != 1:
+        raise InputError(str(benchmark_root), "not a prepared segmentation benchmark (no single nnUNet_raw case table)")
+    spec = json.loads((found[0].parent / "dataset.json").read_text())["brainfm"]["label_map"]
+    cases = read_frame(found[0], "segmentation case table")
+    return cases, LabelMap.from_mapping(spec, spec.get("source", str(found[0].parent)))

@@ -148,7 +148,6 @@ def segment_perturbed(benchmark_marker: str | Path, job_dir: str | Path, out: st
     from the job's own ``dice.parquet``. Rows are named ``<benchmark> <region>`` so that the
     perturbation figure gives each region its own row of panels.
     """
-    import json
     import tempfile
 
     import nibabel as nib
@@ -157,20 +156,14 @@ def segment_perturbed(benchmark_marker: str | Path, job_dir: str | Path, out: st
 
     from brainfm.atomic import write_parquet
     from brainfm.config.perturbations import IDENTITY
-    from brainfm.data.datasets.labelmap import LabelMap
     from brainfm.perturb import apply_perturbation
     from brainfm.segmentation.cases import MODALITIES
     from brainfm.segmentation.job import predict_with_job
     from brainfm.segmentation.predict import dice_table
+    from brainfm.segmentation.raw_dataset import benchmark_cases
 
-    root = Path(benchmark_marker).parent
-    found = sorted(root.glob("nnUNet_raw/Dataset*/cases.parquet"))
-    if len(found) != 1:
-        raise ConfigError(f"{root}: not a prepared segmentation benchmark")
-    cases = read_frame(found[0], "segmentation case table")
+    cases, label_map = benchmark_cases(Path(benchmark_marker).parent)
     test = cases[cases["split"] == "test"].sort_values("case_id")
-    spec = json.loads((found[0].parent / "dataset.json").read_text())["brainfm"]["label_map"]
-    label_map = LabelMap.from_mapping(spec, spec.get("source", str(found[0].parent)))
     job_dir = Path(job_dir)
     clean = read_frame(job_dir / "dice.parquet", "segmentation Dice table")
     rows = []
