@@ -117,6 +117,7 @@ def test_summary_lists_reference_rows_last_and_states_each_backbones_advantage_o
     assert by[("tumor", "BrainDINO")] == "vs ViT (random init) at 100%: +0.050 [+0.020, +0.080]: ahead"
     text = out.read_text()
     assert "reference" in text and "BrainDINO vs ViT (random init); BrainFound vs ViT (random init)" in text
+    assert "not a repeat of the pretraining run" in text  # what the interval leaves out is said
     assert ("At the fewest labels, BrainDINO is ahead of ViT (random init) on 2 of 3 comparisons, behind on 0, and "
             "neither ahead nor behind on 1; BrainFound is ahead of ViT (random init) on 0 of 1 comparisons, behind "
             "on 1, and neither ahead nor behind on 0.") in text

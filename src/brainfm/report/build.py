@@ -180,7 +180,9 @@ def summary_table(comparison_files: Sequence[str | Path], knn_files: Sequence[st
                "class frequencies / mean; image statistics; on phantom data the generator's ground truth as an upper "
                "reference). Last column: each pretrained backbone's advantage over the same architecture at random "
                f"initialisation ({pairs or 'no controls configured: stats.controls'}) at the task's smallest label "
-               "ratio (positive = better) with its paired 95% interval; 'ahead' only when the interval excludes 0."
+               "ratio (positive = better) with its paired 95% interval; 'ahead' only when the interval excludes 0. "
+               "The interval covers the test subjects and head seeds (folds for cross-validated tasks), not a "
+               "repeat of the pretraining run."
                + (f" {tally}" if tally else "")
                + tables.KNN_MIN_CLASS_MARK
                + ": k reaches the smallest class of the kNN memory set.")
