@@ -45,6 +45,18 @@ def test_lint_is_clean():
     assert "Lints for" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
 
 
+@pytest.mark.parametrize("caption", sorted((REPO / "workflow" / "report").glob("*.rst")), ids=lambda p: p.name)
+def test_report_captions_render_without_warnings(caption):
+    """Snakemake renders each caption as reStructuredText: stray ``**`` or bad markup shows broken in the report."""
+    import io
+
+    from docutils.core import publish_parts
+
+    warnings = io.StringIO()
+    publish_parts(caption.read_text(), writer="html", settings_overrides={"warning_stream": warnings})
+    assert warnings.getvalue() == "", f"{caption.name}: {warnings.getvalue()}"
+
+
 def _planned_rules(wf: Path, configfile: str) -> str:
     """Output of a dry run listing the rules that would run (fails the test if planning fails)."""
     proc = _smk(wf, "-n", "--quiet", "rules", "--cores", "2", "--configfile", configfile, timeout=600)
